@@ -1,0 +1,164 @@
+// Package upstream holds what every courier API client shares: the outcome
+// classes a poller acts on, Retry-After parsing and bounded response reading.
+//
+// Each client (internal/yandex, internal/bts) maps its provider's responses to
+// an *Error with a Class in exactly one function; pollers act on the Class and
+// never look at HTTP status codes themselves.
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Class says what a poller must do after a failed upstream call.
+type Class int
+
+const (
+	// Retry: a transient failure (5xx, timeout, connection error, malformed
+	// body). Back off and try the same request again, forever; never advance.
+	Retry Class = iota + 1
+	// RateLimited: 429. Wait RetryAfter when the server sent it, else back off.
+	RateLimited
+	// BadCursor: the upstream rejected the stored cursor. Halt the source
+	// loudly and keep the cursor as it is for an operator to repair.
+	BadCursor
+	// Auth: the credentials were rejected (401/403). Halt the source.
+	Auth
+	// NotFound: the requested object does not exist upstream (404).
+	NotFound
+	// Permanent: any other client error that retrying cannot fix. Halt.
+	Permanent
+)
+
+// String returns the class name used in logs and metric labels.
+func (c Class) String() string {
+	switch c {
+	case Retry:
+		return "retry"
+	case RateLimited:
+		return "rate_limited"
+	case BadCursor:
+		return "bad_cursor"
+	case Auth:
+		return "auth"
+	case NotFound:
+		return "not_found"
+	case Permanent:
+		return "permanent"
+	default:
+		return "class(" + strconv.Itoa(int(c)) + ")"
+	}
+}
+
+// Halts reports whether a source must stop polling after an error of this
+// class: retrying cannot succeed without an operator.
+func (c Class) Halts() bool {
+	return c == BadCursor || c == Auth || c == Permanent
+}
+
+// Error is a classified upstream failure.
+type Error struct {
+	Class Class
+	// Op names the call, for example "fetch journal page".
+	Op string
+	// StatusCode is the HTTP status, or 0 when no response arrived.
+	StatusCode int
+	// Code and Message are the provider's error code and text, when it sent them.
+	Code    string
+	Message string
+	// RetryAfter is the server's requested wait (429/503), 0 when absent.
+	RetryAfter time.Duration
+	// Err is the underlying transport or decoding error, if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Op)
+	b.WriteString(": ")
+	b.WriteString(e.Class.String())
+	if e.StatusCode != 0 {
+		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
+	}
+	if e.Code != "" {
+		fmt.Fprintf(&b, " %s", e.Code)
+	}
+	if e.Message != "" {
+		fmt.Fprintf(&b, ": %s", e.Message)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ClassOf returns the class of err. Errors that were not classified by a
+// client (which would be a bug) are treated as Retry, so that nothing is ever
+// skipped because of an unexpected error type.
+func ClassOf(err error) Class {
+	var ue *Error
+	if errors.As(err, &ue) {
+		return ue.Class
+	}
+	return Retry
+}
+
+// RetryAfterOf returns the server-requested wait carried by err, or 0.
+func RetryAfterOf(err error) time.Duration {
+	var ue *Error
+	if errors.As(err, &ue) {
+		return ue.RetryAfter
+	}
+	return 0
+}
+
+// ParseRetryAfter parses a Retry-After header value, which RFC 9110 allows to
+// be either delay-seconds or an HTTP-date. It returns 0 when the value is
+// absent, malformed or in the past, so callers fall back to their own backoff.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		// Cap absurd values so an overflow cannot turn into a negative wait.
+		const maxSecs = int64(24 * time.Hour / time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// ErrBodyTooLarge is returned by ReadBody when a response exceeds the limit.
+var ErrBodyTooLarge = errors.New("response body exceeds the size limit")
+
+// ReadBody reads at most limit bytes of r. A body larger than limit is an
+// error rather than a silent truncation or an out-of-memory.
+func ReadBody(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w (%d bytes)", ErrBodyTooLarge, limit)
+	}
+	return b, nil
+}
