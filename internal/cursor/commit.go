@@ -1,0 +1,235 @@
+package cursor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/event"
+)
+
+// Row is one outbox row: an event's Kafka message with its place in the
+// outbox (Seq) and in the topic (Partition).
+type Row struct {
+	Seq       int64
+	Partition int
+	SourceID  string
+	Msg       event.Message
+}
+
+// Page is what one upstream page produced, to be committed atomically.
+type Page struct {
+	SourceID string
+	// PrevCursor is the cursor the page was fetched with ("" when the source
+	// had none). The commit succeeds only if it is still the stored cursor,
+	// so two writers can never both advance from the same position.
+	PrevCursor string
+	// Cursor is the cursor to store, byte for byte. It must not be empty.
+	Cursor string
+	// Rows are the page's events in upstream order; Seq is assigned here.
+	Rows []Row
+}
+
+// Commit describes a committed page.
+type Commit struct {
+	// FirstSeq..LastSeq is the seq range the page allocated. Rows that were
+	// already in the outbox (a replayed page) leave holes in it.
+	FirstSeq, LastSeq int64
+	// Inserted are the rows that were new, with Seq set, in seq order.
+	Inserted []Row
+	// Duplicates counts rows skipped because their event was already stored.
+	Duplicates int
+}
+
+const insertOutboxSQL = `
+WITH alloc AS (
+    UPDATE outbox_seq SET last_seq = last_seq + $1 RETURNING last_seq - $1 AS base
+), ins AS (
+    INSERT INTO outbox (seq, event_id, source_id, partition, msg_key, ce_type, ce_source, ce_subject, ce_time, payload)
+    SELECT alloc.base + u.ord, u.event_id, $2, u.partition, u.msg_key, u.ce_type, u.ce_source, u.ce_subject, u.ce_time, u.payload
+    FROM alloc, unnest($3::uuid[], $4::int4[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[])
+        WITH ORDINALITY AS u(event_id, partition, msg_key, ce_type, ce_source, ce_subject, ce_time, payload, ord)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING seq
+)
+SELECT alloc.base, coalesce((SELECT array_agg(seq ORDER BY seq) FROM ins), '{}') FROM alloc`
+
+// advanceCursorSQL stores the new cursor only if the stored one is still the
+// cursor the page was fetched with; no row back means another writer moved it.
+const advanceCursorSQL = `
+INSERT INTO source_cursors AS c (source_id, cursor, events_total, updated_at)
+VALUES ($1, $2, $4, now())
+ON CONFLICT (source_id) DO UPDATE
+    SET cursor = EXCLUDED.cursor,
+        events_total = c.events_total + EXCLUDED.events_total,
+        updated_at = EXCLUDED.updated_at,
+        halted_at = NULL,
+        halted_reason = NULL
+    WHERE c.cursor IS NOT DISTINCT FROM $3
+RETURNING source_id`
+
+const insertHistorySQL = `
+INSERT INTO cursor_history (source_id, cursor, prev_cursor, event_count)
+VALUES ($1, $2, $3, $4)`
+
+// CommitPage inserts the page's new events into the outbox, advances the
+// source's cursor and appends a history row, all in one transaction.
+func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
+	if p.Cursor == "" {
+		return Commit{}, errors.New("commit page: empty cursor")
+	}
+	var c Commit
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		c, err = insertRows(ctx, tx, p)
+		if err != nil {
+			return err
+		}
+		var id string
+		err = tx.QueryRow(ctx, advanceCursorSQL, p.SourceID, p.Cursor, nullable(p.PrevCursor), int64(len(c.Inserted))).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrCursorMoved
+		}
+		if err != nil {
+			return fmt.Errorf("advance cursor: %w", err)
+		}
+		if _, err := tx.Exec(ctx, insertHistorySQL, p.SourceID, p.Cursor, nullable(p.PrevCursor), len(c.Inserted)); err != nil {
+			return fmt.Errorf("append cursor history: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Commit{}, fmt.Errorf("commit page of %s: %w", p.SourceID, err)
+	}
+	return c, nil
+}
+
+func insertRows(ctx context.Context, tx pgx.Tx, p Page) (Commit, error) {
+	n := len(p.Rows)
+	if n == 0 {
+		return Commit{}, nil
+	}
+	var (
+		ids        = make([]string, n)
+		partitions = make([]int32, n)
+		keys       = make([]string, n)
+		types      = make([]string, n)
+		sources    = make([]string, n)
+		subjects   = make([]string, n)
+		times      = make([]time.Time, n)
+		payloads   = make([][]byte, n)
+	)
+	for i := range p.Rows {
+		m := &p.Rows[i].Msg
+		ids[i] = m.ID
+		partitions[i] = int32(p.Rows[i].Partition)
+		keys[i] = m.Key
+		types[i] = string(m.Type)
+		sources[i] = m.Source
+		subjects[i] = m.Subject
+		times[i] = m.Time
+		payloads[i] = m.Payload
+	}
+	var (
+		base int64
+		seqs []int64
+	)
+	err := tx.QueryRow(ctx, insertOutboxSQL, int64(n), p.SourceID, ids, partitions, keys, types, sources, subjects, times, payloads).Scan(&base, &seqs)
+	if err != nil {
+		return Commit{}, fmt.Errorf("insert outbox rows: %w", err)
+	}
+	c := Commit{FirstSeq: base + 1, LastSeq: base + int64(n), Inserted: make([]Row, 0, len(seqs)), Duplicates: n - len(seqs)}
+	for _, seq := range seqs {
+		r := p.Rows[seq-base-1]
+		r.Seq = seq
+		r.SourceID = p.SourceID
+		c.Inserted = append(c.Inserted, r)
+	}
+	return c, nil
+}
+
+// nullable maps the "no cursor" value to SQL NULL.
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// State is a source's stored position.
+type State struct {
+	SourceID     string
+	Cursor       string // "" when no page was committed yet
+	EventsTotal  int64
+	UpdatedAt    time.Time
+	HaltedAt     *time.Time
+	HaltedReason string
+}
+
+const loadStateSQL = `
+SELECT source_id, coalesce(cursor, ''), events_total, updated_at, halted_at, coalesce(halted_reason, '')
+FROM source_cursors WHERE source_id = $1`
+
+// Source returns a source's stored state; a source never committed has an
+// empty cursor.
+func (s *Store) Source(ctx context.Context, sourceID string) (State, error) {
+	var st State
+	err := s.pool.QueryRow(ctx, loadStateSQL, sourceID).Scan(&st.SourceID, &st.Cursor, &st.EventsTotal, &st.UpdatedAt, &st.HaltedAt, &st.HaltedReason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return State{SourceID: sourceID}, nil
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("load cursor of %s: %w", sourceID, err)
+	}
+	return st, nil
+}
+
+const haltSQL = `
+INSERT INTO source_cursors AS c (source_id, cursor, halted_at, halted_reason)
+VALUES ($1, NULL, now(), $2)
+ON CONFLICT (source_id) DO UPDATE SET halted_at = now(), halted_reason = EXCLUDED.halted_reason`
+
+// Halt records that a source stopped on an error that needs an operator. The
+// cursor is left exactly as it is.
+func (s *Store) Halt(ctx context.Context, sourceID, reason string) error {
+	if _, err := s.pool.Exec(ctx, haltSQL, sourceID, reason); err != nil {
+		return fmt.Errorf("record halt of %s: %w", sourceID, err)
+	}
+	return nil
+}
+
+// HistoryEntry is one recorded cursor change.
+type HistoryEntry struct {
+	ID         int64
+	SourceID   string
+	Cursor     string
+	PrevCursor string
+	EventCount int
+	RecordedAt time.Time
+	Actor      string
+	Reason     string
+}
+
+const historySQL = `
+SELECT id, source_id, cursor, coalesce(prev_cursor, ''), event_count, recorded_at, actor, coalesce(reason, '')
+FROM cursor_history WHERE source_id = $1 ORDER BY id DESC LIMIT $2`
+
+// History returns a source's most recent cursor changes, newest first.
+func (s *Store) History(ctx context.Context, sourceID string, limit int) ([]HistoryEntry, error) {
+	rows, err := s.pool.Query(ctx, historySQL, sourceID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read cursor history of %s: %w", sourceID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HistoryEntry, error) {
+		var h HistoryEntry
+		err := r.Scan(&h.ID, &h.SourceID, &h.Cursor, &h.PrevCursor, &h.EventCount, &h.RecordedAt, &h.Actor, &h.Reason)
+		return h, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read cursor history of %s: %w", sourceID, err)
+	}
+	return out, nil
+}

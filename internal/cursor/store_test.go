@@ -1,0 +1,311 @@
+package cursor_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+func openStore(t *testing.T) *cursor.Store {
+	t.Helper()
+	ctx := context.Background()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
+	_, err := cursor.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	s, err := cursor.Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func row(id int, partition int) cursor.Row {
+	return cursor.Row{
+		Partition: partition,
+		Msg: event.Message{
+			ID:      fmt.Sprintf("00000000-0000-0000-0000-%012d", id),
+			Key:     fmt.Sprintf("yandex:claim-%d", id%7),
+			Source:  "/ingestd/yandex/default",
+			Type:    event.TypeStatusChanged,
+			Subject: fmt.Sprintf("claim-%d", id%7),
+			Time:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+			Payload: []byte(fmt.Sprintf(`{"n":%d}`, id)),
+		},
+	}
+}
+
+func TestOpenRequiresMigration(t *testing.T) {
+	t.Parallel()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
+	_, err := cursor.Open(context.Background(), cfg)
+	require.ErrorIs(t, err, cursor.ErrNotMigrated)
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
+	first, err := cursor.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.NotEmpty(t, first)
+	again, err := cursor.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	require.Empty(t, again)
+}
+
+func TestCommitPageStoresCursorByteForByte(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	const src = "yandex/default"
+
+	st, err := s.Source(ctx, src)
+	require.NoError(t, err)
+	require.Empty(t, st.Cursor)
+
+	weird := "a+/=\"\\ é ✓ \t~." // every byte must come back as sent
+	c, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: weird, Rows: []cursor.Row{row(1, 0), row(2, 1)}})
+	require.NoError(t, err)
+	require.Len(t, c.Inserted, 2)
+	require.Equal(t, int64(1), c.FirstSeq)
+	require.Equal(t, int64(2), c.LastSeq)
+
+	st, err = s.Source(ctx, src)
+	require.NoError(t, err)
+	require.Equal(t, weird, st.Cursor)
+	require.Equal(t, int64(2), st.EventsTotal)
+
+	h, err := s.History(ctx, src, 10)
+	require.NoError(t, err)
+	require.Len(t, h, 1)
+	require.Equal(t, weird, h[0].Cursor)
+	require.Equal(t, 2, h[0].EventCount)
+}
+
+func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	const src = "yandex/default"
+
+	_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 0), row(3, 1)}})
+	require.NoError(t, err)
+	// The next page re-serves 2 and 3, then a new event, and repeats 4 within the page.
+	c, err := s.CommitPage(ctx, cursor.Page{SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []cursor.Row{row(2, 0), row(3, 1), row(4, 2), row(4, 2)}})
+	require.NoError(t, err)
+	require.Len(t, c.Inserted, 1)
+	require.Equal(t, 3, c.Duplicates)
+	require.Equal(t, "00000000-0000-0000-0000-000000000004", c.Inserted[0].Msg.ID)
+	require.Equal(t, int64(6), c.Inserted[0].Seq, "seq is base + position in page")
+
+	wm, err := s.Target(ctx, "t", 3)
+	require.NoError(t, err)
+	require.Equal(t, 3, wm)
+	marks, err := s.Watermarks(ctx)
+	require.NoError(t, err)
+	pending, err := s.Pending(ctx, marks, 100)
+	require.NoError(t, err)
+	var got []string
+	for _, r := range pending {
+		got = append(got, r.Msg.ID[len(r.Msg.ID)-1:])
+	}
+	require.Equal(t, []string{"1", "2", "3", "4"}, got)
+}
+
+func TestCommitPageRejectsStaleCursor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	const src = "yandex/default"
+
+	_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0)}})
+	require.NoError(t, err)
+
+	tests := []struct {
+		name string
+		prev string
+	}{
+		{"first-call page after a commit", ""},
+		{"page fetched with an older cursor", "c0"},
+	}
+	for _, tc := range tests {
+		_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, PrevCursor: tc.prev, Cursor: "other", Rows: []cursor.Row{row(9, 0)}})
+		require.ErrorIs(t, err, cursor.ErrCursorMoved, tc.name)
+	}
+	st, err := s.Source(ctx, src)
+	require.NoError(t, err)
+	require.Equal(t, "c1", st.Cursor)
+	require.Equal(t, int64(1), st.EventsTotal, "rejected pages insert nothing")
+}
+
+func TestConcurrentSourcesGetSeqInCommitOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	_, err := s.Target(ctx, "t", 2)
+	require.NoError(t, err)
+
+	// Two sources commit concurrently; every committed range must be
+	// contiguous and non-overlapping, so a watermark can never skip a row.
+	var wg sync.WaitGroup
+	const pages = 30
+	for src := range 2 {
+		wg.Go(func() {
+			prev := ""
+			for i := range pages {
+				cur := fmt.Sprintf("s%d-%d", src, i)
+				id := src*1000 + i
+				_, err := s.CommitPage(ctx, cursor.Page{SourceID: fmt.Sprintf("src%d", src), PrevCursor: prev, Cursor: cur, Rows: []cursor.Row{row(id, id%2)}})
+				if !assertNoError(t, err) {
+					return
+				}
+				prev = cur
+			}
+		})
+	}
+	wg.Wait()
+	wm, err := s.Watermarks(ctx)
+	require.NoError(t, err)
+	rows, err := s.Pending(ctx, wm, 1000)
+	require.NoError(t, err)
+	require.Len(t, rows, 2*pages)
+	for i, r := range rows {
+		require.Equal(t, int64(i+1), r.Seq)
+	}
+}
+
+func assertNoError(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil {
+		t.Errorf("unexpected error: %v", err)
+		return false
+	}
+	return true
+}
+
+func TestWatermarksPendingAndPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	n, err := s.Target(ctx, "events", 2)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "a", Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 1), row(3, 0), row(4, 1)}})
+	require.NoError(t, err)
+
+	b, err := s.Backlog(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), b.Rows)
+	require.False(t, b.Oldest.IsZero())
+
+	// Partition 0 acknowledged through seq 3, partition 1 not at all.
+	require.NoError(t, s.MarkPublished(ctx, map[int]int64{0: 3}))
+	wm, err := s.Watermarks(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 0}, wm)
+	// Watermarks never go backwards.
+	require.NoError(t, s.MarkPublished(ctx, map[int]int64{0: 1}))
+	wm, err = s.Watermarks(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 0}, wm)
+
+	pending, err := s.Pending(ctx, wm, 10)
+	require.NoError(t, err)
+	require.Len(t, pending, 2)
+	require.Equal(t, []int64{2, 4}, []int64{pending[0].Seq, pending[1].Seq})
+	require.Equal(t, []byte(`{"n":2}`), pending[0].Msg.Payload)
+	require.Equal(t, event.TypeStatusChanged, pending[0].Msg.Type)
+
+	// Nothing is old enough yet; with zero retention only published rows go.
+	deleted, err := s.Prune(ctx, time.Hour, 100)
+	require.NoError(t, err)
+	require.Zero(t, deleted)
+	deleted, err = s.Prune(ctx, 0, 100)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), deleted)
+	b, err = s.Backlog(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), b.Rows)
+}
+
+func TestTargetMismatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	_, err := s.Target(ctx, "events", 3)
+	require.NoError(t, err)
+
+	n, err := s.Target(ctx, "events", 6)
+	require.NoError(t, err)
+	require.Equal(t, 3, n, "a grown topic keeps the recorded partition count")
+
+	_, err = s.Target(ctx, "other", 3)
+	require.ErrorIs(t, err, cursor.ErrTargetMismatch)
+	require.ErrorContains(t, err, "INGESTD_KAFKA_TOPIC")
+	_, err = s.Target(ctx, "events", 2)
+	require.ErrorIs(t, err, cursor.ErrTargetMismatch)
+}
+
+func TestHaltKeepsCursor(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	require.NoError(t, s.Halt(ctx, "never-ran", "auth rejected"))
+	st, err := s.Source(ctx, "never-ran")
+	require.NoError(t, err)
+	require.Empty(t, st.Cursor)
+	require.NotNil(t, st.HaltedAt)
+
+	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "src", Cursor: "c1"})
+	require.NoError(t, err)
+	require.NoError(t, s.Halt(ctx, "src", "bad cursor"))
+	st, err = s.Source(ctx, "src")
+	require.NoError(t, err)
+	require.Equal(t, "c1", st.Cursor)
+	require.Equal(t, "bad cursor", st.HaltedReason)
+
+	// The next committed page clears the halt.
+	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "src", PrevCursor: "c1", Cursor: "c2"})
+	require.NoError(t, err)
+	st, err = s.Source(ctx, "src")
+	require.NoError(t, err)
+	require.Nil(t, st.HaltedAt)
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		cfg     cursor.Config
+		wantErr string
+	}{
+		{"missing url", cursor.Config{MaxConns: 8}, "INGESTD_DATABASE_URL: required"},
+		{"bad url", cursor.Config{DatabaseURL: secret.New("postgres://u:hunter2@[::1"), MaxConns: 8}, "INGESTD_DATABASE_URL: not a valid"},
+		{"pool too small", cursor.Config{DatabaseURL: secret.New("postgres://localhost/db"), MaxConns: 1}, "INGESTD_DATABASE_MAX_CONNS"},
+		{"ok", cursor.Config{DatabaseURL: secret.New("postgres://localhost/db"), MaxConns: 8}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := tc.cfg.Validate()
+			if tc.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.wantErr)
+			require.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+}
