@@ -3,9 +3,12 @@
 package kafkatest
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Cluster is a running in-process broker.
@@ -31,4 +34,59 @@ func Start(t testing.TB, opts ...kfake.Opt) *Cluster {
 		t.Fatal("kafkatest: kfake has no listen address")
 	}
 	return &Cluster{Cluster: c, Addr: addrs[0]}
+}
+
+// Record is a consumed Kafka record.
+type Record struct {
+	Partition int32
+	Offset    int64
+	Key       string
+	Value     []byte
+	Headers   map[string]string
+}
+
+// Header returns the value of header k.
+func (r Record) Header(k string) string { return r.Headers[k] }
+
+// ReadTopic consumes topic from the start with franz-go (a client independent
+// of the kafka-go producer under test) until it has read want records or
+// timeout passes, and returns what it read in partition, offset order per
+// partition. It reads past want briefly so that extra records (duplicates)
+// are seen too.
+func ReadTopic(t testing.TB, addr, topic string, want int, timeout time.Duration) []Record {
+	t.Helper()
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(addr),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(100*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatalf("kafkatest: consumer: %v", err)
+	}
+	defer cl.Close()
+
+	var out []Record
+	deadline := time.Now().Add(timeout)
+	var extraUntil time.Time
+	for time.Now().Before(deadline) {
+		if len(out) >= want {
+			if extraUntil.IsZero() {
+				extraUntil = time.Now().Add(300 * time.Millisecond)
+			} else if time.Now().After(extraUntil) {
+				break
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		fetches := cl.PollFetches(ctx)
+		cancel()
+		fetches.EachRecord(func(r *kgo.Record) {
+			h := make(map[string]string, len(r.Headers))
+			for _, kv := range r.Headers {
+				h[kv.Key] = string(kv.Value)
+			}
+			out = append(out, Record{Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: r.Value, Headers: h})
+		})
+	}
+	return out
 }

@@ -1,0 +1,128 @@
+// Package publish relays the PostgreSQL outbox to Kafka: it checks (or
+// creates) the topic at start, chooses each event's partition from its key at
+// commit time, writes rows in outbox order with acks from all in-sync
+// replicas, and records per-partition watermarks only after Kafka
+// acknowledged them.
+package publish
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config configures the Kafka side of ingestd.
+type Config struct {
+	// Brokers are the bootstrap brokers (INGESTD_KAFKA_BROKERS, required).
+	Brokers []string
+	// Topic receives every event (INGESTD_KAFKA_TOPIC, default
+	// "delivery.status-changes").
+	Topic string
+	// CreateTopic creates the topic at start when it is missing
+	// (INGESTD_KAFKA_CREATE_TOPIC, default true). When false, a missing topic
+	// is a start-up error.
+	CreateTopic bool
+	// Partitions and ReplicationFactor are used only when creating the topic
+	// (INGESTD_KAFKA_PARTITIONS, default 6; INGESTD_KAFKA_REPLICATION_FACTOR,
+	// default -1 meaning the broker's default.replication.factor).
+	Partitions        int
+	ReplicationFactor int
+	// BatchSize is the most rows written per Kafka request round
+	// (INGESTD_KAFKA_BATCH_SIZE, default 1000).
+	BatchSize int
+	// BatchTimeout bounds how long kafka-go waits to fill a partition batch
+	// (INGESTD_KAFKA_BATCH_TIMEOUT, default 2ms). kafka-go's own default of 1s
+	// would add a second to every event's latency.
+	BatchTimeout time.Duration
+	// WriteTimeout bounds one write to Kafka (INGESTD_KAFKA_WRITE_TIMEOUT,
+	// default 10s).
+	WriteTimeout time.Duration
+	// CloseTimeout bounds closing the writer at shutdown
+	// (INGESTD_KAFKA_CLOSE_TIMEOUT, default 5s): kafka-go's Close can block
+	// for a long time when the cluster is unreachable.
+	CloseTimeout time.Duration
+	// Retention is how long published rows stay in the outbox
+	// (INGESTD_OUTBOX_RETENTION, default 168h). It is also the window in
+	// which a replayed upstream page is recognized as already ingested.
+	Retention time.Duration
+	// PruneInterval is how often published rows past retention are deleted
+	// (INGESTD_OUTBOX_PRUNE_INTERVAL, default 1m).
+	PruneInterval time.Duration
+	// IdlePoll is how often the outbox is checked when no commit woke the
+	// publisher (INGESTD_OUTBOX_IDLE_POLL, default 1s). Commits in this
+	// process wake it at once; this only catches rows written by others.
+	IdlePoll time.Duration
+}
+
+// DefaultConfig returns the defaults; Brokers has none.
+func DefaultConfig() Config {
+	return Config{
+		Topic:             "delivery.status-changes",
+		CreateTopic:       true,
+		Partitions:        6,
+		ReplicationFactor: -1,
+		BatchSize:         1000,
+		BatchTimeout:      2 * time.Millisecond,
+		WriteTimeout:      10 * time.Second,
+		CloseTimeout:      5 * time.Second,
+		Retention:         168 * time.Hour,
+		PruneInterval:     time.Minute,
+		IdlePoll:          time.Second,
+	}
+}
+
+// Validate reports every problem, naming the environment variable.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("INGESTD_KAFKA_BROKERS: required (comma-separated host:port list)"))
+	}
+	for _, b := range c.Brokers {
+		if host, port, ok := strings.Cut(b, ":"); !ok || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("INGESTD_KAFKA_BROKERS: %q is not host:port", b))
+		}
+	}
+	if !validTopic(c.Topic) {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_TOPIC: %q is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])", c.Topic))
+	}
+	if c.Partitions < 1 || c.Partitions > 10000 {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_PARTITIONS: must be between 1 and 10000, got %d", c.Partitions))
+	}
+	if c.ReplicationFactor == 0 || c.ReplicationFactor < -1 {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_REPLICATION_FACTOR: must be -1 (broker default) or positive, got %d", c.ReplicationFactor))
+	}
+	if c.BatchSize < 1 || c.BatchSize > 100000 {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_BATCH_SIZE: must be between 1 and 100000, got %d", c.BatchSize))
+	}
+	for _, d := range []struct {
+		env string
+		v   time.Duration
+	}{
+		{"INGESTD_KAFKA_BATCH_TIMEOUT", c.BatchTimeout},
+		{"INGESTD_KAFKA_WRITE_TIMEOUT", c.WriteTimeout},
+		{"INGESTD_KAFKA_CLOSE_TIMEOUT", c.CloseTimeout},
+		{"INGESTD_OUTBOX_PRUNE_INTERVAL", c.PruneInterval},
+		{"INGESTD_OUTBOX_IDLE_POLL", c.IdlePoll},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", d.env, d.v))
+		}
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_RETENTION: must not be negative, got %s", c.Retention))
+	}
+	return errors.Join(errs...)
+}
+
+func validTopic(t string) bool {
+	if t == "" || len(t) > 249 || t == "." || t == ".." {
+		return false
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

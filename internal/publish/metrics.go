@@ -1,0 +1,44 @@
+package publish
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	published    *prometheus.CounterVec
+	writeErrors  prometheus.Counter
+	writeSeconds prometheus.Histogram
+	backlog      prometheus.Gauge
+	oldestAge    prometheus.Gauge
+	pruned       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingestd_events_published_total",
+			Help: "Events acknowledged by Kafka, per source.",
+		}, []string{"source"}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingestd_publish_errors_total",
+			Help: "Kafka writes that failed in whole or in part.",
+		}),
+		writeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ingestd_publish_write_seconds",
+			Help:    "Duration of one Kafka write of a batch of outbox rows.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ingestd_outbox_backlog",
+			Help: "Outbox rows committed but not yet acknowledged by Kafka.",
+		}),
+		oldestAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ingestd_outbox_oldest_unpublished_age_seconds",
+			Help: "Age of the oldest unpublished outbox row (0 when none).",
+		}),
+		pruned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingestd_outbox_pruned_total",
+			Help: "Published outbox rows deleted after the retention period.",
+		}),
+	}
+	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned)
+	return m
+}

@@ -1,0 +1,421 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/event"
+)
+
+// Store is what the publisher needs of the outbox.
+type Store interface {
+	Target(ctx context.Context, topic string, partitions int) (int, error)
+	Watermarks(ctx context.Context) ([]int64, error)
+	Pending(ctx context.Context, wm []int64, limit int) ([]cursor.Row, error)
+	MarkPublished(ctx context.Context, marks map[int]int64) error
+	Prune(ctx context.Context, retention time.Duration, limit int) (int64, error)
+	Backlog(ctx context.Context) (cursor.Backlog, error)
+}
+
+// HeaderSeq carries the row's outbox sequence number, so that what Kafka
+// holds can be matched to the outbox after a crash.
+const HeaderSeq = "ingestd_seq"
+
+// pruneBatch bounds one DELETE so pruning never holds long locks.
+const pruneBatch = 10000
+
+// ErrTopicMissing means the topic does not exist and may not be created.
+var ErrTopicMissing = errors.New("kafka topic does not exist")
+
+// Publisher relays outbox rows to Kafka.
+type Publisher struct {
+	cfg    Config
+	store  Store
+	log    *zap.Logger
+	m      *metrics
+	client *kafka.Client
+	writer *kafka.Writer
+
+	// partitions is the partition count rows are assigned with (recorded in
+	// the outbox target); partitionIDs is 0..partitions-1 for the balancer.
+	partitions   int
+	partitionIDs []int
+
+	wake  chan struct{}
+	drain chan struct{}
+	// drainOnce guards closing drain.
+	draining atomic.Bool
+}
+
+// New checks the topic (creating it when allowed and missing), records the
+// outbox target, and prepares the writer. It does not publish until Run.
+func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
+	p := &Publisher{
+		cfg:    cfg,
+		store:  store,
+		log:    log,
+		m:      newMetrics(reg),
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
+		wake:   make(chan struct{}, 1),
+		drain:  make(chan struct{}),
+	}
+	have, err := p.ensureTopic(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := store.Target(ctx, cfg.Topic, have)
+	if err != nil {
+		return nil, err
+	}
+	if n != have {
+		log.Warn("topic has more partitions than the outbox was written for; new partitions stay unused so per-shipment order holds",
+			zap.String("topic", cfg.Topic), zap.Int("topic_partitions", have), zap.Int("used_partitions", n))
+	}
+	p.partitions = n
+	p.partitionIDs = make([]int, n)
+	for i := range p.partitionIDs {
+		p.partitionIDs[i] = i
+	}
+	p.writer = &kafka.Writer{
+		Addr:  kafka.TCP(cfg.Brokers...),
+		Topic: cfg.Topic,
+		// The partition was chosen with the key hash when the row was
+		// committed (see Partition); the writer must use exactly it.
+		Balancer:     kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition }),
+		RequiredAcks: kafka.RequireAll,
+		// One write carries at most BatchSize rows, so each partition's share
+		// fits one produce batch and partition order is outbox order.
+		BatchSize:              cfg.BatchSize,
+		BatchBytes:             64 << 20,
+		BatchTimeout:           cfg.BatchTimeout,
+		WriteTimeout:           cfg.WriteTimeout,
+		MaxAttempts:            3,
+		AllowAutoTopicCreation: false,
+		Transport:              transport,
+	}
+	return p, nil
+}
+
+// ensureTopic returns the topic's partition count, creating the topic first
+// when it is missing and CreateTopic allows it.
+func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
+	n, err := p.topicPartitions(ctx)
+	if err == nil {
+		return n, nil
+	}
+	if !errors.Is(err, ErrTopicMissing) {
+		return 0, err
+	}
+	if !p.cfg.CreateTopic {
+		return 0, fmt.Errorf("%w: %q on %v; create it, or set INGESTD_KAFKA_CREATE_TOPIC=true to let ingestd create it", ErrTopicMissing, p.cfg.Topic, p.cfg.Brokers)
+	}
+	res, err := p.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: p.cfg.Topic, NumPartitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor,
+	}}})
+	if err != nil {
+		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, err)
+	}
+	if err := res.Errors[p.cfg.Topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, err)
+	}
+	p.log.Info("created topic", zap.String("topic", p.cfg.Topic), zap.Int("partitions", p.cfg.Partitions))
+	// Metadata can lag creation for a moment on a real cluster.
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if n, err := p.topicPartitions(ctx); err == nil {
+			return n, nil
+		} else {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return 0, fmt.Errorf("topic %q not visible after creation: %w", p.cfg.Topic, last)
+}
+
+func (p *Publisher) topicPartitions(ctx context.Context) (int, error) {
+	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.cfg.Topic}})
+	if err != nil {
+		return 0, fmt.Errorf("read metadata of topic %q from %v: %w", p.cfg.Topic, p.cfg.Brokers, err)
+	}
+	for _, t := range md.Topics {
+		if t.Name != p.cfg.Topic {
+			continue
+		}
+		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
+			return 0, ErrTopicMissing
+		}
+		if t.Error != nil {
+			return 0, fmt.Errorf("metadata of topic %q: %w", p.cfg.Topic, t.Error)
+		}
+		if len(t.Partitions) == 0 {
+			return 0, ErrTopicMissing
+		}
+		return len(t.Partitions), nil
+	}
+	return 0, ErrTopicMissing
+}
+
+// Ping checks that the brokers answer a metadata request for the topic;
+// /readyz uses it.
+func (p *Publisher) Ping(ctx context.Context) error {
+	_, err := p.topicPartitions(ctx)
+	return err
+}
+
+// Partition returns the partition for a record key: Kafka's default
+// (murmur2) key hash, the same as the Java client's, so every event of one
+// shipment goes to one partition.
+func (p *Publisher) Partition(key string) int {
+	return kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(key)}, p.partitionIDs...)
+}
+
+// Notify wakes the publisher after an outbox commit. It never blocks.
+func (p *Publisher) Notify() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Drain asks Run to publish everything committed so far and then return. The
+// caller stops every writer of the outbox first.
+func (p *Publisher) Drain() {
+	if p.draining.CompareAndSwap(false, true) {
+		close(p.drain)
+	}
+}
+
+// Close closes the writer, bounded by CloseTimeout.
+func (p *Publisher) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- p.writer.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(p.cfg.CloseTimeout):
+		return fmt.Errorf("close kafka writer: gave up after %s", p.cfg.CloseTimeout)
+	}
+}
+
+// Run relays the outbox until ctx is cancelled, or until the outbox is empty
+// after Drain. Failures are retried with backoff forever; only a cancelled
+// ctx stops it, and that is not an error.
+func (p *Publisher) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	defer func() { <-done }()
+	maintCtx, stopMaint := context.WithCancel(ctx)
+	defer stopMaint()
+	go func() {
+		defer close(done)
+		p.maintain(maintCtx)
+	}()
+
+	bo := newBackoff()
+	var (
+		wm      []int64
+		unsaved = map[int]int64{}
+	)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		err := p.step(ctx, &wm, unsaved)
+		switch {
+		case err == nil:
+			bo.Reset()
+		case errors.Is(err, errIdle):
+			if p.draining.Load() {
+				return nil
+			}
+			p.idle(ctx)
+		case ctx.Err() != nil:
+			return nil
+		default:
+			wait := bo.NextBackOff()
+			p.log.Warn("publish failed; retrying", zap.Error(err), zap.Duration("backoff", wait))
+			sleep(ctx, wait)
+		}
+	}
+}
+
+var errIdle = errors.New("outbox empty")
+
+// step publishes one batch of pending rows. wm is the in-memory watermark,
+// ahead of the stored one by the acknowledgements in unsaved until those
+// are recorded.
+func (p *Publisher) step(ctx context.Context, wm *[]int64, unsaved map[int]int64) error {
+	if *wm == nil {
+		stored, err := p.store.Watermarks(ctx)
+		if err != nil {
+			return err
+		}
+		*wm = stored
+	}
+	// Acknowledged rows whose watermark did not reach PostgreSQL yet are
+	// recorded before anything else: they must never be sent twice.
+	if len(unsaved) > 0 {
+		if err := p.store.MarkPublished(ctx, unsaved); err != nil {
+			return err
+		}
+		clear(unsaved)
+	}
+	rows, err := p.store.Pending(ctx, *wm, p.cfg.BatchSize)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return errIdle
+	}
+	acked, werr := p.write(ctx, rows)
+	for part, seq := range acked {
+		(*wm)[part] = max((*wm)[part], seq)
+		unsaved[part] = seq
+	}
+	if len(unsaved) > 0 {
+		if err := p.store.MarkPublished(ctx, unsaved); err != nil {
+			return errors.Join(werr, err)
+		}
+		clear(unsaved)
+	}
+	return werr
+}
+
+// write sends rows to Kafka and returns, per partition, the highest seq
+// whose whole partition share was acknowledged.
+func (p *Publisher) write(ctx context.Context, rows []cursor.Row) (map[int]int64, error) {
+	msgs := make([]kafka.Message, len(rows))
+	hdrs := make([]event.Header, 0, 8*len(rows))
+	for i := range rows {
+		r := &rows[i]
+		start := len(hdrs)
+		hdrs = r.Msg.AppendHeaders(hdrs)
+		hdrs = append(hdrs, event.Header{Key: HeaderSeq, Value: strconv.AppendInt(nil, r.Seq, 10)})
+		kh := make([]kafka.Header, len(hdrs)-start)
+		for j, h := range hdrs[start:] {
+			kh[j] = kafka.Header(h)
+		}
+		msgs[i] = kafka.Message{Partition: r.Partition, Key: []byte(r.Msg.Key), Value: r.Msg.Payload, Headers: kh}
+	}
+	started := time.Now()
+	err := p.writer.WriteMessages(ctx, msgs...)
+	p.m.writeSeconds.Observe(time.Since(started).Seconds())
+
+	acked := make(map[int]int64)
+	failed := make(map[int]bool)
+	var werrs kafka.WriteErrors
+	switch {
+	case err == nil:
+	case errors.As(err, &werrs) && len(werrs) == len(rows):
+		for i, e := range werrs {
+			if e != nil {
+				failed[rows[i].Partition] = true
+			}
+		}
+	default:
+		p.m.writeErrors.Inc()
+		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
+	}
+	for i := range rows {
+		r := &rows[i]
+		if failed[r.Partition] {
+			continue
+		}
+		acked[r.Partition] = max(acked[r.Partition], r.Seq)
+		p.m.published.WithLabelValues(r.SourceID).Inc()
+	}
+	if len(failed) > 0 {
+		p.m.writeErrors.Inc()
+		return acked, fmt.Errorf("write events to kafka: %d of %d partitions failed: %w", len(failed), len(acked)+len(failed), werrs)
+	}
+	return acked, nil
+}
+
+func (p *Publisher) idle(ctx context.Context) {
+	t := time.NewTimer(p.cfg.IdlePoll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-p.wake:
+	case <-p.drain:
+	case <-t.C:
+	}
+}
+
+// maintain prunes the outbox and refreshes the backlog gauges.
+func (p *Publisher) maintain(ctx context.Context) {
+	prune := time.NewTicker(p.cfg.PruneInterval)
+	defer prune.Stop()
+	gauge := time.NewTicker(5 * time.Second)
+	defer gauge.Stop()
+	p.refreshBacklog(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-gauge.C:
+			p.refreshBacklog(ctx)
+		case <-prune.C:
+			for {
+				n, err := p.store.Prune(ctx, p.cfg.Retention, pruneBatch)
+				if err != nil {
+					if ctx.Err() == nil {
+						p.log.Warn("prune outbox", zap.Error(err))
+					}
+					break
+				}
+				p.m.pruned.Add(float64(n))
+				if n < pruneBatch {
+					break
+				}
+			}
+		}
+	}
+}
+
+func (p *Publisher) refreshBacklog(ctx context.Context) {
+	b, err := p.store.Backlog(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.log.Warn("count outbox backlog", zap.Error(err))
+		}
+		return
+	}
+	p.m.backlog.Set(float64(b.Rows))
+	if b.Oldest.IsZero() {
+		p.m.oldestAge.Set(0)
+	} else {
+		p.m.oldestAge.Set(time.Since(b.Oldest).Seconds())
+	}
+}
+
+func newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	b.MaxElapsedTime = 0 // never give up: the outbox holds the events until Kafka takes them
+	return b
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
