@@ -1,0 +1,198 @@
+// Package yandex is the client for the Yandex Delivery claims journal: it
+// fetches one page of the journal after an opaque cursor, classifies every
+// failure into an upstream.Error class the poller acts on, and normalizes
+// journal entries into event.Event values. It knows nothing of PostgreSQL or
+// Kafka.
+package yandex
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// Environment variable names. They appear in Validate errors so that an
+// operator can tell at once which setting to fix.
+const (
+	EnvToken            = "INGESTD_YANDEX_TOKEN"
+	EnvBaseURL          = "INGESTD_YANDEX_BASE_URL"
+	EnvAccount          = "INGESTD_YANDEX_ACCOUNT"
+	EnvPageLimit        = "INGESTD_YANDEX_PAGE_LIMIT"
+	EnvPollInterval     = "INGESTD_YANDEX_POLL_INTERVAL"
+	EnvRequestTimeout   = "INGESTD_YANDEX_REQUEST_TIMEOUT"
+	EnvAcceptLanguage   = "INGESTD_YANDEX_ACCEPT_LANGUAGE"
+	EnvMaxResponseBytes = "INGESTD_YANDEX_MAX_RESPONSE_BYTES"
+)
+
+// Defaults and bounds of the configuration.
+const (
+	DefaultBaseURL          = "https://b2b.taxi.yandex.net"
+	DefaultAccount          = "default"
+	DefaultPageLimit        = 1000
+	DefaultPollInterval     = 2 * time.Second
+	DefaultRequestTimeout   = 30 * time.Second
+	DefaultAcceptLanguage   = "ru"
+	DefaultMaxResponseBytes = 32 << 20
+
+	// MaxPageLimit is the largest limit the journal accepts.
+	MaxPageLimit = 1000
+	// maxAccountLen bounds the account name, which ends up in cursor keys,
+	// CloudEvents sources and metric labels.
+	maxAccountLen = 63
+)
+
+// Config for the Yandex source. Env var names appear in Validate errors.
+type Config struct {
+	// Token is the OAuth token sent as a bearer token (INGESTD_YANDEX_TOKEN);
+	// the source runs when it is set.
+	Token secret.String
+	// BaseURL is the API root (INGESTD_YANDEX_BASE_URL), default
+	// "https://b2b.taxi.yandex.net". A path prefix is allowed, for proxies.
+	BaseURL string
+	// Account names the Yandex account (INGESTD_YANDEX_ACCOUNT), default
+	// "default"; it must match [a-z0-9][a-z0-9._-]{0,62}.
+	Account string
+	// PageLimit is the journal page size (INGESTD_YANDEX_PAGE_LIMIT), 1..1000,
+	// default 1000.
+	PageLimit int
+	// PollInterval is the wait after an empty page
+	// (INGESTD_YANDEX_POLL_INTERVAL), default 2s, > 0.
+	PollInterval time.Duration
+	// RequestTimeout bounds each request including reading its body
+	// (INGESTD_YANDEX_REQUEST_TIMEOUT), default 30s, > 0.
+	RequestTimeout time.Duration
+	// AcceptLanguage is the Accept-Language header
+	// (INGESTD_YANDEX_ACCEPT_LANGUAGE), default "ru".
+	AcceptLanguage string
+	// MaxResponseBytes bounds a response body
+	// (INGESTD_YANDEX_MAX_RESPONSE_BYTES), default 32 MiB, > 0.
+	MaxResponseBytes int64
+}
+
+// DefaultConfig returns the configuration with every default filled in and
+// no token, so the source is disabled until a token is set.
+func DefaultConfig() Config {
+	return Config{
+		BaseURL:          DefaultBaseURL,
+		Account:          DefaultAccount,
+		PageLimit:        DefaultPageLimit,
+		PollInterval:     DefaultPollInterval,
+		RequestTimeout:   DefaultRequestTimeout,
+		AcceptLanguage:   DefaultAcceptLanguage,
+		MaxResponseBytes: DefaultMaxResponseBytes,
+	}
+}
+
+// Enabled reports whether the Yandex source should run: it runs exactly when
+// a token is configured.
+func (c Config) Enabled() bool { return c.Token.IsSet() }
+
+// SourceID is the key of this source's cursor in PostgreSQL. It includes the
+// account so that several Yandex accounts keep separate cursors.
+func (c Config) SourceID() string { return "yandex/" + c.Account }
+
+// Validate checks the configuration of an enabled source and returns every
+// problem found, joined, each naming its environment variable. A disabled
+// source is not validated, so unused defaults never block start-up. The
+// token's value never appears in an error.
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	var errs []error
+	add := func(env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{env}, args...)...))
+	}
+
+	// A token that cannot be sent as a header value would make every request
+	// fail in the transport, which the poller would retry forever.
+	if !validHeaderValue(c.Token.Reveal()) || strings.ContainsAny(c.Token.Reveal(), " \t") {
+		add(EnvToken, "must not contain whitespace or control characters")
+	}
+	if err := validateBaseURL(c.BaseURL); err != nil {
+		add(EnvBaseURL, "%v", err)
+	}
+	if !validAccount(c.Account) {
+		add(EnvAccount, "must match [a-z0-9][a-z0-9._-]{0,62}, got %q", c.Account)
+	}
+	if c.PageLimit < 1 || c.PageLimit > MaxPageLimit {
+		add(EnvPageLimit, "must be between 1 and %d, got %d", MaxPageLimit, c.PageLimit)
+	}
+	if c.PollInterval <= 0 {
+		add(EnvPollInterval, "must be positive, got %s", c.PollInterval)
+	}
+	if c.RequestTimeout <= 0 {
+		add(EnvRequestTimeout, "must be positive, got %s", c.RequestTimeout)
+	}
+	if c.AcceptLanguage == "" || !validHeaderValue(c.AcceptLanguage) {
+		add(EnvAcceptLanguage, "must be a non-empty header value without control characters, got %q", c.AcceptLanguage)
+	}
+	if c.MaxResponseBytes <= 0 {
+		add(EnvMaxResponseBytes, "must be positive, got %d", c.MaxResponseBytes)
+	}
+	return errors.Join(errs...)
+}
+
+// validateBaseURL accepts an absolute http(s) URL without query, fragment or
+// user info. Errors never echo the raw value, because a mistyped URL may hold
+// credentials in its user info.
+func validateBaseURL(raw string) error {
+	if raw == "" {
+		return errors.New("must be set")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse errors quote the whole input; keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a valid URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("must be an absolute http or https URL, got scheme %q", u.Scheme)
+	case u.Host == "":
+		return errors.New("must include a host")
+	case u.User != nil:
+		return errors.New("must not contain user info; the token is configured separately")
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("must not contain a query, got %q", u.Redacted())
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
+	}
+	return nil
+}
+
+// validAccount reports whether s matches [a-z0-9][a-z0-9._-]{0,62}. It is
+// written out rather than as a regexp to avoid a package-level variable.
+func validAccount(s string) bool {
+	if len(s) == 0 || len(s) > maxAccountLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
+		case i > 0 && (ch == '.' || ch == '_' || ch == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s can be sent as an HTTP header value:
+// no control characters other than horizontal tab (RFC 9110, field-value).
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,193 @@
+package yandex
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/event"
+)
+
+func TestNormalize(t *testing.T) {
+	t.Parallel()
+	observed := time.Date(2026, 3, 1, 15, 4, 5, 6, time.FixedZone("MSK", 3*3600))
+	point := int64(372036854775807)
+	raw := json.RawMessage(`{"operation_id":17,"claim_id":"3b8d","unknown":{"x":1}}`)
+
+	// base is the documented example entry.
+	base := func() Entry {
+		return Entry{
+			OperationID:    17,
+			ClaimID:        "3b8d1af142664fde824626a7c19e2bd9",
+			ChangeType:     "status_changed",
+			UpdatedTS:      "2020-01-01T03:00:00+03:00",
+			NewStatus:      "delivered_finish",
+			Resolution:     "success",
+			Revision:       4,
+			ClientID:       "95d010b2471041499b8cb1bfa282692f",
+			CurrentPointID: &point,
+			Raw:            raw,
+		}
+	}
+	// want is the event for base; rows adjust it.
+	want := func(e Entry) event.Event {
+		return event.Event{
+			ID: event.ID("yandex", "shop-1", e.ClaimID, strconv.FormatInt(e.OperationID, 10),
+				e.ChangeType, strconv.FormatInt(e.Revision, 10)),
+			Type:           event.TypeStatusChanged,
+			Provider:       "yandex",
+			Account:        "shop-1",
+			OrderID:        e.ClaimID,
+			Status:         event.StatusDelivered,
+			ProviderStatus: "delivered_finish",
+			Terminal:       true,
+			Resolution:     "success",
+			Revision:       4,
+			OccurredAt:     time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+			ObservedAt:     observed.UTC(),
+			PointID:        &point,
+			Raw:            raw,
+		}
+	}
+
+	tests := []struct {
+		name    string
+		entry   func(*Entry)
+		want    func(*event.Event)
+		wantErr string
+	}{
+		{name: "terminal status change", entry: func(*Entry) {}, want: func(*event.Event) {}},
+		{
+			name:  "non-terminal status with fractional Z time",
+			entry: func(e *Entry) { e.NewStatus, e.Resolution, e.UpdatedTS = "pickuped", "", "2026-05-06T07:08:09.123456Z" },
+			want: func(ev *event.Event) {
+				ev.Status, ev.ProviderStatus, ev.Terminal, ev.Resolution = event.StatusPickedUp, "pickuped", false, ""
+				ev.OccurredAt = time.Date(2026, 5, 6, 7, 8, 9, 123456000, time.UTC)
+			},
+		},
+		{
+			name: "price change without status",
+			entry: func(e *Entry) {
+				e.ChangeType, e.NewStatus, e.Resolution, e.NewPrice, e.NewCurrency = "price_changed", "", "", "1250.50", "RUB"
+				e.CurrentPointID = nil
+			},
+			want: func(ev *event.Event) {
+				ev.Type = event.TypePriceChanged
+				ev.Status, ev.ProviderStatus, ev.Terminal, ev.Resolution = "", "", false, ""
+				ev.Price = &event.Price{Amount: "1250.50", Currency: "RUB"}
+				ev.PointID = nil
+			},
+		},
+		{
+			name:  "negative integer price",
+			entry: func(e *Entry) { e.NewPrice, e.NewCurrency = "-5", "KZT" },
+			want:  func(ev *event.Event) { ev.Price = &event.Price{Amount: "-5", Currency: "KZT"} },
+		},
+		{
+			name:  "unknown status is published as unknown",
+			entry: func(e *Entry) { e.NewStatus, e.Resolution = "teleported", "" },
+			want: func(ev *event.Event) {
+				ev.Status, ev.ProviderStatus, ev.Terminal, ev.Resolution = event.StatusUnknown, "teleported", false, ""
+			},
+		},
+		{
+			name:  "empty status has a null status, not unknown",
+			entry: func(e *Entry) { e.NewStatus, e.Resolution = "", "" },
+			want: func(ev *event.Event) {
+				ev.Status, ev.ProviderStatus, ev.Terminal, ev.Resolution = "", "", false, ""
+			},
+		},
+		{
+			name:  "unknown change type is a status change",
+			entry: func(e *Entry) { e.ChangeType = "route_changed" },
+			want:  func(*event.Event) {},
+		},
+		{name: "bad timestamp", entry: func(e *Entry) { e.UpdatedTS = "2020-01-01 00:00:00" },
+			wantErr: `normalize claim 3b8d1af142664fde824626a7c19e2bd9 op 17: parse updated_ts "2020-01-01 00:00:00"`},
+		{name: "timestamp without zone", entry: func(e *Entry) { e.UpdatedTS = "2020-01-01T00:00:00" },
+			wantErr: "parse updated_ts"},
+		{name: "empty timestamp", entry: func(e *Entry) { e.UpdatedTS = "" }, wantErr: `parse updated_ts ""`},
+		{name: "comma price", entry: func(e *Entry) { e.NewPrice = "20,00" },
+			wantErr: `normalize claim 3b8d1af142664fde824626a7c19e2bd9 op 17: new_price "20,00" is not a decimal number`},
+		{name: "exponent price", entry: func(e *Entry) { e.NewPrice = "1e5" }, wantErr: "is not a decimal"},
+		{name: "price without digits after point", entry: func(e *Entry) { e.NewPrice = "20." }, wantErr: "is not a decimal"},
+		{name: "price without integer part", entry: func(e *Entry) { e.NewPrice = ".5" }, wantErr: "is not a decimal"},
+		{name: "price with plus", entry: func(e *Entry) { e.NewPrice = "+5" }, wantErr: "is not a decimal"},
+		{name: "lone minus price", entry: func(e *Entry) { e.NewPrice = "-" }, wantErr: "is not a decimal"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := base()
+			tc.entry(&e)
+			got, err := Normalize("shop-1", &e, observed)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			w := want(e)
+			tc.want(&w)
+			require.Equal(t, w, got)
+			require.Equal(t, time.UTC, got.OccurredAt.Location())
+			require.Equal(t, time.UTC, got.ObservedAt.Location())
+		})
+	}
+}
+
+func TestNormalizeIDIdentifiesTheChange(t *testing.T) {
+	t.Parallel()
+	e := Entry{OperationID: 1, ClaimID: "c", ChangeType: "status_changed", UpdatedTS: "2020-01-01T00:00:00Z", Revision: 1}
+	first, err := Normalize("a", &e, time.Now())
+	require.NoError(t, err)
+	again, err := Normalize("a", &e, time.Now().Add(time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, first.ID, again.ID, "a change read twice keeps its ID")
+
+	seen := map[string]string{first.ID: "base"}
+	for name, mutate := range map[string]func(*Entry, *string){
+		"operation": func(e *Entry, _ *string) { e.OperationID = 2 },
+		"claim":     func(e *Entry, _ *string) { e.ClaimID = "d" },
+		"type":      func(e *Entry, _ *string) { e.ChangeType = "price_changed" },
+		"revision":  func(e *Entry, _ *string) { e.Revision = 2 },
+		"account":   func(_ *Entry, account *string) { *account = "b" },
+	} {
+		e2, account := e, "a"
+		mutate(&e2, &account)
+		ev, err := Normalize(account, &e2, time.Now())
+		require.NoError(t, err)
+		require.NotContains(t, seen, ev.ID, "changing the %s must change the ID", name)
+		seen[ev.ID] = name
+	}
+}
+
+func TestNormalizeDecodedPage(t *testing.T) {
+	t.Parallel()
+	page, err := decodePage(journalBody(50), 50)
+	require.NoError(t, err)
+	for i := range page.Entries {
+		ev, err := Normalize("default", &page.Entries[i], time.Now())
+		require.NoError(t, err)
+		require.Equal(t, page.Entries[i].ClaimID, ev.OrderID)
+		require.JSONEq(t, string(page.Entries[i].Raw), string(ev.Raw))
+	}
+}
+
+func BenchmarkNormalize(b *testing.B) {
+	page, err := decodePage(journalBody(1000), 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	observed := time.Now()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := Normalize("default", &page.Entries[i%len(page.Entries)], observed); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
