@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sim"
+)
+
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	demoToken          = "demo-token"
+)
+
+type options struct {
+	kafkaPort  int
+	simAddr    string
+	httpAddr   string
+	duration   time.Duration
+	backlog    int
+	rate       float64
+	faults     bool
+	sampleEach time.Duration
+	schema     string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("ingestd-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.kafkaPort, "kafka-port", 9092, "port of the in-process Kafka broker on 127.0.0.1")
+	fs.StringVar(&o.simAddr, "sim-addr", "127.0.0.1:0", "address of the simulated Yandex journal")
+	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "ingestd's /healthz, /readyz and /metrics")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
+	fs.IntVar(&o.backlog, "backlog", 5000, "journal entries already waiting upstream at start")
+	fs.Float64Var(&o.rate, "rate", 200, "new journal entries per second after the backlog")
+	fs.BoolVar(&o.faults, "faults", true, "inject upstream faults (429, 5xx, malformed pages) now and then")
+	fs.DurationVar(&o.sampleEach, "sample-every", 3*time.Second, "how often to print a sample event")
+	fs.StringVar(&o.schema, "schema", "ingestd_demo", "PostgreSQL schema for the demo's tables (dropped and recreated at start)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{err}
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+
+	// PostgreSQL: a fresh schema per demo run, so every run starts at the
+	// beginning of the simulated journal.
+	baseURL := os.Getenv("INGESTD_DATABASE_URL")
+	if baseURL == "" {
+		baseURL = defaultDatabaseURL
+	}
+	if !validSchema(o.schema) {
+		return &usageError{fmt.Errorf("-schema %q: use lower-case letters, digits and _", o.schema)}
+	}
+	dsn, err := prepareSchema(ctx, baseURL, o.schema)
+	if err != nil {
+		return err
+	}
+	dbCfg := cursor.DefaultConfig()
+	dbCfg.DatabaseURL = secret.New(dsn)
+	if _, err := cursor.Migrate(ctx, dbCfg); err != nil {
+		return err
+	}
+	store, err := cursor.Open(ctx, dbCfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	// Kafka: an in-process broker that any Kafka client can reach.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(o.kafkaPort))
+	if err != nil {
+		return fmt.Errorf("start the in-process Kafka broker on 127.0.0.1:%d (is another Kafka using the port? try -kafka-port): %w", o.kafkaPort, err)
+	}
+	defer cluster.Close()
+	broker := cluster.ListenAddrs()[0]
+
+	// The simulated upstream.
+	sc := sim.YandexConfig{Seed: 2026, Token: demoToken, Backlog: o.backlog, Rate: o.rate, ReplayRate: 0.05, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02}
+	if o.faults {
+		sc.Faults = sim.FaultRates{TooManyRequests: 0.02, RetryAfter: "1", ServerError: 0.02, Malformed: 0.01}
+	}
+	y, err := sim.NewYandex(sc)
+	if err != nil {
+		return err
+	}
+	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSim()
+	simAddr, waitSim, err := sim.ListenAndServe(simCtx, o.simAddr, y)
+	if err != nil {
+		return err
+	}
+	defer func() { stopSim(); _ = waitSim() }()
+
+	cfg := daemon.DefaultConfig()
+	cfg.Database = dbCfg
+	cfg.Kafka.Brokers = []string{broker}
+	cfg.Kafka.Partitions = 3
+	cfg.Yandex.Token = secret.New(demoToken)
+	cfg.Yandex.BaseURL = "http://" + simAddr
+	cfg.HTTP.Addr = o.httpAddr
+	cfg.Log = daemon.LogConfig{Level: "warn", Format: "console"}
+	cfg.ShutdownTimeout = 10 * time.Second
+
+	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(stderr), zapcore.WarnLevel))
+	d, err := daemon.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, `ingestd demo
+  PostgreSQL   %s (schema %s, recreated for this run)
+  Kafka        %s, topic %s (in-process broker; any Kafka client can read it:
+               kcat -b %s -t %s -C -f '%%k %%h\n%%s\n\n')
+  upstream     simulated Yandex journal at http://%s (%d waiting, +%.0f/s, faults: %s)
+  ingestd      http://%s/metrics  /readyz  /healthz
+Ctrl-C stops the demo.
+
+`, redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), d.HTTPAddr())
+
+	var wg sync.WaitGroup
+	daemonErr := make(chan error, 1)
+	wg.Go(func() { daemonErr <- d.Run(ctx) })
+	var received atomic.Int64
+	wg.Go(func() { consume(ctx, broker, cfg.Kafka.Topic, o.sampleEach, &received, stdout) })
+	wg.Go(func() { report(ctx, store, y, &received, stdout) })
+	wg.Wait()
+
+	fmt.Fprintf(stdout, "\ndemo stopped: %d events read from Kafka, %d journal entries upstream\n", received.Load(), y.Available())
+	return <-daemonErr
+}
+
+// prepareSchema checks PostgreSQL answers and recreates the demo schema,
+// returning a DSN that uses it.
+func prepareSchema(ctx context.Context, baseURL, schema string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, baseURL)
+	if err != nil {
+		return "", fmt.Errorf(`no PostgreSQL answered at %s: %w
+
+The demo needs a PostgreSQL server. Either:
+  - start the local one:  pg_ctlcluster 15 main start   (Debian/Ubuntu: apt-get install postgresql)
+  - or run one in Docker: docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16
+  - or point the demo at yours: INGESTD_DATABASE_URL=postgres://user:pass@host:5432/db make demo`, redact(baseURL), err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(cctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+		return "", fmt.Errorf("reset demo schema: %w", err)
+	}
+	if _, err := conn.Exec(cctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", fmt.Errorf("create demo schema: %w", err)
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Scheme == "" {
+		// A key=value DSN: append the search path as one more keyword.
+		return baseURL + " search_path=" + schema, nil
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// consume reads the topic like any downstream subscriber would (with
+// franz-go, independent of the kafka-go producer inside ingestd), counting
+// events and printing a sample now and then.
+func consume(ctx context.Context, broker, topic string, every time.Duration, received *atomic.Int64, w io.Writer) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		fmt.Fprintf(w, "consumer: %v\n", err)
+		return
+	}
+	defer cl.Close()
+	lastSample := time.Time{}
+	for ctx.Err() == nil {
+		fetches := cl.PollFetches(ctx)
+		fetches.EachRecord(func(r *kgo.Record) {
+			received.Add(1)
+			if time.Since(lastSample) < every {
+				return
+			}
+			lastSample = time.Now()
+			printSample(w, r)
+		})
+	}
+}
+
+func printSample(w io.Writer, r *kgo.Record) {
+	ev, err := event.ParsePayload(r.Value)
+	if err != nil {
+		fmt.Fprintf(w, "  sample: undecodable payload: %v\n", err)
+		return
+	}
+	headers := map[string]string{}
+	for _, h := range r.Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	// The upstream entry verbatim (raw) is long; kcat shows it in full.
+	ev.Raw = nil
+	compact := ev.AppendJSON(nil)
+	fmt.Fprintf(w, "  sample event  partition %d offset %d key %s  ce_type=%s ce_id=%s\n    %s\n",
+		r.Partition, r.Offset, r.Key, headers["ce_type"], ev.ID, compact)
+}
+
+// report prints one status line a second.
+func report(ctx context.Context, store *cursor.Store, y *sim.Yandex, received *atomic.Int64, w io.Writer) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	start := time.Now()
+	var last int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err1 := store.Source(qctx, "yandex/default")
+		bl, err2 := store.Backlog(qctx)
+		cancel()
+		if err := errors.Join(err1, err2); err != nil {
+			if ctx.Err() == nil {
+				fmt.Fprintf(w, "status: %v\n", err)
+			}
+			continue
+		}
+		now := received.Load()
+		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | ingested: %7d | outbox backlog: %5d | upstream: %7d entries | cursor: %s\n",
+			time.Since(start).Seconds(), now, now-last, st.EventsTotal, bl.Rows, y.Available(), shorten(st.Cursor))
+		last = now
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// validSchema keeps the schema name safe to splice into DDL.
+func validSchema(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func shorten(s string) string {
+	if len(s) > 24 {
+		return s[:10] + "…" + s[len(s)-10:]
+	}
+	if s == "" {
+		return "(none yet)"
+	}
+	return s
+}
+
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "the configured server"
+	}
+	return u.Redacted()
+}
+
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	fmt.Fprintln(stderr, "ingestd-demo:", err)
+	return 1
+}

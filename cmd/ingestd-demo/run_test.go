@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/kafkatest"
+	"github.com/ingestd/ingestd/internal/pgtest"
+)
+
+// syncBuffer is a goroutine-safe bytes.Buffer for the demo's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return port
+}
+
+// TestDemoShowsEventsToAnIndependentConsumer runs the demo as `make demo`
+// does (on other ports and its own schema) and reads its topic with a
+// separate Kafka client while it runs.
+func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
+	t.Setenv("INGESTD_DATABASE_URL", pgtest.BaseURL())
+	schema := fmt.Sprintf("demo_test_%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), pgtest.BaseURL())
+		require.NoError(t, err)
+		defer func() { _ = conn.Close(context.Background()) }()
+		_, err = conn.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+		require.NoError(t, err)
+	})
+
+	port := freePort(t)
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{
+			"-duration", "8s", "-kafka-port", fmt.Sprint(port), "-http-addr", "127.0.0.1:0",
+			"-schema", schema, "-backlog", "3000", "-sample-every", "1s",
+		}, &out, &errOut)
+	}()
+
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Ctrl-C stops the demo") }, 30*time.Second, 20*time.Millisecond)
+	recs := kafkatest.ReadTopic(t, addr, "delivery.status-changes", 3000, 20*time.Second)
+	require.GreaterOrEqual(t, len(recs), 3000, "an independent client reads the demo's events while it runs")
+	require.NotEmpty(t, recs[0].Header("ce_id"))
+
+	select {
+	case err := <-done:
+		require.NoError(t, err, errOut.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo did not stop after -duration")
+	}
+	text := out.String()
+	require.Contains(t, text, "sample event")
+	require.Contains(t, text, "kafka:")
+	require.Contains(t, text, "demo stopped:")
+}
+
+func TestDemoRejectsBadSchemaName(t *testing.T) {
+	t.Parallel()
+	err := run(context.Background(), []string{"-schema", "x; DROP TABLE y"}, &bytes.Buffer{}, &bytes.Buffer{})
+	var ue *usageError
+	require.ErrorAs(t, err, &ue)
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// envPrefix maps every flag to an environment variable: --kafka-brokers is
+// INGESTD_KAFKA_BROKERS. A flag given on the command line wins over the
+// environment.
+const envPrefix = "INGESTD"
+
+// usageError is a bad invocation or configuration: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// listFlag is a comma-separated list.
+type listFlag struct{ v *[]string }
+
+func (f listFlag) String() string {
+	if f.v == nil {
+		return ""
+	}
+	return strings.Join(*f.v, ",")
+}
+
+func (f listFlag) Set(s string) error {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	*f.v = out
+	return nil
+}
+
+// bindDaemonFlags registers one flag per configuration field, with the
+// documented default, on fs.
+func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
+	fs.Var(secret.Flag{S: &c.Database.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
+	fs.IntVar(&c.Database.MaxConns, "database-max-conns", c.Database.MaxConns, "PostgreSQL pool size")
+
+	fs.Var(listFlag{&c.Kafka.Brokers}, "kafka-brokers", "comma-separated Kafka bootstrap brokers (required)")
+	fs.StringVar(&c.Kafka.Topic, "kafka-topic", c.Kafka.Topic, "topic for events")
+	fs.BoolVar(&c.Kafka.CreateTopic, "kafka-create-topic", c.Kafka.CreateTopic, "create the topic at start when missing")
+	fs.IntVar(&c.Kafka.Partitions, "kafka-partitions", c.Kafka.Partitions, "partitions when creating the topic")
+	fs.IntVar(&c.Kafka.ReplicationFactor, "kafka-replication-factor", c.Kafka.ReplicationFactor, "replication factor when creating the topic (-1: broker default)")
+	fs.IntVar(&c.Kafka.BatchSize, "kafka-batch-size", c.Kafka.BatchSize, "most events per Kafka write")
+	fs.DurationVar(&c.Kafka.BatchTimeout, "kafka-batch-timeout", c.Kafka.BatchTimeout, "longest wait to fill a partition batch")
+	fs.DurationVar(&c.Kafka.WriteTimeout, "kafka-write-timeout", c.Kafka.WriteTimeout, "timeout of one Kafka write")
+	fs.DurationVar(&c.Kafka.CloseTimeout, "kafka-close-timeout", c.Kafka.CloseTimeout, "bound on closing the Kafka writer at shutdown")
+	fs.DurationVar(&c.Kafka.Retention, "outbox-retention", c.Kafka.Retention, "how long published events stay in the outbox (also the replay-dedupe window)")
+	fs.DurationVar(&c.Kafka.PruneInterval, "outbox-prune-interval", c.Kafka.PruneInterval, "how often old published events are deleted")
+	fs.DurationVar(&c.Kafka.IdlePoll, "outbox-idle-poll", c.Kafka.IdlePoll, "outbox check interval when no commit woke the publisher")
+
+	fs.Var(secret.Flag{S: &c.Yandex.Token}, "yandex-token", "Yandex Delivery OAuth token; the Yandex source runs when set")
+	fs.StringVar(&c.Yandex.BaseURL, "yandex-base-url", c.Yandex.BaseURL, "Yandex Delivery API base URL")
+	fs.StringVar(&c.Yandex.Account, "yandex-account", c.Yandex.Account, "name of this account in source ids and events")
+	fs.IntVar(&c.Yandex.PageLimit, "yandex-page-limit", c.Yandex.PageLimit, "journal page size, 1..1000")
+	fs.DurationVar(&c.Yandex.PollInterval, "yandex-poll-interval", c.Yandex.PollInterval, "wait after an empty journal page")
+	fs.DurationVar(&c.Yandex.RequestTimeout, "yandex-request-timeout", c.Yandex.RequestTimeout, "timeout of one journal request")
+	fs.StringVar(&c.Yandex.AcceptLanguage, "yandex-accept-language", c.Yandex.AcceptLanguage, "Accept-Language sent to Yandex")
+	fs.Int64Var(&c.Yandex.MaxResponseBytes, "yandex-max-response-bytes", c.Yandex.MaxResponseBytes, "largest accepted journal response")
+
+	fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "address of /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn, error")
+	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: json or console")
+	fs.StringVar(&c.Upstream.CABundle, "ca-bundle", c.Upstream.CABundle, "PEM file of extra CAs trusted for upstream APIs")
+	fs.DurationVar(&c.Upstream.BackoffInitial, "backoff-initial", c.Upstream.BackoffInitial, "first wait after a failure")
+	fs.DurationVar(&c.Upstream.BackoffMax, "backoff-max", c.Upstream.BackoffMax, "longest wait between retries")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
+}
+
+// parseFlags parses args and the environment into fs. Parse errors name the
+// environment variable (ff's message does) and are usage errors.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix(envPrefix))
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	if err != nil {
+		return &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...";
+// the linker can only set a package-level variable, hence the one global.
+var version = "dev"
+
+const usage = `ingestd turns courier APIs into one stream of delivery events on Kafka.
+
+Usage:
+  ingestd [run] [flags]   run the daemon (configuration from INGESTD_* variables or flags)
+  ingestd migrate         apply database migrations (INGESTD_DATABASE_URL)
+  ingestd version         print the version
+
+Every flag has an environment variable: --kafka-brokers is INGESTD_KAFKA_BROKERS.
+Run 'ingestd run -h' for the flags.
+`
+
+// run executes one ingestd command. Configuration comes from args and the
+// INGESTD_* environment variables.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runDaemon(ctx, args, stderr)
+	case "migrate":
+		return runMigrate(ctx, args, stdout, stderr)
+	case "version":
+		_, err := fmt.Fprintln(stdout, buildVersion())
+		return err
+	case "help":
+		_, err := fmt.Fprint(stdout, usage)
+		return err
+	default:
+		_, _ = fmt.Fprint(stderr, usage)
+		return &usageError{fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := daemon.DefaultConfig()
+	fs := flag.NewFlagSet("ingestd run", flag.ContinueOnError)
+	bindDaemonFlags(fs, &cfg)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return &usageError{err}
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting ingestd", zap.String("version", buildVersion()))
+
+	d, err := daemon.New(ctx, cfg, log)
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	return d.Run(ctx)
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := cursor.DefaultConfig()
+	fs := flag.NewFlagSet("ingestd migrate", flag.ContinueOnError)
+	fs.Var(secret.Flag{S: &cfg.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	applied, err := cursor.Migrate(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		_, err = fmt.Fprintln(stdout, "database schema is up to date")
+		return err
+	}
+	for _, m := range applied {
+		if _, err := fmt.Fprintf(stdout, "applied %s (version %d) in %s\n", m.Name, m.Version, m.Duration.Round(1e6)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newLogger(c daemon.LogConfig, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("INGESTD_LOG_LEVEL: %w", err)
+	}
+	var enc zapcore.Encoder
+	if c.Format == "console" {
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.ErrorOutput(zapcore.AddSync(w))), nil
+}
+
+func buildVersion() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}
+
+// exitCode maps run's error to the process exit status: 0 on success (and
+// on a signal-driven shutdown), 2 for bad usage or configuration, 1 for
+// everything else. It prints the error once.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	_, _ = fmt.Fprintln(stderr, "ingestd:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	if errors.Is(err, context.Canceled) {
+		return 0
+	}
+	return 1
+}

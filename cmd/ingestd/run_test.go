@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/pgtest"
+)
+
+const secretPassword = "hunter2-very-secret"
+
+// validEnv is a configuration that passes validation.
+func validEnv() map[string]string {
+	return map[string]string{
+		"INGESTD_DATABASE_URL":  "postgres://ingestd:" + secretPassword + "@127.0.0.1:1/db",
+		"INGESTD_KAFKA_BROKERS": "127.0.0.1:1",
+		"INGESTD_YANDEX_TOKEN":  "y0_token-" + secretPassword,
+	}
+}
+
+func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		wantMsg string
+	}{
+		{"missing database", map[string]string{"INGESTD_DATABASE_URL": ""}, nil, "INGESTD_DATABASE_URL"},
+		{"missing brokers", map[string]string{"INGESTD_KAFKA_BROKERS": ""}, nil, "INGESTD_KAFKA_BROKERS"},
+		{"no source", map[string]string{"INGESTD_YANDEX_TOKEN": ""}, nil, "INGESTD_YANDEX_TOKEN"},
+		{"page limit too big", map[string]string{"INGESTD_YANDEX_PAGE_LIMIT": "1001"}, nil, "INGESTD_YANDEX_PAGE_LIMIT"},
+		{"page limit not a number", map[string]string{"INGESTD_YANDEX_PAGE_LIMIT": "many"}, nil, "INGESTD_YANDEX_PAGE_LIMIT"},
+		{"poll interval not a duration", map[string]string{"INGESTD_YANDEX_POLL_INTERVAL": "2"}, nil, "INGESTD_YANDEX_POLL_INTERVAL"},
+		{"bad base url", map[string]string{"INGESTD_YANDEX_BASE_URL": "ftp://x"}, nil, "INGESTD_YANDEX_BASE_URL"},
+		{"bad account", map[string]string{"INGESTD_YANDEX_ACCOUNT": "Not Valid"}, nil, "INGESTD_YANDEX_ACCOUNT"},
+		{"bad topic", map[string]string{"INGESTD_KAFKA_TOPIC": "a/b"}, nil, "INGESTD_KAFKA_TOPIC"},
+		{"bad log level", map[string]string{"INGESTD_LOG_LEVEL": "loud"}, nil, "INGESTD_LOG_LEVEL"},
+		{"bad http addr", map[string]string{"INGESTD_HTTP_ADDR": "8080"}, nil, "INGESTD_HTTP_ADDR"},
+		{"bad database url", map[string]string{"INGESTD_DATABASE_URL": "postgres://u:" + secretPassword + "@[::1"}, nil, "INGESTD_DATABASE_URL"},
+		{"flag overrides env", nil, []string{"--yandex-page-limit=0"}, "INGESTD_YANDEX_PAGE_LIMIT"},
+		{"stray argument", nil, []string{"run", "extra"}, "unexpected arguments"},
+		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, &stdout, &stderr)
+			require.Error(t, err)
+			require.Equal(t, 2, exitCode(err, &stderr))
+			out := stderr.String()
+			require.Contains(t, out, tc.wantMsg)
+			require.NotContains(t, out, secretPassword, "secrets never reach error output")
+		})
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	t.Setenv("INGESTD_DATABASE_URL", pgtest.Schema(t))
+	var stdout, stderr bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"migrate"}, &stdout, &stderr), stderr.String())
+	require.Contains(t, stdout.String(), "applied")
+	stdout.Reset()
+	require.NoError(t, run(context.Background(), []string{"migrate"}, &stdout, &stderr))
+	require.Contains(t, stdout.String(), "up to date")
+}
+
+func TestStartupFailureExitsOne(t *testing.T) {
+	// A valid configuration whose database refuses connections.
+	for k, v := range validEnv() {
+		t.Setenv(k, v)
+	}
+	t.Setenv("INGESTD_HTTP_ADDR", "127.0.0.1:0")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), nil, &stdout, &stderr)
+	require.Error(t, err)
+	require.Equal(t, 1, exitCode(err, &stderr))
+	require.NotContains(t, stderr.String(), secretPassword)
+}
+
+// TestBinaryExitStatus runs the built binary, so the exit status is the
+// process's own and not just exitCode's mapping.
+func TestBinaryExitStatus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "ingestd")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "INGESTD_KAFKA_BROKERS=127.0.0.1:1", "INGESTD_YANDEX_TOKEN=" + secretPassword}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	require.True(t, errors.As(err, &exit), "exits non-zero: %v", err)
+	require.Equal(t, 2, exit.ExitCode())
+	require.Contains(t, stderr.String(), "INGESTD_DATABASE_URL")
+	require.False(t, strings.Contains(stderr.String(), secretPassword))
+
+	out, err := exec.Command(bin, "version").Output()
+	require.NoError(t, err)
+	require.NotEmpty(t, strings.TrimSpace(string(out)))
+}

@@ -1,0 +1,145 @@
+// Package daemon assembles ingestd from its components (store, publisher,
+// pollers, HTTP endpoints) and runs it until its context ends, then shuts
+// down in order: stop polling, commit the page in flight, drain the
+// publisher within the shutdown timeout, close.
+package daemon
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/yandex"
+)
+
+// Config is the whole daemon's configuration: one struct per component.
+type Config struct {
+	Database cursor.Config
+	Kafka    publish.Config
+	Yandex   yandex.Config
+	HTTP     HTTPConfig
+	Log      LogConfig
+	Upstream UpstreamConfig
+	// ShutdownTimeout bounds the graceful shutdown after SIGTERM
+	// (INGESTD_SHUTDOWN_TIMEOUT, default 20s). Keep it below the pod's
+	// terminationGracePeriodSeconds.
+	ShutdownTimeout time.Duration
+}
+
+// HTTPConfig configures the operational endpoints.
+type HTTPConfig struct {
+	// Addr serves /healthz, /readyz and /metrics (INGESTD_HTTP_ADDR,
+	// default ":8080"; empty disables the server).
+	Addr string
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is a zap level name (INGESTD_LOG_LEVEL, default "info").
+	Level string
+	// Format is "json" (production, default) or "console" (humans)
+	// (INGESTD_LOG_FORMAT).
+	Format string
+}
+
+// UpstreamConfig is shared by every upstream HTTP client.
+type UpstreamConfig struct {
+	// CABundle is a PEM file of extra trusted CAs, added to the system pool
+	// (INGESTD_CA_BUNDLE, default none). Certificates are always verified.
+	CABundle string
+	// BackoffInitial and BackoffMax bound the jittered exponential backoff
+	// after an upstream or database failure (INGESTD_BACKOFF_INITIAL,
+	// default 500ms; INGESTD_BACKOFF_MAX, default 30s).
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+}
+
+// DefaultConfig returns every component's defaults.
+func DefaultConfig() Config {
+	return Config{
+		Database:        cursor.DefaultConfig(),
+		Kafka:           publish.DefaultConfig(),
+		Yandex:          yandex.DefaultConfig(),
+		HTTP:            HTTPConfig{Addr: ":8080"},
+		Log:             LogConfig{Level: "info", Format: "json"},
+		Upstream:        UpstreamConfig{BackoffInitial: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// Validate reports every configuration problem at once, each naming its
+// environment variable.
+func (c Config) Validate() error {
+	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate()}
+	if !c.Yandex.Enabled() {
+		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN to run the Yandex journal source"))
+	}
+	if c.HTTP.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
+			errs = append(errs, fmt.Errorf("INGESTD_HTTP_ADDR: %q is not host:port (e.g. :8080)", c.HTTP.Addr))
+		}
+	}
+	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
+		errs = append(errs, fmt.Errorf("INGESTD_LOG_LEVEL: %q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		errs = append(errs, fmt.Errorf("INGESTD_LOG_FORMAT: must be json or console, got %q", c.Log.Format))
+	}
+	if c.Upstream.CABundle != "" {
+		if _, err := loadCABundle(c.Upstream.CABundle); err != nil {
+			errs = append(errs, fmt.Errorf("INGESTD_CA_BUNDLE: %w", err))
+		}
+	}
+	if c.Upstream.BackoffInitial <= 0 {
+		errs = append(errs, fmt.Errorf("INGESTD_BACKOFF_INITIAL: must be positive, got %s", c.Upstream.BackoffInitial))
+	}
+	if c.Upstream.BackoffMax < c.Upstream.BackoffInitial {
+		errs = append(errs, fmt.Errorf("INGESTD_BACKOFF_MAX: must be at least INGESTD_BACKOFF_INITIAL (%s), got %s", c.Upstream.BackoffInitial, c.Upstream.BackoffMax))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be positive, got %s", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+func loadCABundle(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA bundle: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// httpClient builds the upstream HTTP client. Certificates are always
+// verified; per-request timeouts are set by each API client.
+func (c UpstreamConfig) httpClient() (*http.Client, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CABundle != "" {
+		pool, err := loadCABundle(c.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("INGESTD_CA_BUNDLE: %w", err)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	tr.MaxIdleConnsPerHost = 4
+	tr.ResponseHeaderTimeout = time.Minute
+	return &http.Client{Transport: tr}, nil
+}

@@ -1,0 +1,270 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/upstream"
+	"github.com/ingestd/ingestd/internal/yandex"
+)
+
+// JournalStore is what the journal poller needs of PostgreSQL.
+type JournalStore interface {
+	Source(ctx context.Context, sourceID string) (cursor.State, error)
+	CommitPage(ctx context.Context, p cursor.Page) (cursor.Commit, error)
+	Halt(ctx context.Context, sourceID, reason string) error
+}
+
+// Journal reads pages of an upstream journal after an opaque cursor.
+type Journal interface {
+	Journal(ctx context.Context, cursor string) (*yandex.Page, error)
+}
+
+// Outbox is the publisher side the poller talks to: where an event goes in
+// Kafka, and a wake-up after each commit.
+type Outbox interface {
+	Partition(key string) int
+	Notify()
+}
+
+// JournalConfig configures one journal poller.
+type JournalConfig struct {
+	// SourceID keys the cursor in PostgreSQL ("yandex/<account>").
+	SourceID string
+	// Account names the upstream account in events.
+	Account string
+	// PollInterval is the wait after an empty page.
+	PollInterval time.Duration
+	// BackoffInitial and BackoffMax bound the jittered exponential backoff
+	// after a failure.
+	BackoffInitial, BackoffMax time.Duration
+	// CommitTimeout bounds committing a page that was already fetched when
+	// shutdown began: the page is committed rather than dropped.
+	CommitTimeout time.Duration
+}
+
+// HaltError is returned by Run when the source stopped on an error that only
+// an operator can fix. The stored cursor is untouched.
+type HaltError struct {
+	SourceID string
+	Err      error
+}
+
+func (e *HaltError) Error() string {
+	return fmt.Sprintf("source %s halted: %v", e.SourceID, e.Err)
+}
+
+func (e *HaltError) Unwrap() error { return e.Err }
+
+// JournalPoller walks an upstream journal into the outbox: each page's events
+// and the cursor after them are committed in one transaction.
+type JournalPoller struct {
+	cfg    JournalConfig
+	client Journal
+	store  JournalStore
+	outbox Outbox
+	log    *zap.Logger
+	m      *Metrics
+	now    func() time.Time
+
+	// lastAdvance is when the cursor last moved (unix nanos), for the
+	// cursor age gauge.
+	lastAdvance atomic.Int64
+}
+
+// NewJournal returns a poller; Run starts it.
+func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Outbox, log *zap.Logger, m *Metrics) *JournalPoller {
+	p := &JournalPoller{
+		cfg: cfg, client: client, store: store, outbox: outbox, m: m, now: time.Now,
+		log: log.With(zap.String("source", cfg.SourceID), zap.String("account", cfg.Account)),
+	}
+	p.lastAdvance.Store(time.Now().UnixNano())
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "ingestd_cursor_age_seconds",
+		Help:        "Seconds since the source's cursor last advanced.",
+		ConstLabels: prometheus.Labels{"source": cfg.SourceID},
+	}, func() float64 {
+		return time.Since(time.Unix(0, p.lastAdvance.Load())).Seconds()
+	}))
+	return p
+}
+
+// Run polls until ctx is cancelled (returning nil) or the source halts
+// (returning a *HaltError). Transient failures are retried forever.
+func (p *JournalPoller) Run(ctx context.Context) error {
+	bo := p.newBackoff()
+	src := p.cfg.SourceID
+	p.m.halted.WithLabelValues(src).Set(0)
+	p.m.backoff.WithLabelValues(src).Set(0)
+
+	var (
+		cur    string
+		loaded bool
+	)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !loaded {
+			st, err := p.store.Source(ctx, src)
+			if err != nil {
+				if !p.wait(ctx, bo.NextBackOff(), "load cursor", err) {
+					return nil
+				}
+				continue
+			}
+			cur, loaded = st.Cursor, true
+			if !st.UpdatedAt.IsZero() {
+				p.lastAdvance.Store(st.UpdatedAt.UnixNano())
+			}
+			p.log.Info("resuming journal", zap.Bool("has_cursor", cur != ""))
+		}
+
+		page, err := p.client.Journal(ctx, cur)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			class := upstream.ClassOf(err)
+			p.m.requests.WithLabelValues(src, class.String()).Inc()
+			p.m.errors.WithLabelValues(src, class.String()).Inc()
+			if class.Halts() {
+				return p.halt(ctx, err)
+			}
+			wait := upstream.RetryAfterOf(err)
+			if class != upstream.RateLimited || wait <= 0 {
+				wait = bo.NextBackOff()
+			}
+			if !p.wait(ctx, wait, "fetch journal page", err) {
+				return nil
+			}
+			continue
+		}
+		p.m.requests.WithLabelValues(src, "ok").Inc()
+
+		rows, err := p.rows(page)
+		if err != nil {
+			// An entry that cannot be normalized is a malformed page: retry
+			// the same cursor rather than skip or advance past it.
+			p.m.errors.WithLabelValues(src, upstream.Retry.String()).Inc()
+			if !p.wait(ctx, bo.NextBackOff(), "normalize journal page", err) {
+				return nil
+			}
+			continue
+		}
+		if page.Cursor == cur && len(rows) == 0 {
+			bo.Reset()
+			p.m.backoff.WithLabelValues(src).Set(0)
+			if !p.wait(ctx, p.cfg.PollInterval, "", nil) {
+				return nil
+			}
+			continue
+		}
+
+		// The page is in hand: commit it even if shutdown began meanwhile,
+		// so that what was fetched is not fetched twice.
+		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CommitTimeout)
+		started := time.Now()
+		c, err := p.store.CommitPage(commitCtx, cursor.Page{SourceID: src, PrevCursor: cur, Cursor: page.Cursor, Rows: rows})
+		cancel()
+		if err != nil {
+			if errors.Is(err, cursor.ErrCursorMoved) {
+				// Another writer advanced the cursor: continue from what it stored.
+				p.log.Warn("stored cursor moved under this poller; reloading it", zap.Error(err))
+				loaded = false
+				continue
+			}
+			if !p.wait(ctx, bo.NextBackOff(), "commit page", err) {
+				return nil
+			}
+			continue
+		}
+		p.m.commitSecs.WithLabelValues(src).Observe(time.Since(started).Seconds())
+		p.m.pages.WithLabelValues(src).Inc()
+		p.m.ingested.WithLabelValues(src).Add(float64(len(c.Inserted)))
+		p.m.duplicates.WithLabelValues(src).Add(float64(c.Duplicates))
+		if len(c.Inserted) > 0 {
+			p.outbox.Notify()
+		}
+		cur = page.Cursor
+		p.lastAdvance.Store(time.Now().UnixNano())
+		bo.Reset()
+		p.m.backoff.WithLabelValues(src).Set(0)
+
+		if len(page.Entries) == 0 {
+			if !p.wait(ctx, p.cfg.PollInterval, "", nil) {
+				return nil
+			}
+		}
+	}
+}
+
+// rows normalizes a page into outbox rows, in journal order.
+func (p *JournalPoller) rows(page *yandex.Page) ([]cursor.Row, error) {
+	observed := p.now().UTC()
+	rows := make([]cursor.Row, 0, len(page.Entries))
+	for i := range page.Entries {
+		ev, err := yandex.Normalize(p.cfg.Account, &page.Entries[i], observed)
+		if err != nil {
+			return nil, err
+		}
+		msg, err := ev.Message()
+		if err != nil {
+			return nil, fmt.Errorf("encode event of claim %s: %w", ev.OrderID, err)
+		}
+		if ev.Status == event.StatusUnknown {
+			p.m.unknown.WithLabelValues(p.cfg.SourceID, boundedLabel(ev.ProviderStatus)).Inc()
+		}
+		rows = append(rows, cursor.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg})
+	}
+	return rows, nil
+}
+
+// halt records the halt and returns the error that stops this source.
+func (p *JournalPoller) halt(ctx context.Context, cause error) error {
+	src := p.cfg.SourceID
+	p.m.halted.WithLabelValues(src).Set(1)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CommitTimeout)
+	defer cancel()
+	if err := p.store.Halt(hctx, src, cause.Error()); err != nil {
+		p.log.Error("could not record the halt in PostgreSQL", zap.Error(err))
+	}
+	return &HaltError{SourceID: src, Err: cause}
+}
+
+// wait sleeps d (logging why, when err is set) and reports whether ctx is
+// still live afterwards.
+func (p *JournalPoller) wait(ctx context.Context, d time.Duration, op string, err error) bool {
+	if err != nil {
+		p.m.backoff.WithLabelValues(p.cfg.SourceID).Set(d.Seconds())
+		p.log.Warn(op+" failed; retrying", zap.Error(err), zap.Duration("backoff", d))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (p *JournalPoller) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = p.cfg.BackoffInitial
+	b.MaxInterval = p.cfg.BackoffMax
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	b.MaxElapsedTime = 0 // never give up on a transient failure
+	b.Reset()
+	return b
+}
