@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -95,13 +94,7 @@ func TestStartupFailureExitsOne(t *testing.T) {
 // TestBinaryExitStatus runs the built binary, so the exit status is the
 // process's own and not just exitCode's mapping.
 func TestBinaryExitStatus(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "ingestd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
+	bin := buildBinary(t)
 
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "INGESTD_KAFKA_BROKERS=127.0.0.1:1", "INGESTD_YANDEX_TOKEN=" + secretPassword}

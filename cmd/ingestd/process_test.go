@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/kafkatest"
+	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sim"
+)
+
+// binary builds ingestd once per test run.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "ingestd-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "ingestd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", errors.New(string(out))
+	}
+	return bin, nil
+})
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin, err := binary()
+	require.NoError(t, err)
+	return bin
+}
+
+// lockedBuffer collects a child's output while it runs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSIGTERMDrainsAndExitsZero runs the real binary against the simulator,
+// PostgreSQL and the in-process broker, sends SIGTERM mid-stream, and
+// checks it exits 0 with everything it committed published.
+func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
+	bin := buildBinary(t)
+	const n = 20000
+	y, err := sim.NewYandex(sim.YandexConfig{Seed: 9, Token: "tok-" + secretPassword, Backlog: 1000, Rate: 4000, MaxEntries: n})
+	require.NoError(t, err)
+	srv := httptest.NewServer(y)
+	t.Cleanup(srv.Close)
+	kc := kafkatest.Start(t)
+	dsn := pgtest.Schema(t)
+	dbCfg := cursor.DefaultConfig()
+	dbCfg.DatabaseURL = secret.New(dsn)
+	_, err = cursor.Migrate(context.Background(), dbCfg)
+	require.NoError(t, err)
+	store, err := cursor.Open(context.Background(), dbCfg)
+	require.NoError(t, err)
+	t.Cleanup(store.Close)
+
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"INGESTD_DATABASE_URL=" + dsn,
+		"INGESTD_KAFKA_BROKERS=" + kc.Addr,
+		"INGESTD_YANDEX_TOKEN=tok-" + secretPassword,
+		"INGESTD_YANDEX_BASE_URL=" + srv.URL,
+		"INGESTD_YANDEX_PAGE_LIMIT=200",
+		"INGESTD_YANDEX_POLL_INTERVAL=50ms",
+		"INGESTD_HTTP_ADDR=127.0.0.1:0",
+		"INGESTD_SHUTDOWN_TIMEOUT=10s",
+	}
+	var logs lockedBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+
+	// Mid-stream: some events committed, the journal still growing.
+	require.Eventually(t, func() bool {
+		st, err := store.Source(context.Background(), "yandex/default")
+		return err == nil && st.EventsTotal >= 3000
+	}, 30*time.Second, 5*time.Millisecond, logs.String())
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "exit status 0 after SIGTERM\n%s", logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no exit within 20s of SIGTERM\n%s", logs.String())
+	}
+
+	st, err := store.Source(context.Background(), "yandex/default")
+	require.NoError(t, err)
+	require.Less(t, st.EventsTotal, int64(n), "stopped mid-stream")
+	b, err := store.Backlog(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, b.Rows, "everything committed was published before exit")
+	recs := kafkatest.ReadTopic(t, kc.Addr, "delivery.status-changes", int(st.EventsTotal), 20*time.Second)
+	require.Len(t, recs, int(st.EventsTotal))
+
+	out := logs.String()
+	require.Contains(t, out, `"msg":"stopped"`, "JSON logs in production format")
+	require.NotContains(t, out, secretPassword, "no secret in any log line")
+}
+
