@@ -128,4 +128,3 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	require.Contains(t, out, `"msg":"stopped"`, "JSON logs in production format")
 	require.NotContains(t, out, secretPassword, "no secret in any log line")
 }
-
