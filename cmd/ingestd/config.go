@@ -80,6 +80,9 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.DurationVar(&c.Upstream.BackoffInitial, "backoff-initial", c.Upstream.BackoffInitial, "first wait after a failure")
 	fs.DurationVar(&c.Upstream.BackoffMax, "backoff-max", c.Upstream.BackoffMax, "longest wait between retries")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
+	fs.DurationVar(&c.Lease.TTL, "lease-ttl", c.Lease.TTL, "single-writer lease lifetime: the longest a dead instance blocks its standby")
+	fs.StringVar(&c.Lease.Holder, "instance-id", "", "this instance's name in the lease table (default hostname/pid/random)")
+	fs.Int64Var(&c.MaxBacklog, "outbox-max-backlog", c.MaxBacklog, "pause polling while more outbox rows than this wait for Kafka (0: no bound)")
 }
 
 // parseFlags parses args and the environment into fs. Parse errors name the

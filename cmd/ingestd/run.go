@@ -57,10 +57,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := daemon.DefaultConfig()
+	defaultID := cfg.Lease.Holder
 	fs := flag.NewFlagSet("ingestd run", flag.ContinueOnError)
 	bindDaemonFlags(fs, &cfg)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	if cfg.Lease.Holder == "" {
+		cfg.Lease.Holder = defaultID
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}

@@ -22,6 +22,9 @@ type Row struct {
 
 // Page is what one upstream page produced, to be committed atomically.
 type Page struct {
+	// Lease is the writer's lease on the source; the commit is refused with
+	// ErrFenced if it is no longer the current one.
+	Lease    Lease
 	SourceID string
 	// PrevCursor is the cursor the page was fetched with ("" when the source
 	// had none). The commit succeeds only if it is still the stored cursor,
@@ -83,8 +86,11 @@ func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
 	}
 	var c Commit
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := CheckFence(ctx, tx, p.Lease); err != nil {
+			return err
+		}
 		var err error
-		c, err = insertRows(ctx, tx, p)
+		c, err = insertRows(ctx, tx, p.SourceID, p.Rows)
 		if err != nil {
 			return err
 		}
@@ -107,8 +113,12 @@ func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
 	return c, nil
 }
 
-func insertRows(ctx context.Context, tx pgx.Tx, p Page) (Commit, error) {
-	n := len(p.Rows)
+// insertRows inserts rows into the outbox under tx, skipping events already
+// stored, and returns what it inserted. Every writer of the outbox (journal
+// pages, BTS status changes) goes through it, so seq allocation and
+// deduplication have one implementation.
+func insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row) (Commit, error) {
+	n := len(rows)
 	if n == 0 {
 		return Commit{}, nil
 	}
@@ -122,10 +132,10 @@ func insertRows(ctx context.Context, tx pgx.Tx, p Page) (Commit, error) {
 		times      = make([]time.Time, n)
 		payloads   = make([][]byte, n)
 	)
-	for i := range p.Rows {
-		m := &p.Rows[i].Msg
+	for i := range rows {
+		m := &rows[i].Msg
 		ids[i] = m.ID
-		partitions[i] = int32(p.Rows[i].Partition)
+		partitions[i] = int32(rows[i].Partition)
 		keys[i] = m.Key
 		types[i] = string(m.Type)
 		sources[i] = m.Source
@@ -137,15 +147,15 @@ func insertRows(ctx context.Context, tx pgx.Tx, p Page) (Commit, error) {
 		base int64
 		seqs []int64
 	)
-	err := tx.QueryRow(ctx, insertOutboxSQL, int64(n), p.SourceID, ids, partitions, keys, types, sources, subjects, times, payloads).Scan(&base, &seqs)
+	err := tx.QueryRow(ctx, insertOutboxSQL, int64(n), sourceID, ids, partitions, keys, types, sources, subjects, times, payloads).Scan(&base, &seqs)
 	if err != nil {
 		return Commit{}, fmt.Errorf("insert outbox rows: %w", err)
 	}
 	c := Commit{FirstSeq: base + 1, LastSeq: base + int64(n), Inserted: make([]Row, 0, len(seqs)), Duplicates: n - len(seqs)}
 	for _, seq := range seqs {
-		r := p.Rows[seq-base-1]
+		r := rows[seq-base-1]
 		r.Seq = seq
-		r.SourceID = p.SourceID
+		r.SourceID = sourceID
 		c.Inserted = append(c.Inserted, r)
 	}
 	return c, nil

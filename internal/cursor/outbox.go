@@ -104,21 +104,46 @@ func (s *Store) Pending(ctx context.Context, wm []int64, limit int) ([]Row, erro
 	if err != nil {
 		return nil, fmt.Errorf("read pending outbox rows: %w", err)
 	}
+	out, err := scanRows(rows, min(limit, 1024))
+	if err != nil {
+		return nil, fmt.Errorf("read pending outbox rows: %w", err)
+	}
+	return out, nil
+}
+
+// Row returns the outbox row with the given seq, or nil when there is none
+// (never inserted, or pruned).
+func (s *Store) Row(ctx context.Context, seq int64) (*Row, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT seq, partition, source_id, event_id::text, msg_key, ce_type, ce_source, ce_subject, ce_time, payload
+FROM outbox WHERE seq = $1`, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox row %d: %w", seq, err)
+	}
+	out, err := scanRows(rows, 1)
+	if err != nil {
+		return nil, fmt.Errorf("read outbox row %d: %w", seq, err)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return &out[0], nil
+}
+
+// scanRows reads outbox rows selected with the column list of pendingSQL.
+func scanRows(rows pgx.Rows, capHint int) ([]Row, error) {
 	defer rows.Close()
-	out := make([]Row, 0, min(limit, 1024))
+	out := make([]Row, 0, capHint)
 	for rows.Next() {
 		var r Row
 		var typ string
 		if err := rows.Scan(&r.Seq, &r.Partition, &r.SourceID, &r.Msg.ID, &r.Msg.Key, &typ, &r.Msg.Source, &r.Msg.Subject, &r.Msg.Time, &r.Msg.Payload); err != nil {
-			return nil, fmt.Errorf("read pending outbox rows: %w", err)
+			return nil, err
 		}
 		r.Msg.Type = event.Type(typ)
 		out = append(out, r)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read pending outbox rows: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 const markSQL = `
@@ -126,9 +151,10 @@ UPDATE publish_progress AS p SET last_seq = v.seq, published_at = now()
 FROM unnest($1::int4[], $2::int8[]) AS v(partition, seq)
 WHERE p.partition = v.partition AND v.seq > p.last_seq`
 
-// MarkPublished raises partition watermarks: marks maps a partition to the
-// highest seq Kafka acknowledged in it. Watermarks never move backwards.
-func (s *Store) MarkPublished(ctx context.Context, marks map[int]int64) error {
+// MarkPublished raises partition watermarks under the publisher's lease:
+// marks maps a partition to the highest seq Kafka acknowledged in it.
+// Watermarks never move backwards.
+func (s *Store) MarkPublished(ctx context.Context, l Lease, marks map[int]int64) error {
 	if len(marks) == 0 {
 		return nil
 	}
@@ -138,7 +164,14 @@ func (s *Store) MarkPublished(ctx context.Context, marks map[int]int64) error {
 		parts = append(parts, int32(p))
 		seqs = append(seqs, seq)
 	}
-	if _, err := s.pool.Exec(ctx, markSQL, parts, seqs); err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := CheckFence(ctx, tx, l); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, markSQL, parts, seqs)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("record publish progress: %w", err)
 	}
 	return nil
@@ -169,6 +202,19 @@ type Backlog struct {
 	// Oldest is the creation time of the oldest unpublished row; zero when
 	// the backlog is empty.
 	Oldest time.Time
+}
+
+// BacklogEstimate is a cheap upper bound of the unpublished rows: the last
+// allocated seq minus the lowest partition watermark. Pollers check it before
+// every page, so it must not scan the outbox.
+func (s *Store) BacklogEstimate(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `
+SELECT (SELECT last_seq FROM outbox_seq) - coalesce((SELECT min(last_seq) FROM publish_progress), 0)`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("estimate outbox backlog: %w", err)
+	}
+	return n, nil
 }
 
 const backlogSQL = `

@@ -28,6 +28,35 @@ func openStore(t *testing.T) *cursor.Store {
 	return s
 }
 
+// leases caches the test's lease per store and name, so that every commit of
+// one source in a test uses the same epoch.
+var leases sync.Map
+
+func lease(t *testing.T, s *cursor.Store, name string) cursor.Lease {
+	t.Helper()
+	key := fmt.Sprintf("%p/%s", s, name)
+	if l, ok := leases.Load(key); ok {
+		return l.(cursor.Lease)
+	}
+	l, ok, err := s.TryAcquire(context.Background(), name, "test-"+t.Name(), time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok, "lease %s is free", name)
+	leases.Store(key, l)
+	return l
+}
+
+// withLease sets the page's lease to the test's lease on its source.
+func withLease(t *testing.T, s *cursor.Store, p cursor.Page) cursor.Page {
+	t.Helper()
+	p.Lease = lease(t, s, "source:"+p.SourceID)
+	return p
+}
+
+func publisherLease(t *testing.T, s *cursor.Store) cursor.Lease {
+	t.Helper()
+	return lease(t, s, "publisher")
+}
+
 func row(id int, partition int) cursor.Row {
 	return cursor.Row{
 		Partition: partition,
@@ -75,7 +104,7 @@ func TestCommitPageStoresCursorByteForByte(t *testing.T) {
 	require.Empty(t, st.Cursor)
 
 	weird := "a+/=\"\\ é ✓ \t~." // every byte must come back as sent
-	c, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: weird, Rows: []cursor.Row{row(1, 0), row(2, 1)}})
+	c, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: weird, Rows: []cursor.Row{row(1, 0), row(2, 1)}}))
 	require.NoError(t, err)
 	require.Len(t, c.Inserted, 2)
 	require.Equal(t, int64(1), c.FirstSeq)
@@ -99,10 +128,10 @@ func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
 	s := openStore(t)
 	const src = "yandex/default"
 
-	_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 0), row(3, 1)}})
+	_, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 0), row(3, 1)}}))
 	require.NoError(t, err)
 	// The next page re-serves 2 and 3, then a new event, and repeats 4 within the page.
-	c, err := s.CommitPage(ctx, cursor.Page{SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []cursor.Row{row(2, 0), row(3, 1), row(4, 2), row(4, 2)}})
+	c, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []cursor.Row{row(2, 0), row(3, 1), row(4, 2), row(4, 2)}}))
 	require.NoError(t, err)
 	require.Len(t, c.Inserted, 1)
 	require.Equal(t, 3, c.Duplicates)
@@ -129,7 +158,7 @@ func TestCommitPageRejectsStaleCursor(t *testing.T) {
 	s := openStore(t)
 	const src = "yandex/default"
 
-	_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0)}})
+	_, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0)}}))
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -140,7 +169,7 @@ func TestCommitPageRejectsStaleCursor(t *testing.T) {
 		{"page fetched with an older cursor", "c0"},
 	}
 	for _, tc := range tests {
-		_, err := s.CommitPage(ctx, cursor.Page{SourceID: src, PrevCursor: tc.prev, Cursor: "other", Rows: []cursor.Row{row(9, 0)}})
+		_, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: tc.prev, Cursor: "other", Rows: []cursor.Row{row(9, 0)}}))
 		require.ErrorIs(t, err, cursor.ErrCursorMoved, tc.name)
 	}
 	st, err := s.Source(ctx, src)
@@ -160,13 +189,14 @@ func TestConcurrentSourcesGetSeqInCommitOrder(t *testing.T) {
 	// contiguous and non-overlapping, so a watermark can never skip a row.
 	var wg sync.WaitGroup
 	const pages = 30
+	srcLeases := []cursor.Lease{lease(t, s, "source:src0"), lease(t, s, "source:src1")}
 	for src := range 2 {
 		wg.Go(func() {
 			prev := ""
 			for i := range pages {
 				cur := fmt.Sprintf("s%d-%d", src, i)
 				id := src*1000 + i
-				_, err := s.CommitPage(ctx, cursor.Page{SourceID: fmt.Sprintf("src%d", src), PrevCursor: prev, Cursor: cur, Rows: []cursor.Row{row(id, id%2)}})
+				_, err := s.CommitPage(ctx, cursor.Page{Lease: srcLeases[src], SourceID: fmt.Sprintf("src%d", src), PrevCursor: prev, Cursor: cur, Rows: []cursor.Row{row(id, id%2)}})
 				if !assertNoError(t, err) {
 					return
 				}
@@ -202,7 +232,7 @@ func TestWatermarksPendingAndPrune(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 
-	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "a", Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 1), row(3, 0), row(4, 1)}})
+	_, err = s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: "a", Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 1), row(3, 0), row(4, 1)}}))
 	require.NoError(t, err)
 
 	b, err := s.Backlog(ctx)
@@ -211,12 +241,12 @@ func TestWatermarksPendingAndPrune(t *testing.T) {
 	require.False(t, b.Oldest.IsZero())
 
 	// Partition 0 acknowledged through seq 3, partition 1 not at all.
-	require.NoError(t, s.MarkPublished(ctx, map[int]int64{0: 3}))
+	require.NoError(t, s.MarkPublished(ctx, publisherLease(t, s), map[int]int64{0: 3}))
 	wm, err := s.Watermarks(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []int64{3, 0}, wm)
 	// Watermarks never go backwards.
-	require.NoError(t, s.MarkPublished(ctx, map[int]int64{0: 1}))
+	require.NoError(t, s.MarkPublished(ctx, publisherLease(t, s), map[int]int64{0: 1}))
 	wm, err = s.Watermarks(ctx)
 	require.NoError(t, err)
 	require.Equal(t, []int64{3, 0}, wm)
@@ -268,7 +298,7 @@ func TestHaltKeepsCursor(t *testing.T) {
 	require.Empty(t, st.Cursor)
 	require.NotNil(t, st.HaltedAt)
 
-	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "src", Cursor: "c1"})
+	_, err = s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: "src", Cursor: "c1"}))
 	require.NoError(t, err)
 	require.NoError(t, s.Halt(ctx, "src", "bad cursor"))
 	st, err = s.Source(ctx, "src")
@@ -277,7 +307,7 @@ func TestHaltKeepsCursor(t *testing.T) {
 	require.Equal(t, "bad cursor", st.HaltedReason)
 
 	// The next committed page clears the halt.
-	_, err = s.CommitPage(ctx, cursor.Page{SourceID: "src", PrevCursor: "c1", Cursor: "c2"})
+	_, err = s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: "src", PrevCursor: "c1", Cursor: "c2"}))
 	require.NoError(t, err)
 	st, err = s.Source(ctx, "src")
 	require.NoError(t, err)

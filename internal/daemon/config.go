@@ -5,8 +5,10 @@
 package daemon
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
@@ -29,6 +32,10 @@ type Config struct {
 	HTTP     HTTPConfig
 	Log      LogConfig
 	Upstream UpstreamConfig
+	Lease    lease.Config
+	// MaxBacklog pauses polling while more than this many outbox rows wait
+	// for Kafka (INGESTD_OUTBOX_MAX_BACKLOG, default 1000000; 0 disables).
+	MaxBacklog int64
 	// ShutdownTimeout bounds the graceful shutdown after SIGTERM
 	// (INGESTD_SHUTDOWN_TIMEOUT, default 20s). Keep it below the pod's
 	// terminationGracePeriodSeconds.
@@ -72,14 +79,35 @@ func DefaultConfig() Config {
 		HTTP:            HTTPConfig{Addr: ":8080"},
 		Log:             LogConfig{Level: "info", Format: "json"},
 		Upstream:        UpstreamConfig{BackoffInitial: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
+		Lease:           lease.Config{TTL: 15 * time.Second, Holder: defaultInstanceID()},
+		MaxBacklog:      1_000_000,
 		ShutdownTimeout: 20 * time.Second,
 	}
+}
+
+// defaultInstanceID names this process in the lease table: the hostname (the
+// pod name on Kubernetes) with the pid and a random suffix, so a restarted
+// process is never mistaken for its predecessor.
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "ingestd"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // Validate reports every configuration problem at once, each naming its
 // environment variable.
 func (c Config) Validate() error {
-	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate()}
+	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.Lease.Validate()}
+	if c.MaxBacklog < 0 {
+		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_MAX_BACKLOG: must not be negative, got %d", c.MaxBacklog))
+	}
+	if c.ShutdownTimeout > 0 && c.Lease.TTL > 0 && c.ShutdownTimeout < 2*time.Second {
+		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be at least 2s to drain, got %s", c.ShutdownTimeout))
+	}
 	if !c.Yandex.Enabled() {
 		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN to run the Yandex journal source"))
 	}

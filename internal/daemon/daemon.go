@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/yandex"
@@ -37,8 +38,10 @@ type Daemon struct {
 	pub   *publish.Publisher
 	reg   *prometheus.Registry
 
-	journals []*poller.JournalPoller
-	listener net.Listener
+	// sources run the pollers, publisher the relay, each under its lease.
+	sources   []*lease.Runner
+	publisher *lease.Runner
+	listener  net.Listener
 }
 
 // New connects to PostgreSQL and Kafka, checks the schema and the topic, and
@@ -68,21 +71,32 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	pm := poller.NewMetrics(d.reg)
+	lm := lease.NewMetrics(d.reg)
 	if cfg.Yandex.Enabled() {
 		client, err := yandex.NewClient(cfg.Yandex, hc)
 		if err != nil {
 			d.closeAll()
 			return nil, err
 		}
-		d.journals = append(d.journals, poller.NewJournal(poller.JournalConfig{
+		jp := poller.NewJournal(poller.JournalConfig{
 			SourceID:       cfg.Yandex.SourceID(),
 			Account:        cfg.Yandex.Account,
 			PollInterval:   cfg.Yandex.PollInterval,
 			BackoffInitial: cfg.Upstream.BackoffInitial,
 			BackoffMax:     cfg.Upstream.BackoffMax,
 			CommitTimeout:  cfg.ShutdownTimeout / 2,
-		}, client, store, pub, log.Named("yandex"), pm))
+			MaxBacklog:     cfg.MaxBacklog,
+		}, client, store, pub, log.Named("yandex"), pm)
+		d.sources = append(d.sources, d.runner(SourceLease(cfg.Yandex.SourceID()), log.Named("yandex"), lm,
+			func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
+				// A poller stops gracefully by cancellation: it still commits
+				// the page it already fetched.
+				ctx, cancel := lease.StopContext(ctx, stop)
+				defer cancel()
+				return jp.Run(ctx, h.Lease)
+			}))
 	}
+	d.publisher = d.runner(PublisherLease, log.Named("publish"), lm, pub.Run)
 
 	if cfg.HTTP.Addr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -95,8 +109,16 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	return d, nil
 }
 
-// Store returns the daemon's PostgreSQL store (for tools and the demo).
-func (d *Daemon) Store() *cursor.Store { return d.store }
+// Lease names: one single-writer role per source, and one for the relay.
+const PublisherLease = "publisher"
+
+// SourceLease names the lease of a source's poller.
+func SourceLease(sourceID string) string { return "source:" + sourceID }
+
+func (d *Daemon) runner(name string, log *zap.Logger, m *lease.Metrics, work lease.Work) *lease.Runner {
+	m.Declare(name)
+	return lease.NewRunner(name, d.cfg.Lease, d.store, work, log, m)
+}
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".
 func (d *Daemon) HTTPAddr() string {
@@ -141,24 +163,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 		})
 	}
 
-	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPub()
-	pubDone := make(chan error, 1)
-	go func() { pubDone <- d.pub.Run(pubCtx) }()
-
-	pollCtx, stopPolling := context.WithCancel(ctx)
-	defer stopPolling()
-	var polling sync.WaitGroup
-	for _, j := range d.journals {
-		polling.Go(func() {
-			if err := j.Run(pollCtx); err != nil {
-				// A halt is logged here, once, loudly; the rest of the
-				// daemon keeps running.
-				d.log.Error("source halted; fix the cause and restart, or repair the cursor", zap.Error(err))
-			}
-		})
+	// The runners outlive ctx: on shutdown they are stopped in order, and
+	// only cancelled outright when the shutdown timeout runs out.
+	runCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+	var sourcesDone, publisherDone sync.WaitGroup
+	for _, r := range d.sources {
+		sourcesDone.Go(func() { _ = r.Run(runCtx) })
 	}
-	d.log.Info("ingestd running", zap.Int("sources", len(d.journals)), zap.String("topic", d.cfg.Kafka.Topic), zap.String("http_addr", d.HTTPAddr()))
+	publisherDone.Go(func() { _ = d.publisher.Run(runCtx) })
+	d.log.Info("ingestd running; competing for leases",
+		zap.Int("sources", len(d.sources)), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 
 	var runErr error
 	select {
@@ -167,24 +183,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case runErr = <-fatal:
 		d.log.Error("fatal error; shutting down", zap.Error(runErr))
 	}
-	deadline := time.Now().Add(d.cfg.ShutdownTimeout)
+	deadline := time.AfterFunc(d.cfg.ShutdownTimeout, func() {
+		d.log.Warn("shutdown timeout reached; stopping now (what was not published is published on the next start)")
+		hardStop()
+	})
+	defer deadline.Stop()
 
-	// Stop polling; each poller commits the page it already fetched.
-	stopPolling()
-	polling.Wait()
-
-	// Publish what was committed, within what is left of the timeout.
-	d.pub.Drain()
-	select {
-	case <-pubDone:
-	case <-time.After(time.Until(deadline)):
-		d.log.Warn("shutdown timeout reached before the outbox was drained; the rest is published on the next start")
-		stopPub()
-		<-pubDone
+	// Stop polling first (each poller commits the page it already fetched
+	// and releases its lease), then let the publisher drain what was
+	// committed and release its lease, so a standby takes over at once.
+	for _, r := range d.sources {
+		r.Stop()
 	}
+	sourcesDone.Wait()
+	d.publisher.Stop()
+	publisherDone.Wait()
 
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), max(time.Until(deadline), time.Second))
+		// In-flight scrapes and probes are short; the listener closes at once.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 		srvDone.Wait()

@@ -22,6 +22,7 @@ type JournalStore interface {
 	Source(ctx context.Context, sourceID string) (cursor.State, error)
 	CommitPage(ctx context.Context, p cursor.Page) (cursor.Commit, error)
 	Halt(ctx context.Context, sourceID, reason string) error
+	BacklogEstimate(ctx context.Context) (int64, error)
 }
 
 // Journal reads pages of an upstream journal after an opaque cursor.
@@ -50,6 +51,11 @@ type JournalConfig struct {
 	// CommitTimeout bounds committing a page that was already fetched when
 	// shutdown began: the page is committed rather than dropped.
 	CommitTimeout time.Duration
+	// MaxBacklog pauses polling while more than this many outbox rows wait
+	// for Kafka, so an outage of Kafka cannot grow the table without bound;
+	// polling resumes by itself once the publisher catches up. 0 disables
+	// the bound.
+	MaxBacklog int64
 }
 
 // HaltError is returned by Run when the source stopped on an error that only
@@ -79,6 +85,9 @@ type JournalPoller struct {
 	// lastAdvance is when the cursor last moved (unix nanos), for the
 	// cursor age gauge.
 	lastAdvance atomic.Int64
+	// paused is true while polling waits for the outbox backlog to shrink;
+	// only Run's goroutine uses it.
+	paused bool
 }
 
 // NewJournal returns a poller; Run starts it.
@@ -98,9 +107,11 @@ func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Ou
 	return p
 }
 
-// Run polls until ctx is cancelled (returning nil) or the source halts
-// (returning a *HaltError). Transient failures are retried forever.
-func (p *JournalPoller) Run(ctx context.Context) error {
+// Run polls under the source's lease until ctx is cancelled (returning nil),
+// the source halts (returning a *HaltError), or a commit is fenced because
+// another instance took the lease over (returning an error wrapping
+// cursor.ErrFenced). Transient failures are retried forever.
+func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 	bo := p.newBackoff()
 	src := p.cfg.SourceID
 	p.m.halted.WithLabelValues(src).Set(0)
@@ -127,6 +138,13 @@ func (p *JournalPoller) Run(ctx context.Context) error {
 				p.lastAdvance.Store(st.UpdatedAt.UnixNano())
 			}
 			p.log.Info("resuming journal", zap.Bool("has_cursor", cur != ""))
+		}
+
+		if !p.backlogAllows(ctx, bo) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
 		}
 
 		page, err := p.client.Journal(ctx, cur)
@@ -174,9 +192,12 @@ func (p *JournalPoller) Run(ctx context.Context) error {
 		// so that what was fetched is not fetched twice.
 		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CommitTimeout)
 		started := time.Now()
-		c, err := p.store.CommitPage(commitCtx, cursor.Page{SourceID: src, PrevCursor: cur, Cursor: page.Cursor, Rows: rows})
+		c, err := p.store.CommitPage(commitCtx, cursor.Page{Lease: l, SourceID: src, PrevCursor: cur, Cursor: page.Cursor, Rows: rows})
 		cancel()
 		if err != nil {
+			if errors.Is(err, cursor.ErrFenced) {
+				return err
+			}
 			if errors.Is(err, cursor.ErrCursorMoved) {
 				// Another writer advanced the cursor: continue from what it stored.
 				p.log.Warn("stored cursor moved under this poller; reloading it", zap.Error(err))
@@ -206,6 +227,36 @@ func (p *JournalPoller) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// backlogAllows reports whether the outbox has room for another page. While
+// it has not, it waits (visible as ingestd_polling_paused) and returns false.
+func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.ExponentialBackOff) bool {
+	if p.cfg.MaxBacklog <= 0 {
+		return true
+	}
+	n, err := p.store.BacklogEstimate(ctx)
+	if err != nil {
+		p.wait(ctx, bo.NextBackOff(), "check outbox backlog", err)
+		return false
+	}
+	gauge := p.m.paused.WithLabelValues(p.cfg.SourceID)
+	if n < p.cfg.MaxBacklog {
+		if p.paused {
+			p.log.Info("outbox backlog back under its bound; polling resumed", zap.Int64("backlog", n))
+		}
+		p.paused = false
+		gauge.Set(0)
+		return true
+	}
+	if !p.paused {
+		p.log.Warn("outbox backlog over its bound; polling paused until the publisher catches up",
+			zap.Int64("backlog", n), zap.Int64("max_backlog", p.cfg.MaxBacklog))
+	}
+	p.paused = true
+	gauge.Set(1)
+	p.wait(ctx, p.cfg.PollInterval, "", nil)
+	return false
 }
 
 // rows normalizes a page into outbox rows, in journal order.

@@ -41,6 +41,7 @@ type env struct {
 	outbox  *outbox
 	srvURL  string
 	arrived *requestLog
+	lease   cursor.Lease
 }
 
 // requestLog records when each journal request arrived.
@@ -103,7 +104,10 @@ func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env
 		BackoffMax:     50 * time.Millisecond,
 		CommitTimeout:  5 * time.Second,
 	}, client, store, ob, zaptest.NewLogger(t), poller.NewMetrics(reg))
-	return &env{store: store, sim: y, poller: p, reg: reg, outbox: ob, srvURL: srv.URL, arrived: log}
+	l, ok, err := store.TryAcquire(ctx, "source:"+yc.SourceID(), "test", time.Hour)
+	require.NoError(t, err)
+	require.True(t, ok)
+	return &env{store: store, sim: y, poller: p, reg: reg, outbox: ob, srvURL: srv.URL, arrived: log, lease: l}
 }
 
 // start runs the poller until the test ends or stop is called; stop returns
@@ -112,7 +116,7 @@ func (e *env) start(t *testing.T) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.poller.Run(ctx) }()
+	go func() { done <- e.poller.Run(ctx, e.lease) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -245,7 +249,7 @@ func TestOutcomeClasses(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- e.poller.Run(ctx) }()
+			go func() { done <- e.poller.Run(ctx, e.lease) }()
 
 			if tc.halts == 0 {
 				e.waitCursor(t, n)

@@ -19,6 +19,7 @@ type Metrics struct {
 	halted     *prometheus.GaugeVec
 	backoff    *prometheus.GaugeVec
 	commitSecs *prometheus.HistogramVec
+	paused     *prometheus.GaugeVec
 	reg        prometheus.Registerer
 }
 
@@ -63,8 +64,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of the PostgreSQL transaction that commits one page.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"source"}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ingestd_polling_paused",
+			Help: "1 while a source's polling waits for the outbox backlog to drain below its bound.",
+		}, []string{"source"}),
 	}
-	reg.MustRegister(m.ingested, m.duplicates, m.pages, m.requests, m.errors, m.unknown, m.halted, m.backoff, m.commitSecs)
+	reg.MustRegister(m.paused, m.ingested, m.duplicates, m.pages, m.requests, m.errors, m.unknown, m.halted, m.backoff, m.commitSecs)
 	return m
 }
 

@@ -3,12 +3,15 @@ package publish
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	published    *prometheus.CounterVec
-	writeErrors  prometheus.Counter
-	writeSeconds prometheus.Histogram
-	backlog      prometheus.Gauge
-	oldestAge    prometheus.Gauge
-	pruned       prometheus.Counter
+	published     *prometheus.CounterVec
+	writeErrors   prometheus.Counter
+	writeSeconds  prometheus.Histogram
+	backlog       prometheus.Gauge
+	oldestAge     prometheus.Gauge
+	pruned        prometheus.Counter
+	reconciled    prometheus.Counter
+	lag           prometheus.Histogram
+	lastPublished prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,7 +41,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "ingestd_outbox_pruned_total",
 			Help: "Published outbox rows deleted after the retention period.",
 		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingestd_publish_reconciled_partitions_total",
+			Help: "Partitions whose watermark was raised from Kafka's read-back (records acknowledged before a crash or an ambiguous write).",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ingestd_e2e_lag_seconds",
+			Help:    "Publish time minus the upstream time of the change (occurred_at), per event.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
+		}),
+		lastPublished: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ingestd_publish_last_success_timestamp_seconds",
+			Help: "Unix time of the last batch acknowledged by Kafka.",
+		}),
 	}
-	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned)
+	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned, m.reconciled, m.lag, m.lastPublished)
 	return m
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/lease"
 )
 
 // Store is what the publisher needs of the outbox.
@@ -22,14 +22,20 @@ type Store interface {
 	Target(ctx context.Context, topic string, partitions int) (int, error)
 	Watermarks(ctx context.Context) ([]int64, error)
 	Pending(ctx context.Context, wm []int64, limit int) ([]cursor.Row, error)
-	MarkPublished(ctx context.Context, marks map[int]int64) error
+	MarkPublished(ctx context.Context, l cursor.Lease, marks map[int]int64) error
+	Row(ctx context.Context, seq int64) (*cursor.Row, error)
 	Prune(ctx context.Context, retention time.Duration, limit int) (int64, error)
 	Backlog(ctx context.Context) (cursor.Backlog, error)
 }
 
-// HeaderSeq carries the row's outbox sequence number, so that what Kafka
-// holds can be matched to the outbox after a crash.
-const HeaderSeq = "ingestd_seq"
+// Headers ingestd adds to every record besides the CloudEvents ones.
+const (
+	// HeaderSeq carries the row's outbox sequence number, so that what
+	// Kafka holds can be matched to the outbox after a crash.
+	HeaderSeq = "ingestd_seq"
+	// HeaderEpoch carries the publisher lease epoch that wrote the record.
+	HeaderEpoch = "ingestd_epoch"
+)
 
 // pruneBatch bounds one DELETE so pruning never holds long locks.
 const pruneBatch = 10000
@@ -39,11 +45,14 @@ var ErrTopicMissing = errors.New("kafka topic does not exist")
 
 // Publisher relays outbox rows to Kafka.
 type Publisher struct {
-	cfg    Config
-	store  Store
-	log    *zap.Logger
-	m      *metrics
-	client *kafka.Client
+	cfg       Config
+	store     Store
+	log       *zap.Logger
+	m         *metrics
+	client    *kafka.Client
+	transport *kafka.Transport
+	// writer is replaced after every failed write; only Run's goroutine
+	// uses it.
 	writer *kafka.Writer
 
 	// partitions is the partition count rows are assigned with (recorded in
@@ -51,10 +60,7 @@ type Publisher struct {
 	partitions   int
 	partitionIDs []int
 
-	wake  chan struct{}
-	drain chan struct{}
-	// drainOnce guards closing drain.
-	draining atomic.Bool
+	wake chan struct{}
 }
 
 // New checks the topic (creating it when allowed and missing), records the
@@ -62,13 +68,13 @@ type Publisher struct {
 func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
 	p := &Publisher{
-		cfg:    cfg,
-		store:  store,
-		log:    log,
-		m:      newMetrics(reg),
-		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
-		wake:   make(chan struct{}, 1),
-		drain:  make(chan struct{}),
+		cfg:       cfg,
+		store:     store,
+		log:       log,
+		m:         newMetrics(reg),
+		client:    &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
+		transport: transport,
+		wake:      make(chan struct{}, 1),
 	}
 	have, err := p.ensureTopic(ctx)
 	if err != nil {
@@ -87,24 +93,30 @@ func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prom
 	for i := range p.partitionIDs {
 		p.partitionIDs[i] = i
 	}
-	p.writer = &kafka.Writer{
-		Addr:  kafka.TCP(cfg.Brokers...),
-		Topic: cfg.Topic,
+	return p, nil
+}
+
+// newWriter builds the Kafka writer. MaxAttempts is 1: kafka-go retrying a
+// batch after a timeout could write it twice (segmentio/kafka-go#1427), so
+// every failure comes back here, where the read-back decides what landed.
+func (p *Publisher) newWriter() *kafka.Writer {
+	return &kafka.Writer{
+		Addr:  kafka.TCP(p.cfg.Brokers...),
+		Topic: p.cfg.Topic,
 		// The partition was chosen with the key hash when the row was
 		// committed (see Partition); the writer must use exactly it.
 		Balancer:     kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition }),
 		RequiredAcks: kafka.RequireAll,
 		// One write carries at most BatchSize rows, so each partition's share
-		// fits one produce batch and partition order is outbox order.
-		BatchSize:              cfg.BatchSize,
+		// fits one produce batch.
+		BatchSize:              p.cfg.BatchSize,
 		BatchBytes:             64 << 20,
-		BatchTimeout:           cfg.BatchTimeout,
-		WriteTimeout:           cfg.WriteTimeout,
-		MaxAttempts:            3,
+		BatchTimeout:           p.cfg.BatchTimeout,
+		WriteTimeout:           p.cfg.WriteTimeout,
+		MaxAttempts:            1,
 		AllowAutoTopicCreation: false,
-		Transport:              transport,
+		Transport:              p.transport,
 	}
-	return p, nil
 }
 
 // ensureTopic returns the topic's partition count, creating the topic first
@@ -192,62 +204,86 @@ func (p *Publisher) Notify() {
 	}
 }
 
-// Drain asks Run to publish everything committed so far and then return. The
-// caller stops every writer of the outbox first.
-func (p *Publisher) Drain() {
-	if p.draining.CompareAndSwap(false, true) {
-		close(p.drain)
-	}
-}
-
 // Close closes the writer, bounded by CloseTimeout.
 func (p *Publisher) Close() error {
+	return p.closeWriter(p.writer)
+}
+
+func (p *Publisher) closeWriter(w *kafka.Writer) error {
+	if w == nil {
+		return nil
+	}
 	done := make(chan error, 1)
-	go func() { done <- p.writer.Close() }()
+	go func() { done <- w.Close() }()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(p.cfg.CloseTimeout):
+		// The goroutine finishes when kafka-go gives up; the process does
+		// not wait for it.
 		return fmt.Errorf("close kafka writer: gave up after %s", p.cfg.CloseTimeout)
 	}
 }
 
-// Run relays the outbox until ctx is cancelled, or until the outbox is empty
-// after Drain. Failures are retried with backoff forever; only a cancelled
-// ctx stops it, and that is not an error.
-func (p *Publisher) Run(ctx context.Context) error {
-	done := make(chan struct{})
-	defer func() { <-done }()
+// resetWriter replaces the writer with a fresh one. After an ambiguous
+// failure the old writer's state (buffered batches, connections) cannot be
+// trusted; a new one starts clean.
+func (p *Publisher) resetWriter() {
+	if err := p.closeWriter(p.writer); err != nil {
+		p.log.Warn("close kafka writer", zap.Error(err))
+	}
+	p.writer = p.newWriter()
+}
+
+// Run relays the outbox to Kafka while h is held. It first reconciles with
+// what Kafka already holds, then publishes rows in outbox order. It returns
+// nil when ctx ends, or after publishing everything committed once stop is
+// closed; and an error wrapping cursor.ErrFenced when it can no longer prove
+// it holds the lease. Other failures are retried with backoff forever.
+func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
 	maintCtx, stopMaint := context.WithCancel(ctx)
-	defer stopMaint()
+	maintDone := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(maintDone)
 		p.maintain(maintCtx)
+	}()
+	defer func() {
+		stopMaint()
+		<-maintDone
 	}()
 
 	bo := newBackoff()
+	p.resetWriter()
 	var (
-		wm      []int64
-		unsaved = map[int]int64{}
+		wm       []int64 // nil: reconcile with Kafka before publishing
+		unsaved  = map[int]int64{}
+		draining bool
 	)
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		err := p.step(ctx, &wm, unsaved)
+		select {
+		case <-stop:
+			draining, stop = true, nil
+		default:
+		}
+		err := p.step(ctx, h, &wm, unsaved)
 		switch {
 		case err == nil:
 			bo.Reset()
 		case errors.Is(err, errIdle):
-			if p.draining.Load() {
+			if draining {
 				return nil
 			}
-			p.idle(ctx)
+			p.idle(ctx, stop)
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, cursor.ErrFenced):
+			return err
 		default:
 			wait := bo.NextBackOff()
-			p.log.Warn("publish failed; retrying", zap.Error(err), zap.Duration("backoff", wait))
+			p.log.Warn("publish failed; reconciling with Kafka before retrying", zap.Error(err), zap.Duration("backoff", wait))
 			sleep(ctx, wait)
 		}
 	}
@@ -257,19 +293,20 @@ var errIdle = errors.New("outbox empty")
 
 // step publishes one batch of pending rows. wm is the in-memory watermark,
 // ahead of the stored one by the acknowledgements in unsaved until those
-// are recorded.
-func (p *Publisher) step(ctx context.Context, wm *[]int64, unsaved map[int]int64) error {
+// are recorded; it is nil when it must be rebuilt from Kafka's read-back.
+func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsaved map[int]int64) error {
 	if *wm == nil {
-		stored, err := p.store.Watermarks(ctx)
+		reconciled, err := p.reconcile(ctx, h.Lease)
 		if err != nil {
-			return err
+			return fmt.Errorf("reconcile with kafka: %w", err)
 		}
-		*wm = stored
+		*wm = reconciled
+		clear(unsaved)
 	}
 	// Acknowledged rows whose watermark did not reach PostgreSQL yet are
 	// recorded before anything else: they must never be sent twice.
 	if len(unsaved) > 0 {
-		if err := p.store.MarkPublished(ctx, unsaved); err != nil {
+		if err := p.store.MarkPublished(ctx, h.Lease, unsaved); err != nil {
 			return err
 		}
 		clear(unsaved)
@@ -281,30 +318,48 @@ func (p *Publisher) step(ctx context.Context, wm *[]int64, unsaved map[int]int64
 	if len(rows) == 0 {
 		return errIdle
 	}
-	acked, werr := p.write(ctx, rows)
+	// Kafka cannot check our epoch, so write only while the lease is
+	// certainly ours: a paused instance that wakes up past its lease must
+	// not produce after its successor's read-back.
+	if !h.Valid() {
+		return fmt.Errorf("lease %s epoch %d may have expired: %w", h.Lease.Name, h.Lease.Epoch, cursor.ErrFenced)
+	}
+	acked, werr := p.write(ctx, rows, h.Lease.Epoch)
+	if werr != nil {
+		// Ambiguous: some records may have been written even if the call
+		// failed. Never resend blindly: rebuild the writer and let the next
+		// step reconcile with what Kafka holds.
+		p.resetWriter()
+		*wm = nil
+		return werr
+	}
 	for part, seq := range acked {
 		(*wm)[part] = max((*wm)[part], seq)
 		unsaved[part] = seq
 	}
-	if len(unsaved) > 0 {
-		if err := p.store.MarkPublished(ctx, unsaved); err != nil {
-			return errors.Join(werr, err)
-		}
-		clear(unsaved)
+	if err := p.store.MarkPublished(ctx, h.Lease, unsaved); err != nil {
+		return err
 	}
-	return werr
+	clear(unsaved)
+	p.m.lastPublished.Set(float64(time.Now().Unix()))
+	return nil
 }
 
-// write sends rows to Kafka and returns, per partition, the highest seq
-// whose whole partition share was acknowledged.
-func (p *Publisher) write(ctx context.Context, rows []cursor.Row) (map[int]int64, error) {
+// write sends rows to Kafka in one synchronous call and returns, per
+// partition, the highest seq acknowledged. Each partition's rows form one
+// produce batch, so at most one batch per partition is ever in flight and
+// partition order is outbox order.
+func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (map[int]int64, error) {
 	msgs := make([]kafka.Message, len(rows))
-	hdrs := make([]event.Header, 0, 8*len(rows))
+	epochValue := strconv.AppendInt(nil, epoch, 10)
+	hdrs := make([]event.Header, 0, 9*len(rows))
 	for i := range rows {
 		r := &rows[i]
 		start := len(hdrs)
 		hdrs = r.Msg.AppendHeaders(hdrs)
-		hdrs = append(hdrs, event.Header{Key: HeaderSeq, Value: strconv.AppendInt(nil, r.Seq, 10)})
+		hdrs = append(hdrs,
+			event.Header{Key: HeaderSeq, Value: strconv.AppendInt(nil, r.Seq, 10)},
+			event.Header{Key: HeaderEpoch, Value: epochValue})
 		kh := make([]kafka.Header, len(hdrs)-start)
 		for j, h := range hdrs[start:] {
 			kh[j] = kafka.Header(h)
@@ -314,44 +369,28 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row) (map[int]int64
 	started := time.Now()
 	err := p.writer.WriteMessages(ctx, msgs...)
 	p.m.writeSeconds.Observe(time.Since(started).Seconds())
-
-	acked := make(map[int]int64)
-	failed := make(map[int]bool)
-	var werrs kafka.WriteErrors
-	switch {
-	case err == nil:
-	case errors.As(err, &werrs) && len(werrs) == len(rows):
-		for i, e := range werrs {
-			if e != nil {
-				failed[rows[i].Partition] = true
-			}
-		}
-	default:
+	if err != nil {
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
 	}
+	acked := make(map[int]int64)
+	now := time.Now()
 	for i := range rows {
 		r := &rows[i]
-		if failed[r.Partition] {
-			continue
-		}
 		acked[r.Partition] = max(acked[r.Partition], r.Seq)
 		p.m.published.WithLabelValues(r.SourceID).Inc()
-	}
-	if len(failed) > 0 {
-		p.m.writeErrors.Inc()
-		return acked, fmt.Errorf("write events to kafka: %d of %d partitions failed: %w", len(failed), len(acked)+len(failed), werrs)
+		p.m.lag.Observe(now.Sub(r.Msg.Time).Seconds())
 	}
 	return acked, nil
 }
 
-func (p *Publisher) idle(ctx context.Context) {
+func (p *Publisher) idle(ctx context.Context, stop <-chan struct{}) {
 	t := time.NewTimer(p.cfg.IdlePoll)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 	case <-p.wake:
-	case <-p.drain:
+	case <-stop:
 	case <-t.C:
 	}
 }

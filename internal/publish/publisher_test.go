@@ -14,6 +14,7 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
+	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -32,6 +33,33 @@ func openStore(t *testing.T) *cursor.Store {
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// hold acquires name for the test, valid for an hour.
+func hold(t *testing.T, s *cursor.Store, name string) *lease.Held {
+	t.Helper()
+	l, ok, err := s.TryAcquire(context.Background(), name, "test", time.Hour)
+	require.NoError(t, err)
+	require.True(t, ok)
+	return lease.NewHeld(l, time.Now(), time.Hour)
+}
+
+// commit commits rows as one page of source yandex/default.
+func commit(t *testing.T, s *cursor.Store, prev, cur string, rows []cursor.Row) {
+	t.Helper()
+	l := cursor.Lease{Name: "source:yandex/default", Holder: "test"}
+	if st, err := s.Leases(context.Background()); err == nil {
+		for _, x := range st {
+			if x.Name == l.Name {
+				l.Epoch = x.Epoch
+			}
+		}
+	}
+	if l.Epoch == 0 {
+		l = hold(t, s, l.Name).Lease
+	}
+	_, err := s.CommitPage(context.Background(), cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+	require.NoError(t, err)
 }
 
 func config(addr string) publish.Config {
@@ -90,15 +118,14 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
 		}
 		cur := fmt.Sprintf("c%d", pg)
-		_, err := store.CommitPage(ctx, cursor.Page{SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
-		require.NoError(t, err)
+		commit(t, store, prev, cur, rows)
 		prev = cur
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx) }()
+	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
 	p.Notify()
 
 	recs := kafkatest.ReadTopic(t, kc.Addr, "events", pages*perPage, 20*time.Second)
@@ -152,11 +179,11 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 		m := message(t, i)
 		rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
 	}
-	_, err = store.CommitPage(ctx, cursor.Page{SourceID: "yandex/default", Cursor: "c", Rows: rows})
-	require.NoError(t, err)
+	commit(t, store, "", "c", rows)
 
-	p.Drain()
-	require.NoError(t, p.Run(ctx), "Run returns by itself once drained")
+	stop := make(chan struct{})
+	close(stop)
+	require.NoError(t, p.Run(ctx, hold(t, store, "publisher"), stop), "Run returns by itself once drained")
 	b, err := store.Backlog(ctx)
 	require.NoError(t, err)
 	require.Zero(t, b.Rows)
