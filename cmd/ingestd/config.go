@@ -82,6 +82,7 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound on graceful shutdown")
 	fs.DurationVar(&c.Lease.TTL, "lease-ttl", c.Lease.TTL, "single-writer lease lifetime: the longest a dead instance blocks its standby")
 	fs.StringVar(&c.Lease.Holder, "instance-id", "", "this instance's name in the lease table (default hostname/pid/random)")
+	fs.StringVar(&c.Failpoints, "failpoints", "", "testing only: crash points for the chaos harness, e.g. publish.after-ack=3")
 	fs.Int64Var(&c.MaxBacklog, "outbox-max-backlog", c.MaxBacklog, "pause polling while more outbox rows than this wait for Kafka (0: no bound)")
 }
 

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/yandex"
@@ -36,6 +37,10 @@ type Config struct {
 	// MaxBacklog pauses polling while more than this many outbox rows wait
 	// for Kafka (INGESTD_OUTBOX_MAX_BACKLOG, default 1000000; 0 disables).
 	MaxBacklog int64
+	// Failpoints arms crash points for the chaos harness and fault tests
+	// (INGESTD_FAILPOINTS, e.g. "publish.after-ack=3"; never set it in
+	// production).
+	Failpoints string
 	// ShutdownTimeout bounds the graceful shutdown after SIGTERM
 	// (INGESTD_SHUTDOWN_TIMEOUT, default 20s). Keep it below the pod's
 	// terminationGracePeriodSeconds.
@@ -102,6 +107,14 @@ func defaultInstanceID() string {
 // environment variable.
 func (c Config) Validate() error {
 	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.Lease.Validate()}
+	if _, err := failpoint.Parse(c.Failpoints); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Lease.TTL > 0 && c.Lease.TTL <= c.Kafka.WriteTimeout {
+		// A successor may take over only after a dead publisher's last
+		// write settled; the write timeout bounds that.
+		errs = append(errs, fmt.Errorf("INGESTD_LEASE_TTL (%s) must be longer than INGESTD_KAFKA_WRITE_TIMEOUT (%s)", c.Lease.TTL, c.Kafka.WriteTimeout))
+	}
 	if c.MaxBacklog < 0 {
 		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_MAX_BACKLOG: must not be negative, got %d", c.MaxBacklog))
 	}

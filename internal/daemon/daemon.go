@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
@@ -50,6 +51,14 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	fps, err := failpoint.Parse(cfg.Failpoints)
+	if err != nil {
+		return nil, err
+	}
+	if fps != nil {
+		log.Warn("failpoints armed: this process will kill itself at the given points", zap.String("failpoints", cfg.Failpoints))
+	}
+	cfg.Kafka.Failpoints = fps
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -86,6 +95,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 			BackoffMax:     cfg.Upstream.BackoffMax,
 			CommitTimeout:  cfg.ShutdownTimeout / 2,
 			MaxBacklog:     cfg.MaxBacklog,
+			Failpoints:     fps,
 		}, client, store, pub, log.Named("yandex"), pm)
 		d.sources = append(d.sources, d.runner(SourceLease(cfg.Yandex.SourceID()), log.Named("yandex"), lm,
 			func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {

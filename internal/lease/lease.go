@@ -56,6 +56,12 @@ func (h *Held) extend(from time.Time, ttl time.Duration) {
 	h.validUntil.Store(from.Add(ttl - h.margin).UnixNano())
 }
 
+// ErrLetExpire, returned (wrapped) by Work, asks the runner not to release
+// the lease on its way out but to let it expire: the work may have left an
+// effect in flight that a successor must not race (a Kafka write whose
+// outcome is unknown), and expiry gives it time to settle.
+var ErrLetExpire = errors.New("leave the lease to expire")
+
 // Work is what runs while the lease is held. It must return when ctx ends
 // (returning nil), and finish gracefully and return nil when stop is closed.
 // It returns an error wrapping cursor.ErrFenced when a write was refused
@@ -146,6 +152,9 @@ func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
 				// The work finished because we are stopping.
 				r.release(ctx, h)
 				return true
+			case errors.Is(err, ErrLetExpire):
+				r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
+				return true
 			case errors.Is(err, cursor.ErrFenced):
 				r.log.Warn("lease lost to a newer epoch; standing by", zap.Error(err))
 				return false
@@ -187,7 +196,10 @@ func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
 			stop = nil // a nil channel never fires again in this select
 		case <-ctx.Done():
 			if working {
-				<-done
+				if err := <-done; errors.Is(err, ErrLetExpire) {
+					r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
+					return true
+				}
 			}
 			r.release(ctx, h)
 			return true

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/upstream"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
@@ -56,6 +57,8 @@ type JournalConfig struct {
 	// polling resumes by itself once the publisher catches up. 0 disables
 	// the bound.
 	MaxBacklog int64
+	// Failpoints crash the process at armed points (chaos tests only).
+	Failpoints *failpoint.Set
 }
 
 // HaltError is returned by Run when the source stopped on an error that only
@@ -209,6 +212,7 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 			}
 			continue
 		}
+		p.cfg.Failpoints.Hit(failpoint.AfterCommit)
 		p.m.commitSecs.WithLabelValues(src).Observe(time.Since(started).Seconds())
 		p.m.pages.WithLabelValues(src).Inc()
 		p.m.ingested.WithLabelValues(src).Add(float64(len(c.Inserted)))

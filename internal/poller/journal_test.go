@@ -370,3 +370,23 @@ func counter(t *testing.T, reg *prometheus.Registry, name, outcome string) float
 	require.True(t, found, "metric %s{outcome=%q} not found", name, outcome)
 	return sum
 }
+
+// TestServerErrorStorm serves thirty consecutive 5xx answers mid-journal:
+// the poller backs off and retries the same cursor until the storm passes,
+// never skipping or advancing.
+func TestServerErrorStorm(t *testing.T) {
+	t.Parallel()
+	const n = 500
+	e := newEnv(t, sim.YandexConfig{Seed: 6, Backlog: n}, nil)
+	storm := []sim.Fault{{Kind: sim.FaultNone}}
+	for i := range 30 {
+		storm = append(storm, sim.Fault{Kind: sim.FaultServerError, Status: 500 + 2*(i%3)}) // 500, 502, 504
+	}
+	e.sim.Inject(storm...)
+	stop := e.start(t)
+	e.waitCursor(t, n)
+	require.NoError(t, stop())
+	require.Zero(t, e.sim.Pending())
+	require.Equal(t, 30.0, counter(t, e.reg, "ingestd_upstream_requests_total", "retry"))
+	e.requireExactlyOnce(t, n)
+}

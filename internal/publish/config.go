@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ingestd/ingestd/internal/failpoint"
 )
 
 // Config configures the Kafka side of ingestd.
@@ -53,6 +55,9 @@ type Config struct {
 	// publisher (INGESTD_OUTBOX_IDLE_POLL, default 1s). Commits in this
 	// process wake it at once; this only catches rows written by others.
 	IdlePoll time.Duration
+	// Failpoints crash the process at armed points (chaos tests only; set
+	// from INGESTD_FAILPOINTS by the daemon).
+	Failpoints *failpoint.Set
 }
 
 // DefaultConfig returns the defaults; Brokers has none.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 )
 
@@ -51,9 +52,15 @@ type Publisher struct {
 	m         *metrics
 	client    *kafka.Client
 	transport *kafka.Transport
-	// writer is replaced after every failed write; only Run's goroutine
-	// uses it.
+	// writer is replaced after every failed write. It and the fields below
+	// are used only by Run's goroutine.
 	writer *kafka.Writer
+	// unsettled is true while a failed write's outcome is unknown: Kafka
+	// may still append it, so nothing may be re-sent, and no successor may
+	// take over, before settleAt (the failure plus WriteTimeout, which
+	// bounds how long the broker may still act on the request).
+	unsettled bool
+	settleAt  time.Time
 
 	// partitions is the partition count rows are assigned with (recorded in
 	// the outbox target); partitionIDs is 0..partitions-1 for the balancer.
@@ -182,11 +189,26 @@ func (p *Publisher) topicPartitions(ctx context.Context) (int, error) {
 	return 0, ErrTopicMissing
 }
 
-// Ping checks that the brokers answer a metadata request for the topic;
-// /readyz uses it.
+// Ping checks that a broker answers for the topic right now; /readyz uses
+// it. It dials afresh because the writer's transport serves metadata from a
+// cache, which would report a dead cluster as healthy for a while.
 func (p *Publisher) Ping(ctx context.Context) error {
-	_, err := p.topicPartitions(ctx)
-	return err
+	d := &kafka.Dialer{ClientID: "ingestd", Timeout: 2 * time.Second}
+	var errs []error
+	for _, b := range p.cfg.Brokers {
+		conn, err := d.DialContext(ctx, "tcp", b)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		_, err = conn.ReadPartitions(p.cfg.Topic)
+		_ = conn.Close()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("no broker of %v answers for topic %q: %w", p.cfg.Brokers, p.cfg.Topic, errors.Join(errs...))
 }
 
 // Partition returns the partition for a record key: Kafka's default
@@ -278,6 +300,9 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 			}
 			p.idle(ctx, stop)
 		case ctx.Err() != nil:
+			if p.unsettled {
+				return fmt.Errorf("stopped with a Kafka write of unknown outcome: %w", lease.ErrLetExpire)
+			}
 			return nil
 		case errors.Is(err, cursor.ErrFenced):
 			return err
@@ -296,11 +321,21 @@ var errIdle = errors.New("outbox empty")
 // are recorded; it is nil when it must be rebuilt from Kafka's read-back.
 func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsaved map[int]int64) error {
 	if *wm == nil {
+		if p.unsettled {
+			// Let a write of unknown outcome land (or fail) before reading
+			// back what Kafka holds; otherwise it could land after the
+			// read-back and be sent twice.
+			sleep(ctx, time.Until(p.settleAt))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
 		reconciled, err := p.reconcile(ctx, h.Lease)
 		if err != nil {
 			return fmt.Errorf("reconcile with kafka: %w", err)
 		}
 		*wm = reconciled
+		p.unsettled = false
 		clear(unsaved)
 	}
 	// Acknowledged rows whose watermark did not reach PostgreSQL yet are
@@ -324,15 +359,21 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 	if !h.Valid() {
 		return fmt.Errorf("lease %s epoch %d may have expired: %w", h.Lease.Name, h.Lease.Epoch, cursor.ErrFenced)
 	}
+	p.cfg.Failpoints.Hit(failpoint.BeforeWrite)
 	acked, werr := p.write(ctx, rows, h.Lease.Epoch)
 	if werr != nil {
-		// Ambiguous: some records may have been written even if the call
-		// failed. Never resend blindly: rebuild the writer and let the next
-		// step reconcile with what Kafka holds.
+		// Some records may have been written even though the call failed.
+		// Never resend blindly: rebuild the writer and let the next step
+		// reconcile with what Kafka holds.
+		if ambiguous(werr) {
+			p.unsettled = true
+			p.settleAt = time.Now().Add(p.cfg.WriteTimeout)
+		}
 		p.resetWriter()
 		*wm = nil
 		return werr
 	}
+	p.cfg.Failpoints.Hit(failpoint.AfterAck)
 	for part, seq := range acked {
 		(*wm)[part] = max((*wm)[part], seq)
 		unsaved[part] = seq
@@ -382,6 +423,23 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		p.m.lag.Observe(now.Sub(r.Msg.Time).Seconds())
 	}
 	return acked, nil
+}
+
+// ambiguous reports whether a failed write may still have been appended by
+// the broker: anything but an error code in the broker's own answer (a
+// timeout, a dropped connection, a cancelled context).
+func ambiguous(err error) bool {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil && ambiguous(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var kerr kafka.Error
+	return !errors.As(err, &kerr)
 }
 
 func (p *Publisher) idle(ctx context.Context, stop <-chan struct{}) {
