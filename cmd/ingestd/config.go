@@ -73,7 +73,7 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.StringVar(&c.Yandex.AcceptLanguage, "yandex-accept-language", c.Yandex.AcceptLanguage, "Accept-Language sent to Yandex")
 	fs.Int64Var(&c.Yandex.MaxResponseBytes, "yandex-max-response-bytes", c.Yandex.MaxResponseBytes, "largest accepted journal response")
 
-	fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "address of /healthz, /readyz and /metrics (empty: off)")
+	fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "address of /healthz, /readyz and /metrics (off: no server)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: json or console")
 	fs.StringVar(&c.Upstream.CABundle, "ca-bundle", c.Upstream.CABundle, "PEM file of extra CAs trusted for upstream APIs")

@@ -26,6 +26,10 @@ var ErrCursorMoved = errors.New("stored cursor changed since the page was fetche
 // ErrNotMigrated means the schema is older than this binary needs.
 var ErrNotMigrated = errors.New("database schema is not migrated (run `ingestd migrate`)")
 
+// idleInTxTimeout is short against the lease TTL (default 15s) and long
+// against any gap between statements of a healthy transaction.
+const idleInTxTimeout = "5s"
+
 // Store is ingestd's PostgreSQL state.
 type Store struct {
 	pool *pgxpool.Pool
@@ -39,6 +43,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("parse INGESTD_DATABASE_URL: not a valid PostgreSQL DSN")
 	}
 	pc.MaxConns = int32(cfg.MaxConns)
+	// A process frozen in the middle of a transaction (SIGSTOP, a VM pause,
+	// a partition) keeps its row locks: the lease row it fenced on and the
+	// outbox counter. Its successor's takeover and commits would wait for
+	// it indefinitely. PostgreSQL ends such a session after this long idle
+	// inside a transaction, releasing the locks (the transaction rolls back,
+	// so nothing half-done is kept).
+	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = idleInTxTimeout
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)

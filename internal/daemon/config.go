@@ -50,9 +50,13 @@ type Config struct {
 // HTTPConfig configures the operational endpoints.
 type HTTPConfig struct {
 	// Addr serves /healthz, /readyz and /metrics (INGESTD_HTTP_ADDR,
-	// default ":8080"; empty disables the server).
+	// default ":8080"; "off" disables the server).
 	Addr string
 }
+
+// enabled reports whether the operational endpoints are served. An empty
+// environment variable counts as unset, so "off" is the way to disable them.
+func (c HTTPConfig) enabled() bool { return c.Addr != "" && c.Addr != "off" }
 
 // LogConfig configures logging.
 type LogConfig struct {
@@ -124,9 +128,9 @@ func (c Config) Validate() error {
 	if !c.Yandex.Enabled() {
 		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN to run the Yandex journal source"))
 	}
-	if c.HTTP.Addr != "" {
+	if c.HTTP.enabled() {
 		if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
-			errs = append(errs, fmt.Errorf("INGESTD_HTTP_ADDR: %q is not host:port (e.g. :8080)", c.HTTP.Addr))
+			errs = append(errs, fmt.Errorf("INGESTD_HTTP_ADDR: %q is not host:port (e.g. :8080) or off", c.HTTP.Addr))
 		}
 	}
 	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {

@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d.publisher = d.runner(PublisherLease, log.Named("publish"), lm, pub.Run)
 
-	if cfg.HTTP.Addr != "" {
+	if cfg.HTTP.enabled() {
 		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 		if err != nil {
 			d.closeAll()
