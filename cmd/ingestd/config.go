@@ -86,6 +86,28 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.Int64Var(&c.MaxBacklog, "outbox-max-backlog", c.MaxBacklog, "pause polling while more outbox rows than this wait for Kafka (0: no bound)")
 }
 
+// parseDaemonConfig reads the daemon's configuration from args and the
+// environment, as `ingestd run` and `ingestd check-config` both need it.
+// extra registers a command's own flags.
+func parseDaemonConfig(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (daemon.Config, *flag.FlagSet, error) {
+	cfg := daemon.DefaultConfig()
+	generatedID := cfg.Lease.Holder
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	bindDaemonFlags(fs, &cfg)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return daemon.Config{}, nil, err
+	}
+	// The flag's default is empty so that its documentation does not show
+	// one process's generated name.
+	if cfg.Lease.Holder == "" {
+		cfg.Lease.Holder = generatedID
+	}
+	return cfg, fs, nil
+}
+
 // parseFlags parses args and the environment into fs. Parse errors name the
 // environment variable (ff's message does) and are usage errors.
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {

@@ -25,10 +25,17 @@ const usage = `ingestd turns courier APIs into one stream of delivery events on 
 Usage:
   ingestd [run] [flags]   run the daemon (configuration from INGESTD_* variables or flags)
   ingestd migrate         apply database migrations (INGESTD_DATABASE_URL)
+  ingestd check-config    validate the configuration and check PostgreSQL and Kafka answer
+  ingestd cursor show     every source's cursor, event count, halt state and active instance
+  ingestd cursor history  --source S: the source's cursor changes, newest first
+  ingestd cursor set      --source S --value V --reason R: replace a cursor (takes the lease)
+  ingestd cursor rewind   --source S --to TIME --reason R: back to a recorded cursor
+  ingestd outbox stats    outbox size, unpublished rows, per-partition progress
   ingestd version         print the version
 
 Every flag has an environment variable: --kafka-brokers is INGESTD_KAFKA_BROKERS.
-Run 'ingestd run -h' for the flags.
+Commands print human output, or JSON with --json.
+Run 'ingestd run -h' for the daemon's flags.
 `
 
 // run executes one ingestd command. Configuration comes from args and the
@@ -43,6 +50,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDaemon(ctx, args, stderr)
 	case "migrate":
 		return runMigrate(ctx, args, stdout, stderr)
+	case "cursor":
+		return runCursor(ctx, args, stdout, stderr)
+	case "outbox":
+		return runOutbox(ctx, args, stdout, stderr)
+	case "check-config":
+		return runCheckConfig(ctx, args, stdout, stderr)
 	case "version":
 		_, err := fmt.Fprintln(stdout, buildVersion())
 		return err
@@ -56,15 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := daemon.DefaultConfig()
-	defaultID := cfg.Lease.Holder
-	fs := flag.NewFlagSet("ingestd run", flag.ContinueOnError)
-	bindDaemonFlags(fs, &cfg)
-	if err := parseFlags(fs, args, stderr); err != nil {
+	cfg, _, err := parseDaemonConfig("ingestd run", args, stderr, nil)
+	if err != nil {
 		return err
-	}
-	if cfg.Lease.Holder == "" {
-		cfg.Lease.Holder = defaultID
 	}
 	if err := cfg.Validate(); err != nil {
 		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}

@@ -193,22 +193,45 @@ func (p *Publisher) topicPartitions(ctx context.Context) (int, error) {
 // it. It dials afresh because the writer's transport serves metadata from a
 // cache, which would report a dead cluster as healthy for a while.
 func (p *Publisher) Ping(ctx context.Context) error {
+	_, err := topicPartitionsDirect(ctx, p.cfg)
+	return err
+}
+
+// CheckTopic reports whether the brokers answer and the topic exists (or
+// may be created at start); `ingestd check-config` uses it.
+func CheckTopic(ctx context.Context, cfg Config) error {
+	n, err := topicPartitionsDirect(ctx, cfg)
+	switch {
+	case err != nil:
+		return err
+	case n == 0 && !cfg.CreateTopic:
+		return fmt.Errorf("%w: %q; create it, or set INGESTD_KAFKA_CREATE_TOPIC=true", ErrTopicMissing, cfg.Topic)
+	}
+	return nil
+}
+
+// topicPartitionsDirect asks a broker for the topic's partitions over a new
+// connection, returning 0 when the topic does not exist.
+func topicPartitionsDirect(ctx context.Context, cfg Config) (int, error) {
 	d := &kafka.Dialer{ClientID: "ingestd", Timeout: 2 * time.Second}
 	var errs []error
-	for _, b := range p.cfg.Brokers {
+	for _, b := range cfg.Brokers {
 		conn, err := d.DialContext(ctx, "tcp", b)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		_, err = conn.ReadPartitions(p.cfg.Topic)
+		parts, err := conn.ReadPartitions(cfg.Topic)
 		_ = conn.Close()
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return 0, nil
+		}
 		if err == nil {
-			return nil
+			return len(parts), nil
 		}
 		errs = append(errs, err)
 	}
-	return fmt.Errorf("no broker of %v answers for topic %q: %w", p.cfg.Brokers, p.cfg.Topic, errors.Join(errs...))
+	return 0, fmt.Errorf("no broker of %v answers for topic %q: %w", cfg.Brokers, cfg.Topic, errors.Join(errs...))
 }
 
 // Partition returns the partition for a record key: Kafka's default

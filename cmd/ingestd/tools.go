@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// toolLeaseTTL bounds how long an operator command holds a source's lease;
+// it releases it as soon as it is done.
+const toolLeaseTTL = 30 * time.Second
+
+// openStore parses the database flag (INGESTD_DATABASE_URL) plus the
+// command's own flags, and opens the store.
+func openStore(ctx context.Context, name string, args []string, stderr io.Writer, bind func(*flag.FlagSet)) (*cursor.Store, error) {
+	cfg := cursor.DefaultConfig()
+	fs := flag.NewFlagSet("ingestd "+name, flag.ContinueOnError)
+	fs.Var(secret.Flag{S: &cfg.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
+	bind(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	return cursor.Open(ctx, cfg)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// actor names the operator in the cursor history.
+func actor() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return "cli:" + name + "@" + host
+}
+
+func runCursor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return &usageError{errors.New("usage: ingestd cursor show|history|set|rewind [flags]")}
+	}
+	switch args[0] {
+	case "show":
+		return cursorShow(ctx, args[1:], stdout, stderr)
+	case "history":
+		return cursorHistory(ctx, args[1:], stdout, stderr)
+	case "set", "rewind":
+		return cursorChange(ctx, args[0], args[1:], stdout, stderr)
+	default:
+		return &usageError{fmt.Errorf("unknown cursor command %q (show, history, set, rewind)", args[0])}
+	}
+}
+
+type sourceView struct {
+	Source       string     `json:"source"`
+	Cursor       string     `json:"cursor"`
+	EventsTotal  int64      `json:"events_total"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	HaltedAt     *time.Time `json:"halted_at"`
+	HaltedReason string     `json:"halted_reason,omitempty"`
+	LeaseHolder  string     `json:"lease_holder,omitempty"`
+	LeaseEpoch   int64      `json:"lease_epoch,omitempty"`
+	LeaseLive    bool       `json:"lease_live"`
+}
+
+func cursorShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var source string
+	var asJSON bool
+	store, err := openStore(ctx, "cursor show", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&source, "source", "", "only this source (e.g. yandex/default)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	states, err := store.Sources(ctx)
+	if err != nil {
+		return err
+	}
+	leases, err := store.Leases(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]cursor.LeaseState{}
+	for _, l := range leases {
+		byName[l.Name] = l
+	}
+	views := []sourceView{}
+	for _, st := range states {
+		if source != "" && st.SourceID != source {
+			continue
+		}
+		l := byName[daemon.SourceLease(st.SourceID)]
+		views = append(views, sourceView{
+			Source: st.SourceID, Cursor: st.Cursor, EventsTotal: st.EventsTotal, UpdatedAt: st.UpdatedAt,
+			HaltedAt: st.HaltedAt, HaltedReason: st.HaltedReason, LeaseHolder: l.Holder, LeaseEpoch: l.Epoch, LeaseLive: l.Live,
+		})
+	}
+	if source != "" && len(views) == 0 {
+		return fmt.Errorf("no stored cursor for source %q", source)
+	}
+	if asJSON {
+		return printJSON(stdout, views)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tEVENTS\tCURSOR AGE\tSTATE\tACTIVE INSTANCE\tCURSOR")
+	for _, v := range views {
+		state := "ok"
+		if v.HaltedAt != nil {
+			state = "HALTED: " + v.HaltedReason
+		}
+		holder := v.LeaseHolder
+		if !v.LeaseLive {
+			holder = "(none)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", v.Source, v.EventsTotal, time.Since(v.UpdatedAt).Round(time.Second), state, holder, v.Cursor)
+	}
+	return tw.Flush()
+}
+
+func cursorHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var source string
+	var limit int
+	var asJSON bool
+	store, err := openStore(ctx, "cursor history", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&source, "source", "", "source (required, e.g. yandex/default)")
+		fs.IntVar(&limit, "limit", 20, "most recent entries to show")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if source == "" {
+		return &usageError{errors.New("--source is required")}
+	}
+	hist, err := store.History(ctx, source, limit)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		type entry struct {
+			ID         int64     `json:"id"`
+			Cursor     string    `json:"cursor"`
+			PrevCursor string    `json:"prev_cursor"`
+			EventCount int       `json:"event_count"`
+			RecordedAt time.Time `json:"recorded_at"`
+			Actor      string    `json:"actor"`
+			Reason     string    `json:"reason,omitempty"`
+		}
+		out := make([]entry, 0, len(hist))
+		for _, h := range hist {
+			out = append(out, entry{h.ID, h.Cursor, h.PrevCursor, h.EventCount, h.RecordedAt, h.Actor, h.Reason})
+		}
+		return printJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRECORDED AT\tEVENTS\tACTOR\tREASON\tCURSOR")
+	for _, h := range hist {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", h.ID, h.RecordedAt.UTC().Format(time.RFC3339Nano), h.EventCount, h.Actor, h.Reason, h.Cursor)
+	}
+	return tw.Flush()
+}
+
+// cursorChange implements `cursor set` and `cursor rewind`: it takes the
+// source's lease over (the daemon's next write is fenced and it stands by),
+// writes the cursor with the operator's name and reason in the history, and
+// releases the lease so the daemon takes it back and resumes from the new
+// cursor.
+func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	var source, value, to, reason string
+	var asJSON bool
+	store, err := openStore(ctx, "cursor "+cmd, args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&source, "source", "", "source (required, e.g. yandex/default)")
+		if cmd == "set" {
+			fs.StringVar(&value, "value", "", "the new cursor, exactly as the upstream issued it (required)")
+		} else {
+			fs.StringVar(&to, "to", "", "RFC 3339 time: rewind to the newest history entry recorded at or before it (required)")
+		}
+		fs.StringVar(&reason, "reason", "", "why, for the history (required)")
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	switch {
+	case source == "":
+		return &usageError{errors.New("--source is required")}
+	case reason == "":
+		return &usageError{errors.New("--reason is required: it is recorded in the cursor history")}
+	case cmd == "set" && value == "":
+		return &usageError{errors.New("--value is required")}
+	case cmd == "rewind" && to == "":
+		return &usageError{errors.New("--to is required")}
+	}
+	if cmd == "rewind" {
+		at, err := time.Parse(time.RFC3339Nano, to)
+		if err != nil {
+			return &usageError{fmt.Errorf("--to %q: not an RFC 3339 time such as 2026-11-22T10:00:00Z", to)}
+		}
+		h, err := store.HistoryAt(ctx, source, at)
+		if err != nil {
+			return err
+		}
+		value = h.Cursor
+		reason = fmt.Sprintf("rewind to history entry %d (%s): %s", h.ID, h.RecordedAt.UTC().Format(time.RFC3339), reason)
+	}
+
+	who := actor()
+	l, err := store.Steal(ctx, daemon.SourceLease(source), who, toolLeaseTTL)
+	if err != nil {
+		return err
+	}
+	prev, err := store.SetCursor(ctx, cursor.CursorChange{Lease: l, SourceID: source, Cursor: value, Actor: who, Reason: reason})
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if rerr := store.Release(rctx, l); rerr != nil && err == nil {
+		err = fmt.Errorf("cursor written, but releasing the lease failed (the daemon resumes when it expires in %s): %w", toolLeaseTTL, rerr)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(stdout, map[string]any{"source": source, "cursor": value, "prev_cursor": prev, "actor": who, "reason": reason, "lease_epoch": l.Epoch})
+	}
+	_, err = fmt.Fprintf(stdout, "cursor of %s set by %s\n  from %s\n  to   %s\nreason: %s\nThe running daemon picks it up within a few seconds.\n", source, who, prev, value, reason)
+	return err
+}
+
+func runOutbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "stats" {
+		return &usageError{errors.New("usage: ingestd outbox stats [--json]")}
+	}
+	var asJSON bool
+	store, err := openStore(ctx, "outbox stats", args[1:], stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	var oldestAge *float64
+	if !st.Backlog.Oldest.IsZero() {
+		age := time.Since(st.Backlog.Oldest).Seconds()
+		oldestAge = &age
+	}
+	if asJSON {
+		return printJSON(stdout, map[string]any{
+			"topic": st.Topic, "partitions": st.Partitions, "last_seq": st.LastSeq, "rows": st.Rows,
+			"unpublished": st.Backlog.Rows, "oldest_unpublished_age_seconds": oldestAge, "watermarks": st.Watermarks,
+		})
+	}
+	fmt.Fprintf(stdout, "topic %s, %d partitions\noutbox rows: %d (last seq %d)\nunpublished: %d", st.Topic, st.Partitions, st.Rows, st.LastSeq, st.Backlog.Rows)
+	if oldestAge != nil {
+		fmt.Fprintf(stdout, " (oldest %s ago)", time.Duration(*oldestAge*float64(time.Second)).Round(time.Second))
+	}
+	fmt.Fprintln(stdout)
+	for p, wm := range st.Watermarks {
+		fmt.Fprintf(stdout, "  partition %d published through seq %d\n", p, wm)
+	}
+	return nil
+}
+
+// runCheckConfig validates the configuration exactly as `ingestd run` would
+// read it, prints the effective settings (secrets redacted), and checks that
+// PostgreSQL (migrated) and Kafka (the topic) answer.
+func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var asJSON, offline bool
+	cfg, fs, err := parseDaemonConfig("ingestd check-config", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+		fs.BoolVar(&offline, "offline", false, "validate only; do not connect to PostgreSQL or Kafka")
+	})
+	if err != nil {
+		return err
+	}
+	settings := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "json" || f.Name == "offline" {
+			return
+		}
+		settings[envPrefix+"_"+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))] = f.Value.String()
+	})
+	settings["INGESTD_INSTANCE_ID"] = cfg.Lease.Holder
+	report := struct {
+		Valid    bool              `json:"valid"`
+		Errors   []string          `json:"errors"`
+		Settings map[string]string `json:"settings"`
+		Checks   map[string]string `json:"checks"`
+	}{Valid: true, Errors: []string{}, Settings: settings, Checks: map[string]string{}}
+
+	if err := cfg.Validate(); err != nil {
+		report.Valid = false
+		for _, line := range strings.Split(err.Error(), "\n") {
+			report.Errors = append(report.Errors, line)
+		}
+	}
+	failed := false
+	if report.Valid && !offline {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		report.Checks["postgres"] = "ok"
+		if store, err := cursor.Open(cctx, cfg.Database); err != nil {
+			report.Checks["postgres"], failed = err.Error(), true
+		} else {
+			store.Close()
+		}
+		report.Checks["kafka"] = "ok"
+		if err := publish.CheckTopic(cctx, cfg.Kafka); err != nil {
+			report.Checks["kafka"], failed = err.Error(), true
+		}
+	}
+
+	if asJSON {
+		if err := printJSON(stdout, report); err != nil {
+			return err
+		}
+	} else {
+		keys := make([]string, 0, len(settings))
+		for k := range settings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		for _, k := range keys {
+			fmt.Fprintf(tw, "%s\t%s\n", k, settings[k])
+		}
+		_ = tw.Flush()
+		for _, e := range report.Errors {
+			fmt.Fprintln(stdout, "error:", e)
+		}
+		for _, k := range []string{"postgres", "kafka"} {
+			if v, ok := report.Checks[k]; ok {
+				fmt.Fprintf(stdout, "check %s: %s\n", k, v)
+			}
+		}
+	}
+	switch {
+	case !report.Valid:
+		return &usageError{errors.New("configuration is invalid")}
+	case failed:
+		return errors.New("configuration is valid, but a check failed")
+	}
+	return nil
+}
