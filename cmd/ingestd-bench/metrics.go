@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago. ingestd's /metrics must be on a known port for the harness to read
+// the stage timings from it; asking the kernel for a free port and handing
+// it over leaves a tiny window in which another process could take it, in
+// which case ingestd fails to start and the run reports that.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port for ingestd's metrics: %w", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		return "", fmt.Errorf("find a free port for ingestd's metrics: %w", err)
+	}
+	return addr, nil
+}
+
+// stageTimes are ingestd's own cumulative stage timings, from the
+// histograms it exports on /metrics.
+type stageTimes struct {
+	CommitSeconds float64 `json:"page_commit_seconds"`
+	Commits       float64 `json:"page_commits"`
+	WriteSeconds  float64 `json:"kafka_write_seconds"`
+	Writes        float64 `json:"kafka_writes"`
+}
+
+// scrapeStages reads ingestd_page_commit_seconds and
+// ingestd_publish_write_seconds from ingestd's /metrics. The histograms'
+// _sum and _count are added up over all label sets.
+func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read ingestd's metrics: %s", resp.Status)
+	}
+	var st stageTimes
+	found := 0
+	fields := map[string]*float64{
+		"ingestd_page_commit_seconds_sum":     &st.CommitSeconds,
+		"ingestd_page_commit_seconds_count":   &st.Commits,
+		"ingestd_publish_write_seconds_sum":   &st.WriteSeconds,
+		"ingestd_publish_write_seconds_count": &st.Writes,
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest, ok := strings.Cut(line, " ")
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			// Labels may contain spaces; the value follows the closing brace.
+			name = line[:i]
+			j := strings.LastIndexByte(line, '}')
+			if j < 0 {
+				continue
+			}
+			rest, ok = strings.TrimSpace(line[j+1:]), true
+		}
+		dst, want := fields[name]
+		vals := strings.Fields(rest)
+		if !ok || !want || len(vals) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(vals[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("read ingestd's metrics: %s: %w", name, err)
+		}
+		*dst += v
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
+	}
+	if found < len(fields) {
+		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds or ingestd_publish_write_seconds not exported")
+	}
+	return &st, nil
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// defaultDatabaseURL is the local server every test and the demo use.
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// Fixed names of one benchmark run. Every run gets its own PostgreSQL schemas
+// and its own in-process broker, so fixed names cannot collide.
+const (
+	benchToken = "bench-token"
+	account    = "default"
+	sourceID   = "yandex/" + account
+	topicName  = "delivery.status-changes"
+	rawTopic   = "bench.raw-produce"
+)
+
+// options are the command-line settings.
+type options struct {
+	sizes        []int
+	pageLimit    int
+	partitions   int
+	claims       int
+	seed         int64
+	freshRate    float64
+	freshDur     time.Duration
+	freshBacklog int
+	pollInterval time.Duration
+	jsonOut      bool
+	bin          string
+	databaseURL  string
+	timeout      time.Duration
+}
+
+// parseOptions reads args. A bad flag is a usage error (exit status 2).
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	o := options{}
+	fs := flag.NewFlagSet("ingestd-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	events := fs.String("events", "1000000", "journal backlog drained by the catch-up run (k and M suffixes allowed)")
+	sizes := fs.String("sizes", "", "comma-separated backlog sizes, one catch-up run each (overrides --events), e.g. 100k,1M")
+	fs.IntVar(&o.pageLimit, "page-limit", 1000, "INGESTD_YANDEX_PAGE_LIMIT of the catch-up runs, and the rows per transaction of the raw PostgreSQL run (1..1000)")
+	fs.IntVar(&o.partitions, "partitions", 6, "partitions of the topic (ingestd's default)")
+	fs.IntVar(&o.claims, "claims", 1000, "claims in flight in the simulated journal; fixed so that journals of different sizes share their prefix")
+	fs.Int64Var(&o.seed, "seed", 2026, "simulator seed")
+	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "upstream events per second in the freshness run")
+	fs.DurationVar(&o.freshDur, "fresh-duration", 30*time.Second, "length of the steady part of the freshness run (0 skips it)")
+	fs.IntVar(&o.freshBacklog, "fresh-backlog", 100, "entries waiting upstream when the freshness run starts; drained before the steady part and not counted")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "INGESTD_YANDEX_POLL_INTERVAL (ingestd's default); it matters for the freshness run, whose target is this + 100ms")
+	fs.BoolVar(&o.jsonOut, "json", false, "print JSON instead of the table")
+	fs.StringVar(&o.bin, "ingestd-bin", "", "ingestd binary to measure (default: build ./cmd/ingestd of this module into a temporary directory)")
+	// The default is resolved after parsing rather than shown by -h: a DSN
+	// from the environment may hold a password.
+	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL server; each run creates and drops its own schemas (default: $INGESTD_DATABASE_URL, else the local server at 127.0.0.1:5432, user postgres)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "bound on each catch-up run")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, &usageError{err}
+	}
+	if o.databaseURL == "" {
+		o.databaseURL = envOr("INGESTD_DATABASE_URL", defaultDatabaseURL)
+	}
+	if fs.NArg() > 0 {
+		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	list := *events
+	if *sizes != "" {
+		list = *sizes
+	}
+	for _, s := range strings.Split(list, ",") {
+		n, err := parseCount(s)
+		if err != nil || n <= 0 {
+			return o, &usageError{fmt.Errorf("backlog size %q: want a positive count such as 100000, 100k or 1M", s)}
+		}
+		o.sizes = append(o.sizes, n)
+	}
+	var errs []error
+	if o.pageLimit < 1 || o.pageLimit > 1000 {
+		errs = append(errs, fmt.Errorf("--page-limit: must be between 1 and 1000, got %d", o.pageLimit))
+	}
+	if o.partitions < 1 || o.partitions > 1000 {
+		errs = append(errs, fmt.Errorf("--partitions: must be between 1 and 1000, got %d", o.partitions))
+	}
+	if o.claims < 1 {
+		errs = append(errs, fmt.Errorf("--claims: must be positive, got %d", o.claims))
+	}
+	if o.freshDur < 0 {
+		errs = append(errs, fmt.Errorf("--fresh-duration: must not be negative, got %v", o.freshDur))
+	}
+	if o.freshDur > 0 && !(o.freshRate > 0 && o.freshRate <= 100_000) {
+		errs = append(errs, fmt.Errorf("--fresh-rate: must be in (0, 100000], got %v", o.freshRate))
+	}
+	if o.freshBacklog < 0 {
+		errs = append(errs, fmt.Errorf("--fresh-backlog: must not be negative, got %d", o.freshBacklog))
+	}
+	if o.pollInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--poll-interval: must be positive, got %v", o.pollInterval))
+	}
+	if o.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout: must be positive, got %v", o.timeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return o, &usageError{err}
+	}
+	return o, nil
+}
+
+// parseCount parses a count with an optional k (thousand) or M (million)
+// suffix and underscores as digit separators.
+func parseCount(s string) (int, error) {
+	orig := s
+	s = strings.ReplaceAll(strings.TrimSpace(s), "_", "")
+	mult := 1
+	switch {
+	case strings.HasSuffix(s, "k"), strings.HasSuffix(s, "K"):
+		mult, s = 1_000, s[:len(s)-1]
+	case strings.HasSuffix(s, "M"), strings.HasSuffix(s, "m"):
+		mult, s = 1_000_000, s[:len(s)-1]
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, err
+	}
+	if n > 50_000_000/mult {
+		return 0, fmt.Errorf("%s is more than the 50M this harness supports", orig)
+	}
+	return n * mult, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// bench is what every measurement needs: the options, the binary under test
+// and where progress goes.
+type bench struct {
+	o        options
+	bin      string
+	progress io.Writer
+}
+
+// logf reports progress on stderr, keeping stdout for the result.
+func (b *bench) logf(format string, args ...any) {
+	_, _ = fmt.Fprintf(b.progress, "ingestd-bench: "+format+"\n", args...)
+}
+
+// run executes the benchmark described by args and prints the result on
+// stdout. A missed target is not an error (the table says MISS); a failed
+// correctness check (events lost or duplicated) is, after the table has
+// been printed.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	b := &bench{o: o, bin: o.bin, progress: stderr}
+	if b.bin == "" {
+		dir, err := os.MkdirTemp("", "ingestd-bench-")
+		if err != nil {
+			return fmt.Errorf("create a directory for the ingestd binary: %w", err)
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		b.logf("building ./cmd/ingestd")
+		if b.bin, err = buildIngestd(ctx, dir); err != nil {
+			return err
+		}
+	}
+
+	rep := &report{Config: configOf(o)}
+	rep.Machine = machineInfo(ctx, o.databaseURL)
+	for _, n := range o.sizes {
+		b.logf("catch-up: draining a backlog of %d events (page limit %d)", n, o.pageLimit)
+		r, err := b.catchUp(ctx, n)
+		if err != nil {
+			return fmt.Errorf("catch-up of %d events: %w", n, err)
+		}
+		b.logf("catch-up: %d events in %.2fs = %.0f events/s; raw kafka-go %.0f/s, raw PostgreSQL %.0f rows/s",
+			n, r.Seconds, r.EventsPerSec, r.RawKafkaPerSec, r.RawPGPerSec)
+		rep.CatchUp = append(rep.CatchUp, r)
+	}
+	if o.freshDur > 0 {
+		b.logf("freshness: %.0f events/s for %v, poll interval %v", o.freshRate, o.freshDur, o.pollInterval)
+		f, err := b.freshness(ctx)
+		if err != nil {
+			return fmt.Errorf("freshness run: %w", err)
+		}
+		rep.Freshness = f
+	}
+	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.evaluate()
+
+	if o.jsonOut {
+		err = rep.writeJSON(stdout)
+	} else {
+		err = rep.writeTable(stdout)
+	}
+	if err != nil {
+		return fmt.Errorf("print the result: %w", err)
+	}
+	return rep.checkErr()
+}
+
+// buildIngestd builds ./cmd/ingestd of the module containing the working
+// directory into dir, the way `make build` does (static, trimmed paths) but
+// keeping symbols so that perf can attribute samples.
+func buildIngestd(ctx context.Context, dir string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the module (go env GOMOD): %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the ingestd module: run from the repository or pass --ingestd-bin")
+	}
+	bin := filepath.Join(dir, "ingestd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/ingestd")
+	cmd.Dir = filepath.Dir(gomod)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/ingestd: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// usageError is a bad flag or value: exit status 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// exitCode maps run's error to the exit status and prints it once.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	_, _ = fmt.Fprintln(stderr, "ingestd-bench:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRunSmoke runs the whole benchmark with tiny numbers, so the harness
+// cannot rot unnoticed: every row of the table must be there with a
+// positive figure, every target must have a verdict, and the correctness
+// checks must pass.
+func TestRunSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds ingestd and runs it against PostgreSQL and an in-process broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	err := run(ctx, []string{"--events", "3000", "--fresh-duration", "3s", "--fresh-rate", "200", "--fresh-backlog", "50"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
+	t.Logf("took %v\n%s", time.Since(start).Round(time.Millisecond), stdout.String())
+	table := stdout.String()
+
+	numeric := []string{
+		"catch-up, end to end (events/s)",
+		"time, first request to all published (s)",
+		"time, first request to last page committed (s)",
+		"stage: simulator answering ingestd's requests (s)",
+		"stage: ingestd page commits (s)",
+		"stage: ingestd Kafka writes (s)",
+		"raw limit: kafka-go produce (events/s)",
+		"raw limit: PostgreSQL COPY, 1 commit/page (rows/s)",
+		"ratio to the lower raw limit",
+		"ingestd CPU (µs/event)",
+		"ingestd CPU (s per 100,000 events)",
+		"ingestd peak RSS (MiB)",
+		"PostgreSQL CPU, ingestd's backends (µs/event)",
+		"PostgreSQL CPU, raw COPY run (µs/row)",
+		"harness CPU: broker + simulator (µs/event)",
+		"harness CPU: broker, raw produce run (µs/event)",
+		"CPU busy during catch-up (% of all CPUs)",
+		"freshness p50 (ms)",
+		"freshness p99 (ms)",
+		"freshness max (ms)",
+	}
+	for _, label := range numeric {
+		cells := rowCells(t, table, label)
+		v, err := strconv.ParseFloat(strings.ReplaceAll(strings.Fields(cells[0])[0], ",", ""), 64)
+		require.NoError(t, err, "row %q: value %q is not a number", label, cells[0])
+		require.Greater(t, v, 0.0, "row %q", label)
+	}
+	for _, label := range []string{
+		"catch-up, end to end (events/s)", "ratio to the lower raw limit", "ingestd CPU (µs/event)",
+		"ingestd peak RSS (MiB)", "freshness p99 (ms)",
+	} {
+		cells := rowCells(t, table, label)
+		require.Contains(t, []string{"PASS", "MISS"}, cells[len(cells)-1], "row %q has a verdict", label)
+	}
+	require.Equal(t, "3,000 / 3,000", rowCells(t, table, "check: topic records / outbox rows")[0])
+	require.Equal(t, "0 / 0", rowCells(t, table, "check: missing / duplicate events")[0])
+	require.NotContains(t, table, "FAIL")
+}
+
+// rowCells returns the cells after label on its line of the table; cells
+// are separated by at least two spaces.
+func rowCells(t *testing.T, table, label string) []string {
+	t.Helper()
+	for _, line := range strings.Split(table, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), label)
+		if !ok || !strings.HasPrefix(rest, "  ") {
+			continue
+		}
+		var cells []string
+		for _, c := range strings.Split(rest, "  ") {
+			if c = strings.TrimSpace(c); c != "" {
+				cells = append(cells, c)
+			}
+		}
+		require.NotEmpty(t, cells, "row %q has no value", label)
+		return cells
+	}
+	t.Fatalf("row %q missing from the table:\n%s", label, table)
+	return nil
+}
+
+func TestParseCount(t *testing.T) {
+	for in, want := range map[string]int{"3000": 3000, "100k": 100_000, "1M": 1_000_000, "1_000_000": 1_000_000, " 250 ": 250} {
+		got, err := parseCount(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "1.5M", "ten", "100M"} {
+		_, err := parseCount(in)
+		require.Error(t, err, in)
+	}
+}
+
+func TestParseOptionsRejectsBadValues(t *testing.T) {
+	for _, args := range [][]string{
+		{"--page-limit", "0"}, {"--page-limit", "1001"}, {"--sizes", "100k,0"}, {"--fresh-rate", "0"}, {"extra"},
+	} {
+		_, err := parseOptions(args, &bytes.Buffer{})
+		var ue *usageError
+		require.ErrorAs(t, err, &ue, "%v", args)
+	}
+	o, err := parseOptions([]string{"--sizes", "100k,1M", "--page-limit", "250"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []int{100_000, 1_000_000}, o.sizes)
+	require.Equal(t, 250, o.pageLimit)
+}
+
+func TestFormatting(t *testing.T) {
+	require.Equal(t, "0", fmtInt(0))
+	require.Equal(t, "999", fmtInt(999.4))
+	require.Equal(t, "1,000", fmtInt(999.5))
+	require.Equal(t, "1,234,567", fmtInt(1_234_567))
+	require.Equal(t, "-12,345", fmtInt(-12_345))
+	d := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	require.Equal(t, time.Duration(5), percentile(d, 0.5))
+	require.Equal(t, time.Duration(10), percentile(d, 0.99))
+	require.Equal(t, time.Duration(1), percentile(d[:1], 0.99))
+}
+
+func TestScrapeStages(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `# HELP ingestd_page_commit_seconds Time to commit one page.
+# TYPE ingestd_page_commit_seconds histogram
+ingestd_page_commit_seconds_bucket{le="0.1"} 3
+ingestd_page_commit_seconds_sum 1.5
+ingestd_page_commit_seconds_count 3
+ingestd_publish_write_seconds_sum{partition="0"} 0.25
+ingestd_publish_write_seconds_sum{partition="1", note="a b"} 0.5
+ingestd_publish_write_seconds_count{partition="0"} 2
+ingestd_publish_write_seconds_count{partition="1", note="a b"} 4
+`)
+	}))
+	defer srv.Close()
+	st, err := scrapeStages(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	require.NoError(t, err)
+	require.Equal(t, stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6}, *st)
+}
+
+func TestWithParams(t *testing.T) {
+	require.Equal(t, "x=1 search_path=s", withParams("x=1", map[string]string{"search_path": "s"}))
+	require.Equal(t, "postgres://u@h/db?application_name=a&search_path=s&sslmode=disable",
+		withParams("postgres://u@h/db?sslmode=disable", map[string]string{"search_path": "s", "application_name": "a"}))
+}
