@@ -38,8 +38,8 @@ type Page struct {
 
 // Commit describes a committed page.
 type Commit struct {
-	// FirstSeq..LastSeq is the seq range the page allocated. Rows that were
-	// already in the outbox (a replayed page) leave holes in it.
+	// FirstSeq..LastSeq is the seq range of the inserted rows; the outbox
+	// sequence has no gaps, so it holds exactly len(Inserted) numbers.
 	FirstSeq, LastSeq int64
 	// Inserted are the rows that were new, with Seq set, in seq order.
 	Inserted []Row
@@ -47,18 +47,18 @@ type Commit struct {
 	Duplicates int
 }
 
-const insertOutboxSQL = `
-WITH alloc AS (
-    UPDATE outbox_seq SET last_seq = last_seq + $1 RETURNING last_seq - $1 AS base
-), ins AS (
-    INSERT INTO outbox (seq, event_id, source_id, partition, msg_key, ce_type, ce_source, ce_subject, ce_time, payload)
-    SELECT alloc.base + u.ord, u.event_id, $2, u.partition, u.msg_key, u.ce_type, u.ce_source, u.ce_subject, u.ce_time, u.payload
-    FROM alloc, unnest($3::uuid[], $4::int4[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[])
-        WITH ORDINALITY AS u(event_id, partition, msg_key, ce_type, ce_source, ce_subject, ce_time, payload, ord)
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING seq
-)
-SELECT alloc.base, coalesce((SELECT array_agg(seq ORDER BY seq) FROM ins), '{}') FROM alloc`
+// outboxColumns are written by COPY; created_at takes its default.
+var outboxColumns = []string{"seq", "event_id", "source_id", "partition", "msg_key", "ce_type", "ce_source", "ce_subject", "ce_time", "payload"}
+
+// existingSQL finds which of a page's events are already stored (a replayed
+// page). One indexed lookup per page is much cheaper than INSERT ... ON
+// CONFLICT per row, and lets the rows go in by COPY.
+const existingSQL = `SELECT event_id::text FROM outbox WHERE event_id = ANY($1::uuid[])`
+
+// allocSQL takes seq numbers for the page's new rows. The single counter row
+// also serializes concurrent commits, so seq order is commit order and the
+// sequence has no gaps.
+const allocSQL = `UPDATE outbox_seq SET last_seq = last_seq + $1 RETURNING last_seq - $1`
 
 // advanceCursorSQL stores the new cursor only if the stored one is still the
 // cursor the page was fetched with; no row back means another writer moved it.
@@ -114,50 +114,60 @@ func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
 }
 
 // insertRows inserts rows into the outbox under tx, skipping events already
-// stored, and returns what it inserted. Every writer of the outbox (journal
-// pages, BTS status changes) goes through it, so seq allocation and
-// deduplication have one implementation.
+// stored (or repeated within rows), and returns what it inserted. Every
+// writer of the outbox (journal pages, BTS status changes) goes through it,
+// so seq allocation and deduplication have one implementation. Callers hold
+// the lease (or per-order compare-and-set) that makes them the only writer
+// of these event ids, so the lookup cannot race another insert of them.
 func insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row) (Commit, error) {
-	n := len(rows)
-	if n == 0 {
+	if len(rows) == 0 {
 		return Commit{}, nil
 	}
-	var (
-		ids        = make([]string, n)
-		partitions = make([]int32, n)
-		keys       = make([]string, n)
-		types      = make([]string, n)
-		sources    = make([]string, n)
-		subjects   = make([]string, n)
-		times      = make([]time.Time, n)
-		payloads   = make([][]byte, n)
-	)
+	ids := make([]string, len(rows))
 	for i := range rows {
-		m := &rows[i].Msg
-		ids[i] = m.ID
-		partitions[i] = int32(rows[i].Partition)
-		keys[i] = m.Key
-		types[i] = string(m.Type)
-		sources[i] = m.Source
-		subjects[i] = m.Subject
-		times[i] = m.Time
-		payloads[i] = m.Payload
+		ids[i] = rows[i].Msg.ID
 	}
-	var (
-		base int64
-		seqs []int64
-	)
-	err := tx.QueryRow(ctx, insertOutboxSQL, int64(n), sourceID, ids, partitions, keys, types, sources, subjects, times, payloads).Scan(&base, &seqs)
+	dbRows, err := tx.Query(ctx, existingSQL, ids)
 	if err != nil {
-		return Commit{}, fmt.Errorf("insert outbox rows: %w", err)
+		return Commit{}, fmt.Errorf("look up stored events: %w", err)
 	}
-	c := Commit{FirstSeq: base + 1, LastSeq: base + int64(n), Inserted: make([]Row, 0, len(seqs)), Duplicates: n - len(seqs)}
-	for _, seq := range seqs {
-		r := rows[seq-base-1]
-		r.Seq = seq
+	seen, err := pgx.CollectRows(dbRows, pgx.RowTo[string])
+	if err != nil {
+		return Commit{}, fmt.Errorf("look up stored events: %w", err)
+	}
+	skip := make(map[string]struct{}, len(seen))
+	for _, id := range seen {
+		skip[id] = struct{}{}
+	}
+	fresh := make([]Row, 0, len(rows))
+	for _, r := range rows {
+		if _, dup := skip[r.Msg.ID]; dup {
+			continue
+		}
+		skip[r.Msg.ID] = struct{}{} // a repeat later in the same page
 		r.SourceID = sourceID
-		c.Inserted = append(c.Inserted, r)
+		fresh = append(fresh, r)
 	}
+	c := Commit{Duplicates: len(rows) - len(fresh)}
+	if len(fresh) == 0 {
+		return c, nil
+	}
+	var base int64
+	if err := tx.QueryRow(ctx, allocSQL, int64(len(fresh))).Scan(&base); err != nil {
+		return Commit{}, fmt.Errorf("allocate outbox seq: %w", err)
+	}
+	for i := range fresh {
+		fresh[i].Seq = base + int64(i) + 1
+	}
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"outbox"}, outboxColumns, pgx.CopyFromSlice(len(fresh), func(i int) ([]any, error) {
+		r := &fresh[i]
+		m := &r.Msg
+		return []any{r.Seq, m.ID, sourceID, int32(r.Partition), m.Key, string(m.Type), m.Source, m.Subject, m.Time, m.Payload}, nil
+	}))
+	if err != nil {
+		return Commit{}, fmt.Errorf("copy outbox rows: %w", err)
+	}
+	c.FirstSeq, c.LastSeq, c.Inserted = base+1, base+int64(len(fresh)), fresh
 	return c, nil
 }
 

@@ -136,7 +136,8 @@ func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
 	require.Len(t, c.Inserted, 1)
 	require.Equal(t, 3, c.Duplicates)
 	require.Equal(t, "00000000-0000-0000-0000-000000000004", c.Inserted[0].Msg.ID)
-	require.Equal(t, int64(6), c.Inserted[0].Seq, "seq is base + position in page")
+	require.Equal(t, int64(4), c.Inserted[0].Seq, "the sequence has no gaps: duplicates take no seq")
+	require.Equal(t, c.FirstSeq, c.LastSeq)
 
 	wm, err := s.Target(ctx, "t", 3)
 	require.NoError(t, err)
