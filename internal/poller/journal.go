@@ -110,6 +110,57 @@ func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Ou
 	return p
 }
 
+// fetched is one page read from upstream and normalized into outbox rows.
+type fetched struct {
+	cursor string // the cursor the page was requested with
+	page   *yandex.Page
+	rows   []cursor.Row
+	err    error // a classified upstream error, or a normalization error
+	normal bool  // err came from normalization, not from upstream
+}
+
+// fetch reads and normalizes the page after cur.
+func (p *JournalPoller) fetch(ctx context.Context, cur string) fetched {
+	page, err := p.client.Journal(ctx, cur)
+	if err != nil {
+		return fetched{cursor: cur, err: err}
+	}
+	rows, err := p.rows(page)
+	if err != nil {
+		return fetched{cursor: cur, page: page, err: err, normal: true}
+	}
+	return fetched{cursor: cur, page: page, rows: rows}
+}
+
+// prefetch reads the page after cur in the background, so that it is
+// fetched and decoded while the previous page commits. wait returns its
+// result; cancel abandons it. Both wait for the goroutine.
+type prefetch struct {
+	cursor string
+	done   chan fetched
+	cancel context.CancelFunc
+}
+
+func (p *JournalPoller) startPrefetch(ctx context.Context, cur string) *prefetch {
+	pctx, cancel := context.WithCancel(ctx)
+	pf := &prefetch{cursor: cur, done: make(chan fetched, 1), cancel: cancel}
+	go func() { pf.done <- p.fetch(pctx, cur) }()
+	return pf
+}
+
+func (pf *prefetch) wait() fetched {
+	f := <-pf.done
+	pf.cancel()
+	return f
+}
+
+func (pf *prefetch) abandon() {
+	if pf != nil {
+		pf.cancel()
+		<-pf.done
+	}
+}
+
 // Run polls under the source's lease until ctx is cancelled (returning nil),
 // the source halts (returning a *HaltError), or a commit is fenced because
 // another instance took the lease over (returning an error wrapping
@@ -123,12 +174,16 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 	var (
 		cur    string
 		loaded bool
+		next   *prefetch // the page after cur, being fetched; nil when none
 	)
+	defer func() { next.abandon() }()
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		if !loaded {
+			next.abandon()
+			next = nil
 			st, err := p.store.Source(ctx, src)
 			if err != nil {
 				if !p.wait(ctx, bo.NextBackOff(), "load cursor", err) {
@@ -143,45 +198,53 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 			p.log.Info("resuming journal", zap.Bool("has_cursor", cur != ""))
 		}
 
-		if !p.backlogAllows(ctx, bo) {
-			if ctx.Err() != nil {
-				return nil
+		var f fetched
+		if next != nil && next.cursor == cur {
+			f = next.wait()
+		} else {
+			next.abandon()
+			if !p.backlogAllows(ctx, bo) {
+				next = nil
+				if ctx.Err() != nil {
+					return nil
+				}
+				continue
 			}
-			continue
+			f = p.fetch(ctx, cur)
 		}
-
-		page, err := p.client.Journal(ctx, cur)
-		if err != nil {
+		next = nil
+		if f.err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			class := upstream.ClassOf(err)
+			if f.normal {
+				// An entry that cannot be normalized is a malformed page:
+				// retry the same cursor rather than skip or advance past it.
+				p.m.requests.WithLabelValues(src, "ok").Inc()
+				p.m.errors.WithLabelValues(src, upstream.Retry.String()).Inc()
+				if !p.wait(ctx, bo.NextBackOff(), "normalize journal page", f.err) {
+					return nil
+				}
+				continue
+			}
+			class := upstream.ClassOf(f.err)
 			p.m.requests.WithLabelValues(src, class.String()).Inc()
 			p.m.errors.WithLabelValues(src, class.String()).Inc()
 			if class.Halts() {
-				return p.halt(ctx, err)
+				return p.halt(ctx, f.err)
 			}
-			wait := upstream.RetryAfterOf(err)
+			wait := upstream.RetryAfterOf(f.err)
 			if class != upstream.RateLimited || wait <= 0 {
 				wait = bo.NextBackOff()
 			}
-			if !p.wait(ctx, wait, "fetch journal page", err) {
+			if !p.wait(ctx, wait, "fetch journal page", f.err) {
 				return nil
 			}
 			continue
 		}
 		p.m.requests.WithLabelValues(src, "ok").Inc()
+		page, rows := f.page, f.rows
 
-		rows, err := p.rows(page)
-		if err != nil {
-			// An entry that cannot be normalized is a malformed page: retry
-			// the same cursor rather than skip or advance past it.
-			p.m.errors.WithLabelValues(src, upstream.Retry.String()).Inc()
-			if !p.wait(ctx, bo.NextBackOff(), "normalize journal page", err) {
-				return nil
-			}
-			continue
-		}
 		if page.Cursor == cur && len(rows) == 0 {
 			bo.Reset()
 			p.m.backoff.WithLabelValues(src).Set(0)
@@ -191,6 +254,15 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 			continue
 		}
 
+		// A page with entries is followed at once by the next one: start
+		// reading it now, so it is fetched and decoded while this one
+		// commits. The backlog bound is checked before each prefetch.
+		if len(page.Entries) > 0 {
+			if ok, err := p.backlogRoom(ctx); ok && err == nil {
+				next = p.startPrefetch(ctx, page.Cursor)
+			}
+		}
+
 		// The page is in hand: commit it even if shutdown began meanwhile,
 		// so that what was fetched is not fetched twice.
 		commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CommitTimeout)
@@ -198,6 +270,9 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 		c, err := p.store.CommitPage(commitCtx, cursor.Page{Lease: l, SourceID: src, PrevCursor: cur, Cursor: page.Cursor, Rows: rows})
 		cancel()
 		if err != nil {
+			// The prefetched page follows a cursor that is not stored.
+			next.abandon()
+			next = nil
 			if errors.Is(err, cursor.ErrFenced) {
 				return err
 			}
@@ -234,15 +309,30 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 }
 
 // backlogAllows reports whether the outbox has room for another page. While
-// it has not, it waits (visible as ingestd_polling_paused) and returns false.
+// it has not, it waits a poll interval (visible as ingestd_polling_paused)
+// and returns false.
 func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.ExponentialBackOff) bool {
+	ok, err := p.backlogRoom(ctx)
+	switch {
+	case err != nil:
+		p.wait(ctx, bo.NextBackOff(), "check outbox backlog", err)
+		return false
+	case !ok:
+		p.wait(ctx, p.cfg.PollInterval, "", nil)
+		return false
+	}
+	return true
+}
+
+// backlogRoom checks the outbox backlog against its bound without waiting,
+// and records pausing and resuming.
+func (p *JournalPoller) backlogRoom(ctx context.Context) (bool, error) {
 	if p.cfg.MaxBacklog <= 0 {
-		return true
+		return true, nil
 	}
 	n, err := p.store.BacklogEstimate(ctx)
 	if err != nil {
-		p.wait(ctx, bo.NextBackOff(), "check outbox backlog", err)
-		return false
+		return false, err
 	}
 	gauge := p.m.paused.WithLabelValues(p.cfg.SourceID)
 	if n < p.cfg.MaxBacklog {
@@ -251,7 +341,7 @@ func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.Exponenti
 		}
 		p.paused = false
 		gauge.Set(0)
-		return true
+		return true, nil
 	}
 	if !p.paused {
 		p.log.Warn("outbox backlog over its bound; polling paused until the publisher catches up",
@@ -259,8 +349,7 @@ func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.Exponenti
 	}
 	p.paused = true
 	gauge.Set(1)
-	p.wait(ctx, p.cfg.PollInterval, "", nil)
-	return false
+	return false, nil
 }
 
 // rows normalizes a page into outbox rows, in journal order.
