@@ -7,12 +7,13 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-short demo lint fmt migrate clean
+.PHONY: all build test test-short demo bench chaos lint fmt migrate image compose-config manifests clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ingestd ./cmd/ingestd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ingestd-sim ./cmd/ingestd-sim
 	$(GO) build -o bin/ingestd-demo ./cmd/ingestd-demo
 
 # The tests need PostgreSQL at INGESTD_TEST_DATABASE_URL (default: the local
@@ -28,6 +29,21 @@ test-short:
 demo:
 	$(GO) run ./cmd/ingestd-demo
 
+# The benchmark (docs/performance.md): a 1,000,000-event catch-up through the
+# real ingestd binary against the simulator, the in-process broker and the
+# local PostgreSQL, the raw kafka-go and PostgreSQL limits in the same run,
+# freshness at 200 events/s and ingestd's footprint. A few minutes.
+# BENCH_FLAGS passes options, e.g. BENCH_FLAGS='--sizes 100k,1M --page-limit 250'.
+bench:
+	$(GO) run ./cmd/ingestd-bench $(BENCH_FLAGS)
+
+# The chaos harness (docs/guarantees.md): 50,000 events, at least 20 SIGKILLs
+# of real ingestd processes (some at exact points of the data path), two
+# instances at once, a paused instance; then every event is checked in Kafka.
+# CHAOS_FLAGS passes options, e.g. CHAOS_FLAGS='-events 100000 -kills 40'.
+chaos:
+	$(GO) run ./cmd/ingestd-chaos $(CHAOS_FLAGS)
+
 lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
@@ -38,6 +54,19 @@ fmt:
 
 migrate:
 	$(GO) run ./cmd/ingestd migrate
+
+# Container image (needs a Docker engine).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t ingestd:$(VERSION) .
+
+# Offline validation of docker-compose.yml, the Dockerfile and deploy/ (also
+# part of make test).
+compose-config:
+	$(GO) test -count=1 ./deploy/
+
+# The example overlay, rendered.
+manifests:
+	kubectl kustomize deploy/overlays/example
 
 clean:
 	rm -rf bin
