@@ -146,6 +146,9 @@ func insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row) (Co
 		}
 		skip[r.Msg.ID] = struct{}{} // a repeat later in the same page
 		r.SourceID = sourceID
+		// PostgreSQL keeps microseconds: rows published straight from
+		// memory must carry the same ce_time as rows read back.
+		r.Msg.Time = r.Msg.Time.Truncate(time.Microsecond)
 		fresh = append(fresh, r)
 	}
 	c := Commit{Duplicates: len(rows) - len(fresh)}

@@ -204,6 +204,15 @@ type Backlog struct {
 	Oldest time.Time
 }
 
+// LastSeq returns the last outbox seq allocated by a committed transaction.
+func (s *Store) LastSeq(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT last_seq FROM outbox_seq`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read outbox seq: %w", err)
+	}
+	return n, nil
+}
+
 // BacklogEstimate is a cheap upper bound of the unpublished rows: the last
 // allocated seq minus the lowest partition watermark. Pollers check it before
 // every page, so it must not scan the outbox.

@@ -25,10 +25,11 @@ import (
 
 // The store implements what each consumer declares it needs.
 var (
-	_ publish.Store       = (*cursor.Store)(nil)
-	_ poller.JournalStore = (*cursor.Store)(nil)
-	_ poller.Outbox       = (*publish.Publisher)(nil)
-	_ poller.Journal      = (*yandex.Client)(nil)
+	_ publish.Store        = (*cursor.Store)(nil)
+	_ poller.JournalStore  = (*cursor.Store)(nil)
+	_ poller.Outbox        = (*publish.Publisher)(nil)
+	_ poller.CommitHandler = (*publish.Publisher)(nil)
+	_ poller.Journal       = (*yandex.Client)(nil)
 )
 
 // Daemon is a running ingestd.

@@ -38,6 +38,13 @@ type Outbox interface {
 	Notify()
 }
 
+// CommitHandler is an Outbox that takes committed rows directly (the
+// publisher of this process), so it need not read them back from
+// PostgreSQL. Committed must not block.
+type CommitHandler interface {
+	Committed(c cursor.Commit)
+}
+
 // JournalConfig configures one journal poller.
 type JournalConfig struct {
 	// SourceID keys the cursor in PostgreSQL ("yandex/<account>").
@@ -293,7 +300,11 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 		p.m.ingested.WithLabelValues(src).Add(float64(len(c.Inserted)))
 		p.m.duplicates.WithLabelValues(src).Add(float64(c.Duplicates))
 		if len(c.Inserted) > 0 {
-			p.outbox.Notify()
+			if h, ok := p.outbox.(CommitHandler); ok {
+				h.Committed(c)
+			} else {
+				p.outbox.Notify()
+			}
 		}
 		cur = page.Cursor
 		p.lastAdvance.Store(time.Now().UnixNano())

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -25,6 +27,7 @@ type Store interface {
 	Pending(ctx context.Context, wm []int64, limit int) ([]cursor.Row, error)
 	MarkPublished(ctx context.Context, l cursor.Lease, marks map[int]int64) error
 	Row(ctx context.Context, seq int64) (*cursor.Row, error)
+	LastSeq(ctx context.Context) (int64, error)
 	Prune(ctx context.Context, retention time.Duration, limit int) (int64, error)
 	Backlog(ctx context.Context) (cursor.Backlog, error)
 }
@@ -61,6 +64,10 @@ type Publisher struct {
 	// bounds how long the broker may still act on the request).
 	unsettled bool
 	settleAt  time.Time
+	// memFrom is the seq from which rows may be taken from mem: every row
+	// below it is known to be published. 0 means "read the outbox".
+	memFrom int64
+	mem     memQueue
 
 	// partitions is the partition count rows are assigned with (recorded in
 	// the outbox target); partitionIDs is 0..partitions-1 for the balancer.
@@ -241,6 +248,86 @@ func (p *Publisher) Partition(key string) int {
 	return kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(key)}, p.partitionIDs...)
 }
 
+// memQueue holds rows committed by pollers in this process, handed over so
+// that they are published without being read back from PostgreSQL. It is
+// only a fast path: whenever it cannot prove it holds exactly the next rows,
+// the publisher reads the outbox instead.
+type memQueue struct {
+	mu       sync.Mutex
+	batches  []cursor.Commit // ordered by FirstSeq
+	rows     int
+	overflow bool
+}
+
+// memBatches bounds the queue to this many BatchSize worth of rows.
+const memBatches = 4
+
+// Committed hands over a committed page's rows and wakes the publisher. It
+// never blocks: when the queue is full the rows are dropped from it (they
+// are in the outbox) and the publisher reads the outbox until it caught up.
+func (p *Publisher) Committed(c cursor.Commit) {
+	if len(c.Inserted) > 0 {
+		q := &p.mem
+		q.mu.Lock()
+		if q.overflow || q.rows+len(c.Inserted) > memBatches*p.cfg.BatchSize {
+			q.overflow, q.batches, q.rows = true, nil, 0
+		} else {
+			// Commits arrive almost always in seq order; two sources'
+			// notifications may cross.
+			i := len(q.batches)
+			for i > 0 && q.batches[i-1].FirstSeq > c.FirstSeq {
+				i--
+			}
+			q.batches = slices.Insert(q.batches, i, c)
+			q.rows += len(c.Inserted)
+		}
+		q.mu.Unlock()
+	}
+	p.Notify()
+}
+
+// memReset empties the queue and leaves overflow, before the publisher
+// reads the outbox up to a horizon: every commit after the horizon is then
+// queued.
+func (p *Publisher) memReset() {
+	q := &p.mem
+	q.mu.Lock()
+	q.overflow, q.batches, q.rows = false, nil, 0
+	q.mu.Unlock()
+}
+
+// memTake takes whole queued commits that continue exactly at from, up to
+// about BatchSize rows. ok is false when the queue cannot continue from
+// there (a gap: a commit it never saw, or an overflow). next is the seq
+// after the last row taken.
+func (p *Publisher) memTake(from int64) (rows []cursor.Row, next int64, ok bool) {
+	q := &p.mem
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.overflow {
+		return nil, 0, false
+	}
+	for len(q.batches) > 0 && q.batches[0].LastSeq < from {
+		q.rows -= len(q.batches[0].Inserted)
+		q.batches = q.batches[1:]
+	}
+	next = from
+	for len(q.batches) > 0 && q.batches[0].FirstSeq == next {
+		b := q.batches[0]
+		if len(rows) > 0 && len(rows)+len(b.Inserted) > p.cfg.BatchSize {
+			break
+		}
+		rows = append(rows, b.Inserted...)
+		next = b.LastSeq + 1
+		q.rows -= len(b.Inserted)
+		q.batches = q.batches[1:]
+	}
+	if len(rows) == 0 && len(q.batches) > 0 {
+		return nil, 0, false // the next commit in the queue is not the next seq
+	}
+	return rows, next, true
+}
+
 // Notify wakes the publisher after an outbox commit. It never blocks.
 func (p *Publisher) Notify() {
 	select {
@@ -299,6 +386,10 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 
 	bo := newBackoff()
 	p.resetWriter()
+	// A new lease term trusts nothing from the last one: reconcile with
+	// Kafka and read the outbox before taking rows from memory again.
+	p.memFrom = 0
+	p.memReset()
 	var (
 		wm       []int64 // nil: reconcile with Kafka before publishing
 		unsaved  = map[int]int64{}
@@ -369,7 +460,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		}
 		clear(unsaved)
 	}
-	rows, err := p.store.Pending(ctx, *wm, p.cfg.BatchSize)
+	rows, memNext, horizon, err := p.next(ctx, *wm)
 	if err != nil {
 		return err
 	}
@@ -394,7 +485,14 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		}
 		p.resetWriter()
 		*wm = nil
+		p.memFrom = 0
 		return werr
+	}
+	switch {
+	case memNext > 0:
+		p.memFrom = memNext
+	case horizon > 0:
+		p.memFrom = horizon + 1
 	}
 	p.cfg.Failpoints.Hit(failpoint.AfterAck)
 	for part, seq := range acked {
@@ -407,6 +505,60 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 	clear(unsaved)
 	p.m.lastPublished.Set(float64(time.Now().Unix()))
 	return nil
+}
+
+// next returns the rows to publish now. From memory when the queue
+// continues exactly where publishing stands (memNext is then the seq after
+// them); otherwise from the outbox, and when that read reaches the end of
+// the outbox, horizon is the last seq that was committed before it, so that
+// once these rows are written everything up to horizon is published and
+// memory can take over from horizon+1. Rows at or below their partition's
+// watermark are never returned.
+func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, memNext, horizon int64, err error) {
+	if p.memFrom > 0 {
+		taken, next, ok := p.memTake(p.memFrom)
+		switch {
+		case ok && len(taken) > 0:
+			rows = taken[:0:0]
+			for _, r := range taken {
+				if r.Seq > wm[r.Partition] {
+					rows = append(rows, r)
+				}
+			}
+			if len(rows) == 0 {
+				p.memFrom = next
+				return p.next(ctx, wm)
+			}
+			return rows, next, 0, nil
+		case ok:
+			// Nothing queued: make sure no other instance committed rows
+			// this process was not told about.
+			last, err := p.store.LastSeq(ctx)
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			if last < p.memFrom {
+				return nil, 0, 0, nil
+			}
+		}
+		p.memFrom = 0
+	}
+	p.memReset()
+	last, err := p.store.LastSeq(ctx)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	rows, err = p.store.Pending(ctx, wm, p.cfg.BatchSize)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	if len(rows) < p.cfg.BatchSize {
+		horizon = max(last, 1)
+		if len(rows) == 0 {
+			p.memFrom = last + 1
+		}
+	}
+	return rows, 0, horizon, nil
 }
 
 // write sends rows to Kafka in one synchronous call and returns, per

@@ -237,3 +237,62 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryPathFallsBackOnGapsAndOverflow hands most commits to the
+// publisher directly, withholds some (as commits of another instance would
+// be) and overflows its queue: every row is published exactly once, in
+// outbox order per partition.
+func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kc := kafkatest.Start(t)
+	store := openStore(t)
+	cfg := config(kc.Addr)
+	cfg.BatchSize = 20 // a queue of memBatches*20 rows overflows quickly
+	p, err := publish.New(ctx, cfg, store, zaptest.NewLogger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
+
+	l := hold(t, store, "source:yandex/default").Lease
+	prev, total := "", 0
+	for pg := range 40 {
+		size := 5 + pg%7
+		if pg >= 30 {
+			size = 60 // a burst larger than the queue
+		}
+		rows := make([]cursor.Row, size)
+		for i := range rows {
+			m := message(t, total+i)
+			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+		}
+		total += size
+		cur := fmt.Sprintf("c%d", pg)
+		c, err := store.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+		require.NoError(t, err)
+		prev = cur
+		if pg%4 == 3 {
+			continue // withheld: the publisher must find it in the outbox
+		}
+		p.Committed(c)
+	}
+
+	recs := kafkatest.ReadTopic(t, kc.Addr, "events", total, 30*time.Second)
+	require.Len(t, recs, total)
+	ids := map[string]bool{}
+	last := map[int32]int64{}
+	for _, r := range recs {
+		require.False(t, ids[r.Header("ce_id")], "duplicate")
+		ids[r.Header("ce_id")] = true
+		seq, err := strconv.ParseInt(r.Header(publish.HeaderSeq), 10, 64)
+		require.NoError(t, err)
+		require.Greater(t, seq, last[r.Partition])
+		last[r.Partition] = seq
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
