@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,9 +85,17 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
 
+	// The local server trusts every connection, so a password in the DSN is
+	// accepted and ignored: the run carries one that must never be logged.
+	dbPassword := "pw-" + secretPassword
+	withPassword, err := url.Parse(dsn)
+	require.NoError(t, err)
+	withPassword.User = url.UserPassword(withPassword.User.Username(), dbPassword)
+
 	cmd := exec.Command(bin)
 	cmd.Env = []string{
-		"INGESTD_DATABASE_URL=" + dsn,
+		"INGESTD_DATABASE_URL=" + withPassword.String(),
+		"INGESTD_LOG_LEVEL=debug",
 		"INGESTD_KAFKA_BROKERS=" + kc.Addr,
 		"INGESTD_YANDEX_TOKEN=tok-" + secretPassword,
 		"INGESTD_YANDEX_BASE_URL=" + srv.URL,
@@ -126,5 +135,6 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 
 	out := logs.String()
 	require.Contains(t, out, `"msg":"stopped"`, "JSON logs in production format")
-	require.NotContains(t, out, secretPassword, "no secret in any log line")
+	require.NotContains(t, out, secretPassword, "no secret (token, DSN password) in any log line")
+	require.NotContains(t, out, dbPassword)
 }
