@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +76,34 @@ func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
 	recs := kafkatest.ReadTopic(t, addr, "delivery.status-changes", 3000, 20*time.Second)
 	require.GreaterOrEqual(t, len(recs), 3000, "an independent client reads the demo's events while it runs")
 	require.NotEmpty(t, recs[0].Header("ce_id"))
+
+	// Every operational metric is exported after the demo ran a while.
+	m := regexp.MustCompile(`http://(\S+)/metrics`).FindStringSubmatch(out.String())
+	require.NotNil(t, m, "the demo prints its metrics address")
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	for _, name := range []string{
+		`ingestd_events_ingested_total{source="yandex/default"}`,
+		`ingestd_events_published_total{source="yandex/default"}`,
+		`ingestd_upstream_requests_total{outcome="ok",source="yandex/default"}`,
+		`ingestd_upstream_backoff_seconds{source="yandex/default"}`,
+		`ingestd_cursor_age_seconds{source="yandex/default"}`,
+		"ingestd_e2e_lag_seconds_bucket",
+		"ingestd_outbox_backlog",
+		"ingestd_outbox_oldest_unpublished_age_seconds",
+		`ingestd_lease_holder{lease="publisher"} 1`,
+		`ingestd_lease_holder{lease="source:yandex/default"} 1`,
+		`ingestd_lease_epoch{lease="publisher"}`,
+		`ingestd_lease_takeovers_total{lease="publisher"}`,
+		`ingestd_source_halted{source="yandex/default"} 0`,
+		`ingestd_unknown_status_total{provider_status=`,
+		`ingestd_polling_paused{source="yandex/default"}`,
+	} {
+		require.Contains(t, string(body), name)
+	}
 
 	select {
 	case err := <-done:
