@@ -27,14 +27,14 @@ func (s *Store) Target(ctx context.Context, topic string, partitions int) (int, 
 	}
 	var recorded int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The first instance records the target; one starting at the same
+		// moment finds its row (ON CONFLICT waits for the other insert).
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox_target (topic, partitions) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, topic, partitions); err != nil {
+			return fmt.Errorf("record outbox target: %w", err)
+		}
 		var have string
-		err := tx.QueryRow(ctx, `SELECT topic, partitions FROM outbox_target FOR UPDATE`).Scan(&have, &recorded)
+		err := tx.QueryRow(ctx, `SELECT topic, partitions FROM outbox_target`).Scan(&have, &recorded)
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			recorded = partitions
-			if _, err := tx.Exec(ctx, `INSERT INTO outbox_target (topic, partitions) VALUES ($1, $2)`, topic, partitions); err != nil {
-				return fmt.Errorf("record outbox target: %w", err)
-			}
 		case err != nil:
 			return fmt.Errorf("read outbox target: %w", err)
 		case have != topic:

@@ -340,3 +340,20 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentFirstTarget is two instances starting at the same moment on
+// a fresh database: both record (or find) the same target.
+func TestConcurrentFirstTarget(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = s.Target(ctx, "events", 4) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+}

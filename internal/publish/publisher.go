@@ -49,15 +49,16 @@ var ErrTopicMissing = errors.New("kafka topic does not exist")
 
 // Publisher relays outbox rows to Kafka.
 type Publisher struct {
-	cfg       Config
-	store     Store
-	log       *zap.Logger
-	m         *metrics
-	client    *kafka.Client
-	transport *kafka.Transport
+	cfg    Config
+	store  Store
+	log    *zap.Logger
+	m      *metrics
+	client *kafka.Client
 	// writer is replaced after every failed write. It and the fields below
 	// are used only by Run's goroutine.
 	writer *kafka.Writer
+	// wtransport is the writer's transport, fenced by the current lease.
+	wtransport *kafka.Transport
 	// unsettled is true while a failed write's outcome is unknown: Kafka
 	// may still append it, so nothing may be re-sent, and no successor may
 	// take over, before settleAt (the failure plus WriteTimeout, which
@@ -82,13 +83,12 @@ type Publisher struct {
 func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
 	p := &Publisher{
-		cfg:       cfg,
-		store:     store,
-		log:       log,
-		m:         newMetrics(reg),
-		client:    &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
-		transport: transport,
-		wake:      make(chan struct{}, 1),
+		cfg:    cfg,
+		store:  store,
+		log:    log,
+		m:      newMetrics(reg),
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
+		wake:   make(chan struct{}, 1),
 	}
 	have, err := p.ensureTopic(ctx)
 	if err != nil {
@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prom
 // newWriter builds the Kafka writer. MaxAttempts is 1: kafka-go retrying a
 // batch after a timeout could write it twice (segmentio/kafka-go#1427), so
 // every failure comes back here, where the read-back decides what landed.
-func (p *Publisher) newWriter() *kafka.Writer {
+func (p *Publisher) newWriter(transport *kafka.Transport) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:  kafka.TCP(p.cfg.Brokers...),
 		Topic: p.cfg.Topic,
@@ -129,7 +129,7 @@ func (p *Publisher) newWriter() *kafka.Writer {
 		WriteTimeout:           p.cfg.WriteTimeout,
 		MaxAttempts:            1,
 		AllowAutoTopicCreation: false,
-		Transport:              p.transport,
+		Transport:              transport,
 	}
 }
 
@@ -338,7 +338,11 @@ func (p *Publisher) Notify() {
 
 // Close closes the writer, bounded by CloseTimeout.
 func (p *Publisher) Close() error {
-	return p.closeWriter(p.writer)
+	err := p.closeWriter(p.writer)
+	if p.wtransport != nil {
+		p.wtransport.CloseIdleConnections()
+	}
+	return err
 }
 
 func (p *Publisher) closeWriter(w *kafka.Writer) error {
@@ -360,11 +364,15 @@ func (p *Publisher) closeWriter(w *kafka.Writer) error {
 // resetWriter replaces the writer with a fresh one. After an ambiguous
 // failure the old writer's state (buffered batches, connections) cannot be
 // trusted; a new one starts clean.
-func (p *Publisher) resetWriter() {
+func (p *Publisher) resetWriter(h *lease.Held) {
 	if err := p.closeWriter(p.writer); err != nil {
 		p.log.Warn("close kafka writer", zap.Error(err))
 	}
-	p.writer = p.newWriter()
+	if p.wtransport != nil {
+		p.wtransport.CloseIdleConnections()
+	}
+	p.wtransport = fencedTransport(h)
+	p.writer = p.newWriter(p.wtransport)
 }
 
 // Run relays the outbox to Kafka while h is held. It first reconciles with
@@ -385,7 +393,7 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 	}()
 
 	bo := newBackoff()
-	p.resetWriter()
+	p.resetWriter(h)
 	// A new lease term trusts nothing from the last one: reconcile with
 	// Kafka and read the outbox before taking rows from memory again.
 	p.memFrom = 0
@@ -483,7 +491,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 			p.unsettled = true
 			p.settleAt = time.Now().Add(p.cfg.WriteTimeout)
 		}
-		p.resetWriter()
+		p.resetWriter(h)
 		*wm = nil
 		p.memFrom = 0
 		return werr

@@ -1,0 +1,420 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sim"
+)
+
+// defaultDatabaseURL is the local server every test and the demo use.
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// Fixed names of one chaos run. Every run gets its own PostgreSQL schema and
+// its own in-process broker, so fixed names cannot collide.
+const (
+	account    = "default"
+	sourceID   = "yandex/" + account
+	topicName  = "delivery.status-changes"
+	partitions = 4
+)
+
+// options are the command-line settings.
+type options struct {
+	events      int
+	backlog     int
+	claims      int
+	kills       int
+	seed        int64
+	replayRate  float64
+	unknownRate float64
+	dualRate    float64
+	leaseTTL    time.Duration
+	pageLimit   int
+	binary      string
+	databaseURL string
+	timeout     time.Duration
+	jsonOut     bool
+}
+
+// usageError is a bad command line (exit status 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// parseOptions reads args. A bad flag is a usage error.
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("ingestd-chaos", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.events, "events", 50000, "journal entries the simulator serves (all available at start)")
+	fs.IntVar(&o.backlog, "backlog", -1, "journal entries available at start (-1: a tenth of -events); the rest is appended while the rounds run, paced so that it ends about when the kills do, so that kills land while ingestd works. -backlog equal to -events serves the whole journal at once")
+	fs.IntVar(&o.claims, "claims", 5000, "claims in flight in the simulated journal")
+	fs.IntVar(&o.kills, "kills", 25, "minimum number of SIGKILLs to deliver before the final instance runs")
+	fs.Int64Var(&o.seed, "seed", 0, "seed of the simulated journal and of the harness's choices (0: pick one from the clock; the seed used is printed)")
+	fs.Float64Var(&o.replayRate, "replay-rate", 0.05, "fraction of journal pages that re-serve entries already served")
+	fs.Float64Var(&o.unknownRate, "unknown-rate", 0.01, "fraction of status changes with an undocumented status")
+	fs.Float64Var(&o.dualRate, "dual-rate", 0.3, "fraction of rounds that run two instances at once (some of them pause one past its lease)")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 2*time.Second, "INGESTD_LEASE_TTL of every instance: how long a killed holder blocks its successor")
+	fs.IntVar(&o.pageLimit, "page-limit", 200, "INGESTD_YANDEX_PAGE_LIMIT (1..1000)")
+	fs.StringVar(&o.binary, "binary", "", "prebuilt ingestd binary (default: go build ./cmd/ingestd of this module into a temporary directory)")
+	fs.StringVar(&o.databaseURL, "database-url", envOr("INGESTD_TEST_DATABASE_URL", defaultDatabaseURL), "PostgreSQL server; the run creates its own schema there and drops it at the end")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON on stdout (round lines go to stderr then)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, &usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	if err := o.validate(); err != nil {
+		return o, &usageError{err}
+	}
+	if o.backlog < 0 {
+		o.backlog = o.events / 10
+	}
+	if o.seed == 0 {
+		o.seed = time.Now().UnixNano()
+	}
+	return o, nil
+}
+
+func (o options) validate() error {
+	var errs []error
+	if o.events < 1 {
+		errs = append(errs, fmt.Errorf("-events must be positive, got %d", o.events))
+	}
+	if o.backlog < -1 || o.backlog > o.events {
+		errs = append(errs, fmt.Errorf("-backlog must be between 0 and -events (%d), or -1, got %d", o.events, o.backlog))
+	}
+	if o.claims < 1 {
+		errs = append(errs, fmt.Errorf("-claims must be positive, got %d", o.claims))
+	}
+	if o.kills < 0 {
+		errs = append(errs, fmt.Errorf("-kills must not be negative, got %d", o.kills))
+	}
+	for name, v := range map[string]float64{"-replay-rate": o.replayRate, "-unknown-rate": o.unknownRate, "-dual-rate": o.dualRate} {
+		if math.IsNaN(v) || v < 0 || v > 1 {
+			errs = append(errs, fmt.Errorf("%s must be in [0, 1], got %v", name, v))
+		}
+	}
+	if o.leaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("-lease-ttl must be at least 1s (ingestd's minimum), got %v", o.leaseTTL))
+	}
+	if o.pageLimit < 1 || o.pageLimit > sim.MaxLimit {
+		errs = append(errs, fmt.Errorf("-page-limit must be between 1 and %d, got %d", sim.MaxLimit, o.pageLimit))
+	}
+	if o.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("-timeout must be positive, got %v", o.timeout))
+	}
+	return errors.Join(errs...)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// exitCode maps run's error to the process exit status: 0 on success (and
+// for -h), 2 for a bad command line, 1 for anything else, a failed check
+// included.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	_, _ = fmt.Fprintln(stderr, "ingestd-chaos:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// run is the whole harness: set up PostgreSQL, Kafka and the simulator, kill
+// ingestd over and over, drain with a final instance, check the topic, and
+// print the summary. It returns an error when the check finds any loss,
+// duplicate or order violation, or fewer kills than asked for.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	bin, removeBin, err := ensureBinary(ctx, o.binary)
+	if err != nil {
+		return err
+	}
+	defer removeBin()
+
+	env, err := setUp(ctx, o)
+	// close tolerates a partial environment, so it is deferred before the
+	// error check.
+	defer env.close(stderr)
+	if err != nil {
+		return err
+	}
+
+	progress := stdout
+	if o.jsonOut {
+		progress = stderr
+	}
+	h := newHarness(o, bin, env, progress)
+	// Deferred after env.close, so it runs first: no child may still hold
+	// PostgreSQL connections or talk to the broker while those are torn down.
+	defer h.fleet.killAll()
+
+	sum, err := h.run(ctx, started)
+	if err != nil {
+		return err
+	}
+	if o.jsonOut {
+		if err := sum.writeJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		sum.writeText(stdout)
+	}
+	if len(sum.Failures) > 0 {
+		return fmt.Errorf("chaos check failed: %s", strings.Join(sum.Failures, "; "))
+	}
+	return nil
+}
+
+// ensureBinary returns the ingestd binary to run, building the module's
+// cmd/ingestd into a temporary directory unless path names one. The returned
+// function removes what was built.
+func ensureBinary(ctx context.Context, path string) (string, func(), error) {
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", func() {}, fmt.Errorf("-binary %s: %w", path, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", func() {}, fmt.Errorf("-binary: %w", err)
+		}
+		return abs, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "ingestd-chaos-bin")
+	if err != nil {
+		return "", func() {}, fmt.Errorf("temporary directory for the ingestd binary: %w", err)
+	}
+	remove := func() { _ = os.RemoveAll(dir) }
+	bin := filepath.Join(dir, "ingestd")
+	// The package path (not ./cmd/ingestd) builds from any directory of the
+	// module, so `go test` in this package works as well as `go run` at the
+	// root.
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ingestd/ingestd/cmd/ingestd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		remove()
+		return "", func() {}, fmt.Errorf("go build ingestd: %w\n%s", err, out)
+	}
+	return bin, remove, nil
+}
+
+// environment is what the children run against: a PostgreSQL schema of
+// their own, an in-process broker and the simulated journal.
+type environment struct {
+	baseURL string
+	schema  string
+	dsn     string
+	pool    *pgxpool.Pool
+	store   *cursor.Store
+
+	kafka     *kfake.Cluster
+	kafkaAddr string
+	produces  *produceLog
+
+	y        *sim.Yandex
+	token    string
+	simURL   string
+	stopSim  context.CancelFunc
+	waitSim  func() error
+	simAlive bool
+}
+
+// setUp creates everything the children need. On error the partial
+// environment is returned too, for close.
+func setUp(ctx context.Context, o options) (*environment, error) {
+	env := &environment{baseURL: o.databaseURL}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return env, fmt.Errorf("random schema name: %w", err)
+	}
+	schema := "chaos_" + hex.EncodeToString(b[:])
+
+	conn, err := pgx.Connect(ctx, o.databaseURL)
+	if err != nil {
+		return env, fmt.Errorf("connect to PostgreSQL at %s (start it, or pass -database-url): %w", redact(o.databaseURL), err)
+	}
+	_, err = conn.Exec(ctx, "CREATE SCHEMA "+schema)
+	_ = conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return env, fmt.Errorf("create schema %s: %w", schema, err)
+	}
+	env.schema = schema
+	if env.dsn, err = withSearchPath(o.databaseURL, schema); err != nil {
+		return env, err
+	}
+	dbCfg := cursor.DefaultConfig()
+	dbCfg.DatabaseURL = secret.New(env.dsn)
+	if _, err := cursor.Migrate(ctx, dbCfg); err != nil {
+		return env, fmt.Errorf("migrate schema %s: %w", schema, err)
+	}
+	if env.store, err = cursor.Open(ctx, dbCfg); err != nil {
+		return env, fmt.Errorf("open the store: %w", err)
+	}
+	if env.pool, err = pgxpool.New(ctx, env.dsn); err != nil {
+		return env, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+
+	// Topics are not auto-created, as on a production cluster: ingestd
+	// creates its topic at start.
+	env.kafka, err = kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		return env, fmt.Errorf("start the in-process Kafka broker: %w", err)
+	}
+	env.produces = newProduceLog()
+	env.kafka.ControlKey(int16(kmsg.Produce), env.produces.observe)
+	addrs := env.kafka.ListenAddrs()
+	if len(addrs) == 0 {
+		return env, errors.New("the in-process Kafka broker has no listen address")
+	}
+	env.kafkaAddr = addrs[0]
+
+	var tok [12]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return env, fmt.Errorf("random token: %w", err)
+	}
+	env.token = "chaos-" + hex.EncodeToString(tok[:])
+	env.y, err = sim.NewYandex(sim.YandexConfig{
+		Seed:              o.seed,
+		Token:             env.token,
+		Backlog:           o.backlog,
+		Rate:              initialRate(o),
+		MaxEntries:        o.events,
+		Claims:            o.claims,
+		ReplayRate:        o.replayRate,
+		UnknownStatusRate: o.unknownRate,
+		BackwardsTimeRate: 0.01,
+		Faults: sim.FaultRates{
+			TooManyRequests: 0.01,
+			ServerError:     0.01,
+			RetryAfter:      "1",
+		},
+	})
+	if err != nil {
+		return env, fmt.Errorf("simulator: %w", err)
+	}
+	// The simulator outlives ctx's cancellation only as long as close takes;
+	// its own context lets close stop it at the right moment.
+	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
+	addr, wait, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", env.y)
+	if err != nil {
+		stopSim()
+		return env, fmt.Errorf("serve the simulator: %w", err)
+	}
+	env.stopSim, env.waitSim, env.simAlive = stopSim, wait, true
+	env.simURL = "http://" + addr
+	return env, nil
+}
+
+// assumedSecondsPerKill is the pace guess before the first round: a round
+// takes about a lease TTL (a killed holder blocks its successor) plus the
+// random delay before the kill.
+const assumedSecondsPerKill = 3.0
+
+// initialRate is the append rate until the first round measured the real
+// pace (see harness.pace); zero when the whole journal is there at once.
+func initialRate(o options) float64 {
+	if o.backlog >= o.events {
+		return 0
+	}
+	return float64(o.events-o.backlog) / (float64(max(o.kills, 1)) * assumedSecondsPerKill)
+}
+
+// close tears the environment down, the schema last. It is safe on a
+// partial environment; problems are reported on w, since the run's own
+// result matters more.
+func (env *environment) close(w io.Writer) {
+	if env.simAlive {
+		env.stopSim()
+		if err := env.waitSim(); err != nil {
+			_, _ = fmt.Fprintln(w, "ingestd-chaos: stop the simulator:", err)
+		}
+	}
+	if env.kafka != nil {
+		env.kafka.Close()
+	}
+	if env.pool != nil {
+		env.pool.Close()
+	}
+	if env.store != nil {
+		env.store.Close()
+	}
+	if env.schema == "" {
+		return
+	}
+	// The run's context may be over (a timeout, Ctrl-C); dropping the
+	// schema still deserves a bounded try.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, env.baseURL)
+	if err != nil {
+		_, _ = fmt.Fprintf(w, "ingestd-chaos: connect to drop schema %s: %v\n", env.schema, err)
+		return
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if _, err := conn.Exec(ctx, "DROP SCHEMA "+env.schema+" CASCADE"); err != nil {
+		_, _ = fmt.Fprintf(w, "ingestd-chaos: drop schema %s: %v\n", env.schema, err)
+	}
+}
+
+// withSearchPath returns dsn with its search_path set to schema, so that
+// ingestd's unqualified table names (and goose's version table) live there.
+func withSearchPath(dsn, schema string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", errors.New("-database-url must be a postgres:// URL")
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// redact hides a password in a DSN for error messages.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "the configured server"
+	}
+	return u.Redacted()
+}
