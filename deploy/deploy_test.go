@@ -133,7 +133,7 @@ var forbiddenSettings = []string{"INGESTD_FAILPOINTS"}
 // pendingSettings are being added to ingestd (BTS Express, the admin API)
 // and are not in README.md's configuration table yet. The example Secret
 // already carries them; ingestd ignores variables it does not know.
-var pendingSettings = []string{"INGESTD_BTS_PASSWORD", "INGESTD_ADMIN_TOKEN"}
+var pendingSettings = []string{}
 
 // The names and image every rendered kustomization must produce.
 const (

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
@@ -40,6 +42,7 @@ type options struct {
 	faults     bool
 	sampleEach time.Duration
 	schema     string
+	btsOrders  int
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,6 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.rate, "rate", 200, "new journal entries per second after the backlog")
 	fs.BoolVar(&o.faults, "faults", true, "inject upstream faults (429, 5xx, malformed pages) now and then")
 	fs.DurationVar(&o.sampleEach, "sample-every", 3*time.Second, "how often to print a sample event")
+	fs.IntVar(&o.btsOrders, "bts-orders", 300, "BTS orders on the watch-list")
 	fs.StringVar(&o.schema, "schema", "ingestd_demo", "PostgreSQL schema for the demo's tables (dropped and recreated at start)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -116,8 +120,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer func() { stopSim(); _ = waitSim() }()
 
+	// The simulated BTS Express: orders whose days-long lifecycles are
+	// compressed into about a minute, all on the watch-list.
+	const btsSpeed = 2500
+	b, err := sim.NewBTS(sim.BTSConfig{Seed: 2026, Login: "demo", Password: demoToken, Orders: o.btsOrders, Speed: btsSpeed})
+	if err != nil {
+		return err
+	}
+	btsAddr, waitBTS, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", b)
+	if err != nil {
+		return err
+	}
+	defer func() { stopSim(); _ = waitBTS() }()
+	if _, err := store.TrackBTSOrders(ctx, "bts/default", b.Orders()); err != nil {
+		return err
+	}
+	intervals, err := poller.ParseBTSIntervals("100=2h,800=15m,1100=2m,default=30m")
+	if err != nil {
+		return err
+	}
+
 	cfg := daemon.DefaultConfig()
 	cfg.Database = dbCfg
+	cfg.BTS.BaseURL = "http://" + btsAddr
+	cfg.BTS.Login = "demo"
+	cfg.BTS.Password = secret.New(demoToken)
+	cfg.BTSPoll.Intervals = intervals.Scaled(btsSpeed)
+	cfg.BTSPoll.IdlePoll = 200 * time.Millisecond
 	cfg.Kafka.Brokers = []string{broker}
 	cfg.Kafka.Partitions = 3
 	cfg.Yandex.Token = secret.New(demoToken)
@@ -137,10 +166,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   Kafka        %s, topic %s (in-process broker; any Kafka client can read it:
                kcat -b %s -t %s -C -f '%%k %%h\n%%s\n\n')
   upstream     simulated Yandex journal at http://%s (%d waiting, +%.0f/s, faults: %s)
+               simulated BTS Express at http://%s (%d orders on the watch-list, lifecycles sped up %dx)
   ingestd      http://%s/metrics  /readyz  /healthz
 Ctrl-C stops the demo.
 
-`, redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), d.HTTPAddr())
+`, redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), btsAddr, o.btsOrders, btsSpeed, d.HTTPAddr())
 
 	var wg sync.WaitGroup
 	daemonErr := make(chan error, 1)
@@ -197,15 +227,17 @@ func consume(ctx context.Context, broker, topic string, every time.Duration, rec
 		return
 	}
 	defer cl.Close()
-	lastSample := time.Time{}
+	// One sample per provider now and then, so both sources show.
+	lastSample := map[string]time.Time{}
 	for ctx.Err() == nil {
 		fetches := cl.PollFetches(ctx)
 		fetches.EachRecord(func(r *kgo.Record) {
 			received.Add(1)
-			if time.Since(lastSample) < every {
+			provider, _, _ := strings.Cut(string(r.Key), ":")
+			if time.Since(lastSample[provider]) < every {
 				return
 			}
-			lastSample = time.Now()
+			lastSample[provider] = time.Now()
 			printSample(w, r)
 		})
 	}
@@ -243,16 +275,18 @@ func report(ctx context.Context, store *cursor.Store, y *sim.Yandex, received *a
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err1 := store.Source(qctx, "yandex/default")
 		bl, err2 := store.Backlog(qctx)
+		bc, err3 := store.CountBTSOrders(qctx, "bts/default")
 		cancel()
-		if err := errors.Join(err1, err2); err != nil {
+		if err := errors.Join(err1, err2, err3); err != nil {
 			if ctx.Err() == nil {
 				fmt.Fprintf(w, "status: %v\n", err)
 			}
 			continue
 		}
 		now := received.Load()
-		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | ingested: %7d | outbox backlog: %5d | upstream: %7d entries | cursor: %s\n",
-			time.Since(start).Seconds(), now, now-last, st.EventsTotal, bl.Rows, y.Available(), shorten(st.Cursor))
+		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | yandex: %7d ingested of %7d, cursor %s | bts: %d active, %d terminal | outbox backlog: %d\n",
+			time.Since(start).Seconds(), now, now-last, st.EventsTotal, y.Available(), shorten(st.Cursor),
+			bc[cursor.BTSActive], bc[cursor.BTSTerminal], bl.Rows)
 		last = now
 	}
 }

@@ -113,6 +113,8 @@ func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
 	}
 	text := out.String()
 	require.Contains(t, text, "sample event")
+	require.Contains(t, text, "key yandex:", "Yandex journal events")
+	require.Contains(t, text, "key bts:", "and BTS events beside them")
 	require.Contains(t, text, "kafka:")
 	require.Contains(t, text, "demo stopped:")
 }

@@ -73,6 +73,21 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.StringVar(&c.Yandex.AcceptLanguage, "yandex-accept-language", c.Yandex.AcceptLanguage, "Accept-Language sent to Yandex")
 	fs.Int64Var(&c.Yandex.MaxResponseBytes, "yandex-max-response-bytes", c.Yandex.MaxResponseBytes, "largest accepted journal response")
 
+	fs.StringVar(&c.BTS.BaseURL, "bts-base-url", c.BTS.BaseURL, "BTS Express API base URL (given to each client by BTS)")
+	fs.StringVar(&c.BTS.Login, "bts-login", c.BTS.Login, "BTS login; the BTS source runs when login and password are set")
+	fs.Var(secret.Flag{S: &c.BTS.Password}, "bts-password", "BTS password")
+	fs.StringVar(&c.BTS.Account, "bts-account", c.BTS.Account, "name of this BTS account in source ids and events")
+	fs.StringVar(&c.BTS.Language, "bts-language", c.BTS.Language, "language header sent to BTS")
+	fs.DurationVar(&c.BTS.RequestTimeout, "bts-request-timeout", c.BTS.RequestTimeout, "timeout of one BTS request")
+	fs.Int64Var(&c.BTS.MaxResponseBytes, "bts-max-response-bytes", c.BTS.MaxResponseBytes, "largest accepted BTS response")
+	fs.DurationVar(&c.BTS.TokenTTL, "bts-token-ttl", c.BTS.TokenTTL, "assumed access-token life when the token carries no expiry")
+	fs.Var(&c.BTSPoll.Intervals, "bts-poll-intervals", "poll interval per BTS status code: code=duration pairs and default=duration")
+	fs.Float64Var(&c.BTSPoll.Rate, "bts-rate", c.BTSPoll.Rate, "BTS requests per second, at most")
+	fs.IntVar(&c.BTSPoll.Concurrency, "bts-concurrency", c.BTSPoll.Concurrency, "BTS requests in flight, at most")
+	fs.DurationVar(&c.BTSPoll.ClaimTimeout, "bts-claim-timeout", c.BTSPoll.ClaimTimeout, "how long a claimed order is reserved for its poller")
+	fs.DurationVar(&c.BTSPoll.DictionaryRefresh, "bts-dictionary-refresh", c.BTSPoll.DictionaryRefresh, "how often the BTS status dictionary is re-read")
+	fs.DurationVar(&c.BTSPoll.IdlePoll, "bts-idle-poll", c.BTSPoll.IdlePoll, "watch-list check interval when no order is due")
+	fs.Var(secret.Flag{S: &c.AdminToken}, "admin-token", "bearer token of the admin API (/v1/bts/orders); unset: the API refuses every request (403)")
 	fs.StringVar(&c.HTTP.Addr, "http-addr", c.HTTP.Addr, "address of /healthz, /readyz and /metrics (off: no server)")
 	fs.StringVar(&c.Log.Level, "log-level", c.Log.Level, "log level: debug, info, warn, error")
 	fs.StringVar(&c.Log.Format, "log-format", c.Log.Format, "log format: json or console")
@@ -120,7 +135,9 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 		return &usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return &usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+		// The values are not echoed: a misplaced argument may be a DSN or
+		// a token.
+		return &usageError{fmt.Errorf("unexpected arguments (%d): flags go before arguments, and this command takes none", fs.NArg())}
 	}
 	return nil
 }

@@ -31,6 +31,8 @@ Usage:
   ingestd cursor set      --source S --value V --reason R: replace a cursor (takes the lease)
   ingestd cursor rewind   --source S --to TIME --reason R: back to a recorded cursor
   ingestd outbox stats    outbox size, unpublished rows, per-partition progress
+  ingestd bts track ID…   add BTS orders to the watch-list (untrack ID… removes them)
+  ingestd bts list        the BTS watch-list: status, changes, state, next poll
   ingestd version         print the version
 
 Every flag has an environment variable: --kafka-brokers is INGESTD_KAFKA_BROKERS.
@@ -54,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCursor(ctx, args, stdout, stderr)
 	case "outbox":
 		return runOutbox(ctx, args, stdout, stderr)
+	case "bts":
+		return runBTS(ctx, args, stdout, stderr)
 	case "check-config":
 		return runCheckConfig(ctx, args, stdout, stderr)
 	case "version":

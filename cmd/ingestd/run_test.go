@@ -46,6 +46,7 @@ func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		{"bad database url", map[string]string{"INGESTD_DATABASE_URL": "postgres://u:" + secretPassword + "@[::1"}, nil, "INGESTD_DATABASE_URL"},
 		{"flag overrides env", nil, []string{"--yandex-page-limit=0"}, "INGESTD_YANDEX_PAGE_LIMIT"},
 		{"stray argument", nil, []string{"run", "extra"}, "unexpected arguments"},
+		{"stray arguments are not echoed", nil, []string{"migrate", "extra", "--database-url", "postgres://u:" + secretPassword + "@x/db"}, "unexpected arguments"},
 		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},
 	}
 	for _, tc := range tests {

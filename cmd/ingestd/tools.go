@@ -317,9 +317,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 
 	if err := cfg.Validate(); err != nil {
 		report.Valid = false
-		for _, line := range strings.Split(err.Error(), "\n") {
-			report.Errors = append(report.Errors, line)
-		}
+		report.Errors = append(report.Errors, strings.Split(err.Error(), "\n")...)
 	}
 	failed := false
 	if report.Valid && !offline {

@@ -18,10 +18,13 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
 
@@ -30,10 +33,17 @@ type Config struct {
 	Database cursor.Config
 	Kafka    publish.Config
 	Yandex   yandex.Config
-	HTTP     HTTPConfig
-	Log      LogConfig
-	Upstream UpstreamConfig
-	Lease    lease.Config
+	BTS      bts.Config
+	// BTSPoll schedules the BTS watch-list (its SourceID and Account are
+	// filled from BTS).
+	BTSPoll poller.BTSConfig
+	// AdminToken authenticates the admin API (INGESTD_ADMIN_TOKEN,
+	// default unset: the API refuses every request).
+	AdminToken secret.String
+	HTTP       HTTPConfig
+	Log        LogConfig
+	Upstream   UpstreamConfig
+	Lease      lease.Config
 	// MaxBacklog pauses polling while more than this many outbox rows wait
 	// for Kafka (INGESTD_OUTBOX_MAX_BACKLOG, default 1000000; 0 disables).
 	MaxBacklog int64
@@ -85,6 +95,8 @@ func DefaultConfig() Config {
 		Database:        cursor.DefaultConfig(),
 		Kafka:           publish.DefaultConfig(),
 		Yandex:          yandex.DefaultConfig(),
+		BTS:             bts.DefaultConfig(),
+		BTSPoll:         poller.DefaultBTSConfig(bts.SourceID(bts.DefaultAccount), bts.DefaultAccount),
 		HTTP:            HTTPConfig{Addr: ":8080"},
 		Log:             LogConfig{Level: "info", Format: "json"},
 		Upstream:        UpstreamConfig{BackoffInitial: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
@@ -110,7 +122,10 @@ func defaultInstanceID() string {
 // Validate reports every configuration problem at once, each naming its
 // environment variable.
 func (c Config) Validate() error {
-	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.Lease.Validate()}
+	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate()}
+	if c.BTS.Enabled() {
+		errs = append(errs, c.btsPoll().Validate())
+	}
 	if _, err := failpoint.Parse(c.Failpoints); err != nil {
 		errs = append(errs, err)
 	}
@@ -125,8 +140,8 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout > 0 && c.Lease.TTL > 0 && c.ShutdownTimeout < 2*time.Second {
 		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be at least 2s to drain, got %s", c.ShutdownTimeout))
 	}
-	if !c.Yandex.Enabled() {
-		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN to run the Yandex journal source"))
+	if !c.Yandex.Enabled() && !c.BTS.Enabled() {
+		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN (Yandex journal) and/or INGESTD_BTS_LOGIN with INGESTD_BTS_PASSWORD (BTS watch-list)"))
 	}
 	if c.HTTP.enabled() {
 		if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
@@ -156,6 +171,16 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// btsPoll is the BTS poller's configuration with its source taken from the
+// BTS account and the shared backoff.
+func (c Config) btsPoll() poller.BTSConfig {
+	p := c.BTSPoll
+	p.SourceID, p.Account = c.BTS.SourceID(), c.BTS.Account
+	p.BackoffInitial, p.BackoffMax = c.Upstream.BackoffInitial, c.Upstream.BackoffMax
+	p.CommitTimeout = c.ShutdownTimeout / 2
+	return p
+}
+
 func loadCABundle(path string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {
@@ -173,7 +198,7 @@ func loadCABundle(path string) (*x509.CertPool, error) {
 
 // httpClient builds the upstream HTTP client. Certificates are always
 // verified; per-request timeouts are set by each API client.
-func (c UpstreamConfig) httpClient() (*http.Client, error) {
+func (c UpstreamConfig) httpClient(maxIdlePerHost int) (*http.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CABundle != "" {
 		pool, err := loadCABundle(c.CABundle)
@@ -184,7 +209,9 @@ func (c UpstreamConfig) httpClient() (*http.Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
-	tr.MaxIdleConnsPerHost = 4
+	// Keep a connection per request that may be in flight, so none is
+	// redialled (with its TLS handshake) under load.
+	tr.MaxIdleConnsPerHost = max(4, maxIdlePerHost)
 	tr.ResponseHeaderTimeout = time.Minute
 	return &http.Client{Transport: tr}, nil
 }

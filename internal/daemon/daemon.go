@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/ingestd/ingestd/internal/admin"
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
@@ -43,7 +45,12 @@ type Daemon struct {
 	// sources run the pollers, publisher the relay, each under its lease.
 	sources   []*lease.Runner
 	publisher *lease.Runner
-	listener  net.Listener
+	// bts polls the BTS watch-list. It runs on every instance: claims are
+	// taken with SKIP LOCKED and every write is compare-and-set per order,
+	// so replicas share the work instead of standing by.
+	bts      *poller.BTSPoller
+	admin    http.Handler
+	listener net.Listener
 }
 
 // New connects to PostgreSQL and Kafka, checks the schema and the topic, and
@@ -75,7 +82,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d.pub = pub
 
-	hc, err := cfg.Upstream.httpClient()
+	hc, err := cfg.Upstream.httpClient(0)
 	if err != nil {
 		d.closeAll()
 		return nil, err
@@ -107,6 +114,24 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 				return jp.Run(ctx, h.Lease)
 			}))
 	}
+	if cfg.BTS.Enabled() {
+		bhc, err := cfg.Upstream.httpClient(cfg.BTSPoll.Concurrency)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		client, err := bts.NewClient(cfg.BTS, bhc)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		d.bts, err = poller.NewBTS(cfg.btsPoll(), client, store, pub, log.Named("bts"), pm)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+	}
+	d.admin = admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, store, log.Named("admin"))
 	d.publisher = d.runner(PublisherLease, log.Named("publish"), lm, pub.Run)
 
 	if cfg.HTTP.enabled() {
@@ -182,9 +207,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, r := range d.sources {
 		sourcesDone.Go(func() { _ = r.Run(runCtx) })
 	}
+	btsCtx, stopBTS := context.WithCancel(runCtx)
+	defer stopBTS()
+	if d.bts != nil {
+		sourcesDone.Go(func() {
+			if err := d.bts.Run(btsCtx); err != nil {
+				d.log.Error("BTS source halted; fix the cause and restart", zap.Error(err))
+			}
+		})
+	}
 	publisherDone.Go(func() { _ = d.publisher.Run(runCtx) })
 	d.log.Info("ingestd running; competing for leases",
-		zap.Int("sources", len(d.sources)), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.Int("journal_sources", len(d.sources)), zap.Bool("bts", d.bts != nil), zap.String("topic", d.cfg.Kafka.Topic),
 		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 
 	var runErr error
@@ -206,6 +240,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, r := range d.sources {
 		r.Stop()
 	}
+	stopBTS()
 	sourcesDone.Wait()
 	d.publisher.Stop()
 	publisherDone.Wait()
@@ -240,6 +275,7 @@ func (d *Daemon) handler() http.Handler {
 		writeJSON(w, status, checks)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	mux.Handle("/v1/", d.admin)
 	return mux
 }
 

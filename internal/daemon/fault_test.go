@@ -148,7 +148,8 @@ func TestBrokerDownThenBack(t *testing.T) {
 	}, 60*time.Second, 50*time.Millisecond, "polling pauses at the backlog bound")
 	est, err := s.store.BacklogEstimate(context.Background())
 	require.NoError(t, err)
-	require.Less(t, est, int64(1500+s.cfg.Yandex.PageLimit+1), "the outbox stops growing near the bound")
+	// The page in hand and the one already prefetched may still commit.
+	require.Less(t, est, int64(1500+2*s.cfg.Yandex.PageLimit+1), "the outbox stops growing near the bound")
 	require.Equal(t, 503, get(t, base+"/readyz").status, "not ready without Kafka")
 
 	broker = startBroker()

@@ -61,8 +61,9 @@ type JournalConfig struct {
 	CommitTimeout time.Duration
 	// MaxBacklog pauses polling while more than this many outbox rows wait
 	// for Kafka, so an outage of Kafka cannot grow the table without bound;
-	// polling resumes by itself once the publisher catches up. 0 disables
-	// the bound.
+	// polling resumes by itself once the publisher catches up. The page in
+	// hand and one prefetched page may still commit past it. 0 disables the
+	// bound.
 	MaxBacklog int64
 	// Failpoints crash the process at armed points (chaos tests only).
 	Failpoints *failpoint.Set

@@ -1,0 +1,237 @@
+// Package bts is the client for the BTS Express (bts.uz) API: it logs in and
+// keeps its bearer token fresh, reads the status dictionary and tracks one
+// order at a time, classifies every failure into an upstream.Error class the
+// poller acts on, and normalizes an observed order status into an
+// event.Event. It knows nothing of PostgreSQL or Kafka.
+//
+// BTS has no journal and no "changed since" endpoint, so ingestd cannot read
+// a stream of changes from it: the poller keeps a watch-list of orders and
+// asks for each one's current status on a schedule (internal/poller).
+package bts
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// Environment variable names. They appear in Validate errors so that an
+// operator can tell at once which setting to fix.
+const (
+	EnvBaseURL          = "INGESTD_BTS_BASE_URL"
+	EnvLogin            = "INGESTD_BTS_LOGIN"
+	EnvPassword         = "INGESTD_BTS_PASSWORD"
+	EnvAccount          = "INGESTD_BTS_ACCOUNT"
+	EnvLanguage         = "INGESTD_BTS_LANGUAGE"
+	EnvRequestTimeout   = "INGESTD_BTS_REQUEST_TIMEOUT"
+	EnvMaxResponseBytes = "INGESTD_BTS_MAX_RESPONSE_BYTES"
+	EnvTokenTTL         = "INGESTD_BTS_TOKEN_TTL"
+)
+
+// Defaults and bounds of the configuration.
+const (
+	// DefaultBaseURL is BTS's public test server. Each client gets its
+	// production URL from BTS, which is why it is configuration.
+	DefaultBaseURL          = "https://apitest.bts.uz:28345"
+	DefaultAccount          = "default"
+	DefaultLanguage         = "uz"
+	DefaultRequestTimeout   = 30 * time.Second
+	DefaultMaxResponseBytes = 32 << 20
+	// DefaultTokenTTL is the assumed life of an access token that is not a
+	// JWT carrying its own exp claim. BTS documents "about a day"; assuming
+	// a little less keeps the proactive refresh ahead of the real expiry.
+	DefaultTokenTTL = 23 * time.Hour
+
+	// maxAccountLen bounds the account name, which ends up in source ids,
+	// CloudEvents sources and metric labels.
+	maxAccountLen = 63
+	// minTokenTTL keeps a mistyped TTL ("23" meaning hours, parsed as an
+	// error, or "1s") from turning into a refresh storm.
+	minTokenTTL = time.Minute
+)
+
+// Config for the BTS source. Env var names appear in Validate errors.
+type Config struct {
+	// BaseURL is the API root (INGESTD_BTS_BASE_URL), default
+	// "https://apitest.bts.uz:28345". A path prefix is allowed, for proxies.
+	BaseURL string
+	// Login is the API login (INGESTD_BTS_LOGIN).
+	Login string
+	// Password is the API password (INGESTD_BTS_PASSWORD). The source runs
+	// when both Login and Password are set.
+	Password secret.String
+	// Account names the BTS account (INGESTD_BTS_ACCOUNT), default
+	// "default"; it must match [a-z0-9][a-z0-9._-]{0,62}.
+	Account string
+	// Language is the "language" header, which selects the language of
+	// status names (INGESTD_BTS_LANGUAGE), default "uz".
+	Language string
+	// RequestTimeout bounds each request including reading its body
+	// (INGESTD_BTS_REQUEST_TIMEOUT), default 30s, > 0.
+	RequestTimeout time.Duration
+	// MaxResponseBytes bounds a response body
+	// (INGESTD_BTS_MAX_RESPONSE_BYTES), default 32 MiB, > 0.
+	MaxResponseBytes int64
+	// TokenTTL is the assumed life of an access token whose expiry cannot be
+	// read from the token itself (INGESTD_BTS_TOKEN_TTL), default 23h, at
+	// least 1m. The token is refreshed at 80% of its life either way.
+	TokenTTL time.Duration
+}
+
+// DefaultConfig returns the configuration with every default filled in and
+// no credentials, so the source is disabled until they are set.
+func DefaultConfig() Config {
+	return Config{
+		BaseURL:          DefaultBaseURL,
+		Account:          DefaultAccount,
+		Language:         DefaultLanguage,
+		RequestTimeout:   DefaultRequestTimeout,
+		MaxResponseBytes: DefaultMaxResponseBytes,
+		TokenTTL:         DefaultTokenTTL,
+	}
+}
+
+// Enabled reports whether the BTS source should run: it runs exactly when
+// both a login and a password are configured.
+func (c Config) Enabled() bool { return c.Login != "" && c.Password.IsSet() }
+
+// SourceID is the key of this source in PostgreSQL (watch-list rows, halt
+// records). It includes the account so that several BTS accounts keep
+// separate watch-lists.
+func (c Config) SourceID() string { return SourceID(c.Account) }
+
+// SourceID returns the source id of a BTS account, "bts/<account>". Tools
+// that only know the account (ingestd bts, the admin API) use it.
+func SourceID(account string) string { return "bts/" + account }
+
+// Validate checks the configuration and returns every problem found, joined,
+// each naming its environment variable. A source with neither login nor
+// password is disabled and not validated further, so unused defaults never
+// block start-up; a source with only one of them is an error, because that
+// is a half-finished configuration rather than a decision. The password's
+// value never appears in an error.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{env}, args...)...))
+	}
+	switch {
+	case c.Login == "" && !c.Password.IsSet():
+		return nil
+	case c.Login == "":
+		add(EnvLogin, "must be set when %s is set", EnvPassword)
+	case !c.Password.IsSet():
+		add(EnvPassword, "must be set when %s is set", EnvLogin)
+	}
+	if c.Login != "" && !validHeaderValue(c.Login) {
+		add(EnvLogin, "must not contain control characters")
+	}
+	if err := validateBaseURL(c.BaseURL); err != nil {
+		add(EnvBaseURL, "%v", err)
+	}
+	if !ValidAccount(c.Account) {
+		add(EnvAccount, "must match [a-z0-9][a-z0-9._-]{0,62}, got %q", c.Account)
+	}
+	if c.Language == "" || !validHeaderValue(c.Language) {
+		add(EnvLanguage, "must be a non-empty header value without control characters, got %q", c.Language)
+	}
+	if c.RequestTimeout <= 0 {
+		add(EnvRequestTimeout, "must be positive, got %s", c.RequestTimeout)
+	}
+	if c.MaxResponseBytes <= 0 {
+		add(EnvMaxResponseBytes, "must be positive, got %d", c.MaxResponseBytes)
+	}
+	if c.TokenTTL < minTokenTTL {
+		add(EnvTokenTTL, "must be at least %s, got %s", minTokenTTL, c.TokenTTL)
+	}
+	return errors.Join(errs...)
+}
+
+// validateBaseURL accepts an absolute http(s) URL without query, fragment or
+// user info. Errors never echo the raw value, because a mistyped URL may hold
+// credentials in its user info.
+func validateBaseURL(raw string) error {
+	if raw == "" {
+		return errors.New("must be set")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse errors quote the whole input; keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a valid URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("must be an absolute http or https URL, got scheme %q", u.Scheme)
+	case u.Host == "":
+		return errors.New("must include a host")
+	case u.User != nil:
+		return errors.New("must not contain user info; the login and password are configured separately")
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("must not contain a query, got %q", u.Redacted())
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
+	}
+	return nil
+}
+
+// ValidAccount reports whether s matches [a-z0-9][a-z0-9._-]{0,62}, the
+// shape of an account name in source ids, CloudEvents sources and metric
+// labels.
+func ValidAccount(s string) bool {
+	if len(s) == 0 || len(s) > maxAccountLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
+		case i > 0 && (ch == '.' || ch == '_' || ch == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// MaxOrderIDLen is the longest order id ingestd accepts.
+const MaxOrderIDLen = 64
+
+// ValidOrderID reports whether s can be a BTS order id: 1 to 64 characters
+// of [A-Za-z0-9_-]. BTS's documented order ids are integers (orderId
+// 4293644); the rule is deliberately more permissive, so that a change of
+// id format upstream does not lock orders out, yet bounded, so that an id
+// is always safe in a URL query, a log line and a Kafka key. The watch-list
+// table enforces the same rule with a CHECK constraint.
+func ValidOrderID(s string) bool {
+	if len(s) == 0 || len(s) > MaxOrderIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9', ch == '_', ch == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue reports whether s can be sent as an HTTP header value:
+// no control characters other than horizontal tab (RFC 9110, field-value).
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return false
+		}
+	}
+	return true
+}

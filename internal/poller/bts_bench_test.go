@@ -1,0 +1,608 @@
+package poller_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sim"
+)
+
+// BenchmarkBTSSchedule compares the adaptive schedule with a fixed 1-minute
+// one on the simulator, with time compressed (the simulator's Speed, and
+// every interval divided by the same factor), and prints a table. It runs
+// the real poller, client, PostgreSQL store and outbox; only the network
+// between client and simulator is replaced by an in-process transport.
+//
+//   - Part 1, full lifecycles: both schedules poll their orders from
+//     creation to a terminal status, side by side; API calls per lifecycle
+//     are exact.
+//   - Part 2, scale: 100,000 orders, backdated so that they are spread over
+//     every status, polled with the adaptive schedule for a steady-state
+//     window: throughput, claim lag, memory, delays.
+//
+// Run it once (it takes minutes):
+//
+//	go test -run XXX -bench BenchmarkBTSSchedule -benchtime 1x -timeout 30m ./internal/poller/
+//
+// Environment: INGESTD_BTS_BENCH_ORDERS (adaptive orders of part 1, default
+// 2000), INGESTD_BTS_BENCH_FIXED_ORDERS (fixed-schedule orders of part 1,
+// default 100: a fixed schedule costs ~16 times more calls per order),
+// INGESTD_BTS_BENCH_SPEED (part 1, default 1000), INGESTD_BTS_BENCH_SCALE_ORDERS
+// (part 2, default 100000; 0 skips it), INGESTD_BTS_BENCH_SCALE_SPEED (default
+// 50), INGESTD_BTS_BENCH_SCALE_WINDOW (default 60s).
+func BenchmarkBTSSchedule(b *testing.B) {
+	for range b.N {
+		reportBTSSchedule(b)
+	}
+}
+
+// TestBTSScheduleReport is the benchmark as a test, for environments that
+// run tests only; it runs when INGESTD_BTS_BENCH=1.
+func TestBTSScheduleReport(t *testing.T) {
+	if os.Getenv("INGESTD_BTS_BENCH") != "1" {
+		t.Skip("set INGESTD_BTS_BENCH=1 to run the BTS schedule benchmark (minutes)")
+	}
+	reportBTSSchedule(t)
+}
+
+func reportBTSSchedule(tb testing.TB) {
+	adaptive := poller.DefaultBTSIntervals()
+	fixed, err := poller.ParseBTSIntervals("default=1m")
+	require.NoError(tb, err)
+	speed := envFloat(tb, "INGESTD_BTS_BENCH_SPEED", 1000)
+
+	var out strings.Builder
+	defer func() {
+		// Straight to stdout: a benchmark's log is cut to ten lines.
+		fmt.Print(out.String())
+	}()
+	var full *scheduleResult
+	if n := envInt(tb, "INGESTD_BTS_BENCH_ORDERS", 2000); n > 0 {
+		scenarios := []scheduleScenario{
+			{name: "adaptive", orders: n, speed: speed, intervals: adaptive},
+			{name: "fixed 1m", orders: envInt(tb, "INGESTD_BTS_BENCH_FIXED_ORDERS", 100), speed: speed, intervals: fixed},
+		}
+		var (
+			wg      sync.WaitGroup
+			results = make([]scheduleResult, len(scenarios))
+			errs    = make([]error, len(scenarios))
+			// pgtest.Schema must run on the test's goroutine.
+			dsns = []string{pgtest.Schema(tb), pgtest.Schema(tb)}
+		)
+		// Side by side, so that both see the same machine load.
+		for i, sc := range scenarios {
+			wg.Go(func() { results[i], errs[i] = runSchedule(dsns[i], sc) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(tb, err)
+		}
+		fmt.Fprintf(&out, "\nBTS schedule, full lifecycles on the simulator at %gx (delays in upstream time: real delay x %g)\n", speed, speed)
+		printLifecycleTable(&out, results)
+		a, f := results[0], results[1]
+		fmt.Fprintf(&out, "adaptive makes %.1fx fewer calls per lifecycle; p95 delay of changes out for delivery: %s adaptive vs %s fixed\n",
+			f.callsPerLifecycle()/a.callsPerLifecycle(), fmtDur(pct(a.outOf1100, 95)), fmtDur(pct(f.outOf1100, 95)))
+		if b, ok := tb.(*testing.B); ok {
+			b.ReportMetric(a.callsPerLifecycle(), "adaptive-calls/lifecycle")
+			b.ReportMetric(f.callsPerLifecycle(), "fixed-calls/lifecycle")
+			b.ReportMetric(pct(a.outOf1100, 95).Seconds(), "adaptive-p95-1100-s")
+			b.ReportMetric(pct(f.outOf1100, 95).Seconds(), "fixed-p95-1100-s")
+		}
+		full = &a
+	}
+
+	if n := envInt(tb, "INGESTD_BTS_BENCH_SCALE_ORDERS", 100_000); n > 0 {
+		sc := scheduleScenario{
+			name: "adaptive", orders: n, speed: envFloat(tb, "INGESTD_BTS_BENCH_SCALE_SPEED", 50), intervals: adaptive,
+			backdate: 45 * time.Hour, window: envDuration(tb, "INGESTD_BTS_BENCH_SCALE_WINDOW", time.Minute),
+		}
+		r, err := runSchedule(pgtest.Schema(tb), sc)
+		require.NoError(tb, err)
+		printScaleReport(&out, r, full)
+	}
+}
+
+// scheduleScenario is one run of the BTS poller on the simulator.
+type scheduleScenario struct {
+	name   string
+	orders int
+	// speed is the simulator's time compression; intervals are divided by
+	// it too.
+	speed     float64
+	intervals poller.BTSIntervals
+	// backdate spreads the orders' creation before the start.
+	backdate time.Duration
+	// window, when set, measures a steady state for that long after every
+	// order was polled once; otherwise the run lasts until every order is
+	// terminal.
+	window time.Duration
+}
+
+// scheduleResult is what a run measured. Delays are in upstream time.
+type scheduleResult struct {
+	sc   scheduleScenario
+	wall time.Duration
+	// calls are the track calls made (in the window, for a window run).
+	calls int64
+	// orderHours is the upstream time orders spent active (in the window).
+	orderHours float64
+	// meanLifecycle is the mean upstream duration of the orders' lives.
+	meanLifecycle time.Duration
+	// upstreamChanges and observedChanges count status changes upstream
+	// and those published (first observations excluded).
+	upstreamChanges, observedChanges int
+	// delays: change upstream to its observation (observed_at), for every
+	// change, for changes into 1100, and for changes out of 1100 (orders
+	// out for delivery).
+	all, into1100, outOf1100 []time.Duration
+	// commit is observed_at to the outbox row's commit (real time).
+	commit []time.Duration
+	// claimLags are how late due orders were claimed (real time).
+	claimLags []time.Duration
+	heapMiB   float64
+	// firstPass is how long polling every order once took (window runs).
+	firstPass time.Duration
+	// commits and commitSecs count the poller's recording transactions
+	// and their total duration; recorded counts the polls they recorded
+	// (over the whole run).
+	commits    uint64
+	commitSecs float64
+	recorded   int64
+}
+
+// histogram returns the count and sum of a histogram on reg.
+func histogram(reg *prometheus.Registry, name string) (uint64, float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, 0, err
+	}
+	var (
+		n   uint64
+		sum float64
+	)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return n, sum, nil
+}
+
+// sumCounter returns the sum of a counter's series on reg.
+func sumCounter(reg *prometheus.Registry, name string) float64 {
+	mfs, _ := reg.Gather()
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func (r scheduleResult) callsPerLifecycle() float64 {
+	if r.sc.window == 0 {
+		return float64(r.calls) / float64(r.sc.orders)
+	}
+	// Extrapolated from a steady state: calls per active order-hour times
+	// the mean lifecycle.
+	return float64(r.calls) / r.orderHours * r.meanLifecycle.Hours()
+}
+
+// lagStore records how late claims came, from the claims themselves.
+type lagStore struct {
+	*cursor.Store
+	record atomic.Bool
+	mu     sync.Mutex
+	lags   []time.Duration
+}
+
+func (s *lagStore) ClaimDueBTSOrders(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]cursor.BTSClaim, error) {
+	claims, err := s.Store.ClaimDueBTSOrders(ctx, sourceID, limit, claimFor)
+	if s.record.Load() {
+		s.mu.Lock()
+		for _, c := range claims {
+			s.lags = append(s.lags, c.Lag)
+		}
+		s.mu.Unlock()
+	}
+	return claims, err
+}
+
+// handlerTransport serves requests with an http.Handler in-process: the
+// client's whole code path runs, without sockets.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = r
+	return resp, nil
+}
+
+// runSchedule runs one scenario in the schema of dsn and measures it. It
+// returns errors rather than failing the test, because part 1 runs it off
+// the test's goroutine.
+func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
+	ctx := context.Background()
+	cc := cursor.DefaultConfig()
+	cc.DatabaseURL = secret.New(dsn)
+	if _, err := cursor.Migrate(ctx, cc); err != nil {
+		return scheduleResult{}, err
+	}
+	base, err := cursor.Open(ctx, cc)
+	if err != nil {
+		return scheduleResult{}, err
+	}
+	defer base.Close()
+	store := &lagStore{Store: base}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return scheduleResult{}, err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+
+	s, err := sim.NewBTS(sim.BTSConfig{Seed: 11, Login: btsLogin, Password: btsPassword, Orders: sc.orders, Speed: sc.speed, Backdate: sc.backdate})
+	if err != nil {
+		return scheduleResult{}, err
+	}
+	bc := bts.DefaultConfig()
+	bc.BaseURL = "http://bts.sim"
+	bc.Login, bc.Password = btsLogin, secret.New(btsPassword)
+	client, err := bts.NewClient(bc, &http.Client{Transport: handlerTransport{s}})
+	if err != nil {
+		return scheduleResult{}, err
+	}
+	ids := s.Orders()
+	for chunk := range slices.Chunk(ids, 10_000) {
+		if _, err := store.TrackBTSOrders(ctx, btsSrc, chunk); err != nil {
+			return scheduleResult{}, err
+		}
+	}
+
+	cfg := poller.DefaultBTSConfig(btsSrc, "default")
+	cfg.Intervals = sc.intervals.Scaled(sc.speed)
+	cfg.Rate = 50_000
+	cfg.Concurrency = 16
+	cfg.IdlePoll = 10 * time.Millisecond
+	cfg.ClaimTimeout = time.Minute
+	cfg.BackoffInitial, cfg.BackoffMax = 5*time.Millisecond, 100*time.Millisecond
+	reg := prometheus.NewRegistry()
+	p, err := poller.NewBTS(cfg, client, store, &btsOutbox{}, zap.NewNop(), poller.NewMetrics(reg))
+	if err != nil {
+		return scheduleResult{}, err
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	var runErr error
+	finished := make(chan struct{})
+	started := time.Now()
+	go func() {
+		defer close(finished)
+		runErr = p.Run(runCtx)
+	}()
+	defer func() {
+		stop()
+		<-finished
+	}()
+
+	count := func(q string) (int64, error) {
+		var n int64
+		err := conn.QueryRow(ctx, q).Scan(&n)
+		return n, err
+	}
+	// waitFor polls q until it counts nothing, the poller stops or the
+	// limit passes.
+	waitFor := func(what, q string, limit time.Duration) error {
+		deadline := time.Now().Add(limit)
+		for {
+			n, err := count(q)
+			switch {
+			case err != nil:
+				return err
+			case n == 0:
+				return nil
+			case time.Now().After(deadline):
+				return fmt.Errorf("%s: %s did not finish within %s (%d left)", sc.name, what, limit, n)
+			}
+			select {
+			case <-finished:
+				return fmt.Errorf("%s: the poller stopped: %v", sc.name, runErr)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+
+	var (
+		t0, t1    time.Time
+		calls     int64
+		firstPass time.Duration
+	)
+	if sc.window == 0 {
+		store.record.Store(true)
+		t0 = s.Start()
+		if err := waitFor("the lifecycles", `SELECT count(*) FROM bts_orders WHERE state = 'active'`, 30*time.Minute); err != nil {
+			return scheduleResult{}, err
+		}
+		t1, calls = time.Now(), s.TotalCalls()
+	} else {
+		// Warm up: every order polled once, then one longest interval more,
+		// so that the first pass, which polled every order at once, no
+		// longer shapes the schedule.
+		if err := waitFor("the first pass", `SELECT count(*) FROM bts_orders WHERE state = 'active' AND status_code IS NULL`, 30*time.Minute); err != nil {
+			return scheduleResult{}, err
+		}
+		firstPass = time.Since(started)
+		settle := time.Duration(float64(longestInterval(sc.intervals)) / sc.speed * 1.1)
+		sleep := func(d time.Duration) error {
+			select {
+			case <-finished:
+				return fmt.Errorf("%s: the poller stopped: %v", sc.name, runErr)
+			case <-time.After(d):
+				return nil
+			}
+		}
+		if err := sleep(settle); err != nil {
+			return scheduleResult{}, err
+		}
+		t0, calls = time.Now(), s.TotalCalls()
+		store.record.Store(true)
+		if err := sleep(sc.window); err != nil {
+			return scheduleResult{}, err
+		}
+		t1, calls = time.Now(), s.TotalCalls()-calls
+		store.record.Store(false)
+		// Run one longest interval more, so that every change of the
+		// window has been observed.
+		if err := sleep(settle); err != nil {
+			return scheduleResult{}, err
+		}
+	}
+	r := scheduleResult{sc: sc, calls: calls, wall: time.Since(started), firstPass: firstPass}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	r.heapMiB = float64(ms.HeapAlloc) / (1 << 20)
+	stop()
+	<-finished
+	if runErr != nil {
+		return scheduleResult{}, runErr
+	}
+	store.mu.Lock()
+	r.claimLags = store.lags
+	store.mu.Unlock()
+	if r.commits, r.commitSecs, err = histogram(reg, "ingestd_bts_commit_seconds"); err != nil {
+		return scheduleResult{}, err
+	}
+	r.recorded = int64(sumCounter(reg, "ingestd_bts_polls_total"))
+	return r, r.measure(conn, s, ids, t0, t1)
+}
+
+// measure reads the outbox and relates every event to the upstream change
+// it reports.
+func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t1 time.Time) error {
+	ctx := context.Background()
+	rows, err := conn.Query(ctx, `SELECT payload, created_at FROM outbox ORDER BY seq`)
+	if err != nil {
+		return err
+	}
+	type obs struct {
+		ev      event.Event
+		created time.Time
+	}
+	byOrder := make(map[string][]obs, len(ids))
+	var (
+		payload []byte
+		created time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&payload, &created}, func() error {
+		ev, err := event.ParsePayload(payload)
+		if err != nil {
+			return err
+		}
+		byOrder[ev.OrderID] = append(byOrder[ev.OrderID], obs{ev, created})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	up := func(d time.Duration) time.Duration { return time.Duration(float64(d) * r.sc.speed) }
+	var lifetimes time.Duration
+	for _, id := range ids {
+		hist := s.History(id)
+		born, end := hist[0].At, hist[len(hist)-1].At
+		lifetimes += end.Sub(born)
+		// Active time within the window, and changes upstream in it.
+		if ov := minTime(end, t1).Sub(maxTime(born, t0)); ov > 0 {
+			r.orderHours += up(ov).Hours()
+		}
+		for _, c := range hist[1:] {
+			if c.At.After(t0) && !c.At.After(t1) {
+				r.upstreamChanges++
+			}
+		}
+		h := -1
+		for k, o := range byOrder[id] {
+			code, err := strconv.Atoi(o.ev.ProviderStatus)
+			if err != nil {
+				return err
+			}
+			next := slices.IndexFunc(hist[h+1:], func(c sim.Change) bool { return c.Code == code })
+			if next < 0 {
+				return fmt.Errorf("order %s: %d published out of order", id, code)
+			}
+			h += next + 1
+			// The first event is the order's status when first polled, not
+			// a change that was waited for. Changes are those that happened
+			// in the window, whenever they were observed.
+			if k == 0 || hist[h].At.Before(t0) || hist[h].At.After(t1) {
+				continue
+			}
+			r.observedChanges++
+			d := up(o.ev.ObservedAt.Sub(hist[h].At))
+			r.all = append(r.all, d)
+			if code == 1100 {
+				r.into1100 = append(r.into1100, d)
+			}
+			if hist[h-1].Code == 1100 {
+				r.outOf1100 = append(r.outOf1100, d)
+			}
+			r.commit = append(r.commit, o.created.Sub(o.ev.ObservedAt))
+		}
+	}
+	r.meanLifecycle = up(lifetimes / time.Duration(len(ids)))
+	for _, d := range [][]time.Duration{r.all, r.into1100, r.outOf1100, r.commit, r.claimLags} {
+		slices.Sort(d)
+	}
+	return nil
+}
+
+func printLifecycleTable(out *strings.Builder, rs []scheduleResult) {
+	fmt.Fprintf(out, "%-9s %7s %10s %10s %9s %9s %9s %11s %11s %11s %11s %9s\n",
+		"schedule", "orders", "calls/life", "changes", "seen", "p50 all", "p95 all",
+		"p50 1100->", "p95 1100->", "p50 ->1100", "p95 ->1100", "wall")
+	for _, r := range rs {
+		fmt.Fprintf(out, "%-9s %7d %10.1f %10d %8.0f%% %9s %9s %11s %11s %11s %11s %9s\n",
+			r.sc.name, r.sc.orders, r.callsPerLifecycle(), r.upstreamChanges, 100*float64(r.observedChanges)/float64(r.upstreamChanges),
+			fmtDur(pct(r.all, 50)), fmtDur(pct(r.all, 95)), fmtDur(pct(r.outOf1100, 50)), fmtDur(pct(r.outOf1100, 95)),
+			fmtDur(pct(r.into1100, 50)), fmtDur(pct(r.into1100, 95)), r.wall.Round(time.Second))
+	}
+	for _, r := range rs {
+		fmt.Fprintf(out, "  %s: real claim lag p50 %s p95 %s (= %s / %s upstream), observed->outbox commit p50 %s p95 %s real\n",
+			r.sc.name, fmtReal(pct(r.claimLags, 50)), fmtReal(pct(r.claimLags, 95)),
+			fmtDur(time.Duration(float64(pct(r.claimLags, 50))*r.sc.speed)), fmtDur(time.Duration(float64(pct(r.claimLags, 95))*r.sc.speed)),
+			fmtReal(pct(r.commit, 50)), fmtReal(pct(r.commit, 95)))
+	}
+}
+
+func printScaleReport(out *strings.Builder, r scheduleResult, full *scheduleResult) {
+	window := r.sc.window
+	fmt.Fprintf(out, "\nScale: %d orders (backdated over 45h, so spread over every status), adaptive schedule, %gx, steady-state window of %s (= %s upstream)\n",
+		r.sc.orders, r.sc.speed, window, fmtDur(time.Duration(float64(window)*r.sc.speed)))
+	active := r.orderHours / (float64(window) * r.sc.speed / float64(time.Hour))
+	required := float64(r.calls) / window.Seconds()
+	fmt.Fprintf(out, "  active orders (mean over the window): %.0f; track calls: %d = %.0f req/s achieved (%.0f req/s at real time)\n",
+		active, r.calls, required, required/r.sc.speed)
+	measured := "not run"
+	if full != nil {
+		measured = fmt.Sprintf("%.1f", full.callsPerLifecycle())
+	}
+	fmt.Fprintf(out, "  calls per active order-hour: %.2f -> %.1f per mean lifecycle of %s (full-lifecycle run: %s); fixed 1m: 60 per order-hour\n",
+		float64(r.calls)/r.orderHours, r.callsPerLifecycle(), fmtDur(r.meanLifecycle), measured)
+	fmt.Fprintf(out, "  claim lag (real): p50 %s, p95 %s, max %s over %d claims; Go heap after GC %.0f MiB (simulator included); first pass %s\n",
+		fmtReal(pct(r.claimLags, 50)), fmtReal(pct(r.claimLags, 95)), fmtReal(pct(r.claimLags, 100)), len(r.claimLags), r.heapMiB,
+		r.firstPass.Round(time.Second))
+	if r.commits > 0 {
+		fmt.Fprintf(out, "  recording: %d transactions, %.0f polls each on average, %.1fms each on average (whole run)\n",
+			r.commits, float64(r.recorded)/float64(r.commits), 1000*r.commitSecs/float64(r.commits))
+	}
+	fmt.Fprintf(out, "  changes in the window: %d upstream, %d published; delay p50 %s p95 %s; out for delivery (1100->) p50 %s p95 %s (n=%d)\n",
+		r.upstreamChanges, r.observedChanges, fmtDur(pct(r.all, 50)), fmtDur(pct(r.all, 95)),
+		fmtDur(pct(r.outOf1100, 50)), fmtDur(pct(r.outOf1100, 95)), len(r.outOf1100))
+}
+
+// pct returns the p-th percentile of sorted d (p=100: the maximum).
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(d)))) - 1
+	return d[min(max(i, 0), len(d)-1)]
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Hour:
+		return fmt.Sprintf("%.1fh", d.Hours())
+	case d >= time.Minute:
+		return fmt.Sprintf("%.1fm", d.Minutes())
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+func fmtReal(d time.Duration) string {
+	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+}
+
+// longestInterval returns the longest interval of a schedule.
+func longestInterval(iv poller.BTSIntervals) time.Duration {
+	longest := iv.For(-1) // the default
+	for _, code := range []int{0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400} {
+		longest = max(longest, iv.For(code))
+	}
+	return longest
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func envInt(tb testing.TB, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	require.NoError(tb, err, name)
+	return n
+}
+
+func envFloat(tb testing.TB, name string, def float64) float64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	require.NoError(tb, err, name)
+	return f
+}
+
+func envDuration(tb testing.TB, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	require.NoError(tb, err, name)
+	return d
+}

@@ -1,0 +1,530 @@
+package poller_test
+
+import (
+	"context"
+	"errors"
+	"hash/crc32"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/upstream"
+)
+
+const (
+	btsLogin    = "ingestd-test"
+	btsPassword = "s3cret-Pa55"
+	btsSrc      = "bts/default"
+)
+
+// btsOutbox stands in for the publisher: it spreads keys over four
+// partitions and counts wake-ups.
+type btsOutbox struct{ notified atomic.Int64 }
+
+func (o *btsOutbox) Partition(key string) int { return int(crc32.ChecksumIEEE([]byte(key)) % 4) }
+func (o *btsOutbox) Notify()                  { o.notified.Add(1) }
+
+// btsEnv is a BTS simulator and a migrated store.
+type btsEnv struct {
+	store  *cursor.Store
+	conn   *pgx.Conn
+	sim    *sim.BTS
+	srv    *httptest.Server
+	reg    *prometheus.Registry
+	m      *poller.Metrics
+	outbox *btsOutbox
+}
+
+func newBTSEnv(t *testing.T, sc sim.BTSConfig) *btsEnv {
+	t.Helper()
+	ctx := context.Background()
+	cc := cursor.DefaultConfig()
+	dsn := pgtest.Schema(t)
+	cc.DatabaseURL = secret.New(dsn)
+	_, err := cursor.Migrate(ctx, cc)
+	require.NoError(t, err)
+	store, err := cursor.Open(ctx, cc)
+	require.NoError(t, err)
+	t.Cleanup(store.Close)
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+
+	sc.Login, sc.Password = btsLogin, btsPassword
+	s, err := sim.NewBTS(sc)
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	reg := prometheus.NewRegistry()
+	return &btsEnv{store: store, conn: conn, sim: s, srv: srv, reg: reg, m: poller.NewMetrics(reg), outbox: &btsOutbox{}}
+}
+
+// client returns a BTS client of the simulator.
+func (e *btsEnv) client(t *testing.T, mutate func(*bts.Config)) *bts.Client {
+	t.Helper()
+	cfg := bts.DefaultConfig()
+	cfg.BaseURL = e.srv.URL
+	cfg.Login = btsLogin
+	cfg.Password = secret.New(btsPassword)
+	cfg.RequestTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	c, err := bts.NewClient(cfg, e.srv.Client())
+	require.NoError(t, err)
+	return c
+}
+
+// config returns a poller configuration for tests: fast backoff and claims.
+func btsTestConfig(intervals string) poller.BTSConfig {
+	cfg := poller.DefaultBTSConfig(btsSrc, "default")
+	iv, err := poller.ParseBTSIntervals(intervals)
+	if err != nil {
+		panic(err)
+	}
+	cfg.Intervals = iv
+	cfg.Rate = 5000
+	cfg.Concurrency = 8
+	cfg.ClaimTimeout = 5 * time.Second
+	cfg.IdlePoll = 50 * time.Millisecond
+	cfg.BackoffInitial = 5 * time.Millisecond
+	cfg.BackoffMax = 50 * time.Millisecond
+	cfg.CommitTimeout = 5 * time.Second
+	return cfg
+}
+
+// newPoller builds a poller on the env's store, registry and outbox.
+func (e *btsEnv) newPoller(t *testing.T, cfg poller.BTSConfig, client poller.BTSClient, log *zap.Logger) *poller.BTSPoller {
+	t.Helper()
+	p, err := poller.NewBTS(cfg, client, e.store, e.outbox, log, e.m)
+	require.NoError(t, err)
+	return p
+}
+
+// startBTS runs p until the test ends or stop is called; stop returns what
+// Run returned. done delivers Run's result if it returns on its own.
+func startBTS(t *testing.T, p *poller.BTSPoller) (stop func() error, done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	finished := make(chan struct{})
+	ch := make(chan error, 1)
+	go func() {
+		defer close(finished)
+		runErr = p.Run(ctx)
+		ch <- runErr
+	}()
+	stop = func() error {
+		cancel()
+		<-finished
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop, ch
+}
+
+// track adds orders to the watch-list.
+func (e *btsEnv) track(t *testing.T, ids ...string) {
+	t.Helper()
+	added, err := e.store.TrackBTSOrders(context.Background(), btsSrc, ids)
+	require.NoError(t, err)
+	require.Len(t, added, len(ids))
+}
+
+// counts returns the watch-list's counts by state.
+func (e *btsEnv) counts(t *testing.T) map[cursor.BTSState]int64 {
+	t.Helper()
+	c, err := e.store.CountBTSOrders(context.Background(), btsSrc)
+	require.NoError(t, err)
+	return c
+}
+
+// outboxRow is an outbox row with its decoded event.
+type outboxRow struct {
+	seq       int64
+	partition int
+	ev        event.Event
+	createdAt time.Time
+}
+
+// outboxRows reads the whole outbox in seq order.
+func (e *btsEnv) outboxRows(t *testing.T) []outboxRow {
+	t.Helper()
+	rows, err := e.conn.Query(context.Background(), `SELECT seq, partition, payload, created_at FROM outbox ORDER BY seq`)
+	require.NoError(t, err)
+	var out []outboxRow
+	var payload []byte
+	var r outboxRow
+	_, err = pgx.ForEachRow(rows, []any{&r.seq, &r.partition, &payload, &r.createdAt}, func() error {
+		ev, err := event.ParsePayload(payload)
+		if err != nil {
+			return err
+		}
+		r.ev = ev
+		out = append(out, r)
+		return nil
+	})
+	require.NoError(t, err)
+	return out
+}
+
+// metric returns the value of the counter or gauge name whose labels
+// include want; 0 when absent.
+func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !labelsMatch(m, want) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				total += m.Counter.GetValue()
+			case m.Gauge != nil:
+				total += m.Gauge.GetValue()
+			}
+		}
+	}
+	return total
+}
+
+func labelsMatch(m *dto.Metric, want map[string]string) bool {
+	for k, v := range want {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == k && l.GetValue() == v {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// TestBTSLifecyclesExactlyOnce is the acceptance test of the BTS source:
+// 1,000 orders walk their lifecycles to terminal statuses on the simulator,
+// polled by two replicas at once through random faults and token expiry;
+// the outbox holds each observed status change exactly once, in order per
+// order; terminal orders stop being polled.
+func TestBTSLifecyclesExactlyOnce(t *testing.T) {
+	t.Parallel()
+	const (
+		orders = 1000
+		// speed compresses the simulator's days-long lifecycles (about 45h
+		// on average, 130h at most) into 6s on average, 17s at most.
+		speed = 27000
+	)
+	e := newBTSEnv(t, sim.BTSConfig{
+		Seed: 42, Orders: orders, Speed: speed, UnknownRate: 0.05,
+		// Tokens live 2s, so clients refresh them ahead of expiry several
+		// times during the run.
+		TokenTTL: 2 * time.Second,
+		Faults:   sim.BTSFaultRates{ServerError: 0.01, TooManyRequests: 0.005, Malformed: 0.005},
+	})
+	ids := e.sim.Orders()
+	e.track(t, ids...)
+
+	// Coarse intervals, scaled like the simulator's time: an order is
+	// polled about ten times in its life, so many changes happen between
+	// two polls and are observed as skips.
+	intervals, err := poller.ParseBTSIntervals("100=6h,800=4h,1100=1h,default=6h")
+	require.NoError(t, err)
+	cfg := btsTestConfig("default=1h")
+	cfg.Intervals = intervals.Scaled(speed)
+
+	// Two replicas poll the one watch-list, each with its own client.
+	clients := []*bts.Client{e.client(t, nil), e.client(t, nil)}
+	var stops []func() error
+	for i, c := range clients {
+		p := e.newPoller(t, cfg, c, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("replica-"+strconv.Itoa(i)))
+		stop, _ := startBTS(t, p)
+		stops = append(stops, stop)
+	}
+
+	// Mid-run, every access token expires at once.
+	require.Eventually(t, func() bool { return e.sim.TotalCalls() > orders*3 }, 30*time.Second, 10*time.Millisecond)
+	unauthorizedBefore := e.sim.Unauthorized()
+	e.sim.ForceExpireTokens()
+
+	require.Eventually(t, func() bool { return e.counts(t)[cursor.BTSActive] == 0 }, 60*time.Second, 50*time.Millisecond,
+		"every order reaches a terminal status")
+	// Terminal orders are not polled any more (the replicas keep running).
+	calls := e.sim.TotalCalls()
+	require.Never(t, func() bool { return e.sim.TotalCalls() != calls }, 500*time.Millisecond, 20*time.Millisecond)
+	for _, stop := range stops {
+		require.NoError(t, stop())
+	}
+
+	require.Equal(t, map[cursor.BTSState]int64{cursor.BTSActive: 0, cursor.BTSTerminal: orders, cursor.BTSNotFound: 0}, e.counts(t))
+
+	// Each order's events: a subsequence of its upstream history, in order,
+	// revisions 1, 2, 3..., ending with the terminal status; each event
+	// observed after the change it reports.
+	rows := e.outboxRows(t)
+	byOrder := map[string][]event.Event{}
+	eventIDs := map[string]bool{}
+	unknown, skipped := 0, 0
+	for _, r := range rows {
+		require.False(t, eventIDs[r.ev.ID], "event %s stored twice", r.ev.ID)
+		eventIDs[r.ev.ID] = true
+		require.Equal(t, e.outbox.Partition(r.ev.Key()), r.partition)
+		byOrder[r.ev.OrderID] = append(byOrder[r.ev.OrderID], r.ev)
+	}
+	require.Len(t, byOrder, orders)
+	for _, id := range ids {
+		hist := e.sim.History(id)
+		evs := byOrder[id]
+		require.NotEmpty(t, evs, "order %s", id)
+		h := -1
+		for k, ev := range evs {
+			require.EqualValues(t, k+1, ev.Revision, "order %s revisions", id)
+			code, err := strconv.Atoi(ev.ProviderStatus)
+			require.NoError(t, err)
+			next := slices.IndexFunc(hist[h+1:], func(c sim.Change) bool { return c.Code == code })
+			require.GreaterOrEqual(t, next, 0, "order %s: %d is not later in its history %v", id, code, hist)
+			skipped += next
+			h += next + 1
+			require.False(t, ev.ObservedAt.Before(hist[h].At), "order %s observed %d before it happened", id, code)
+			require.Equal(t, ev.ObservedAt, ev.OccurredAt)
+			st, terminal := event.BTSStatus(code)
+			require.Equal(t, st, ev.Status)
+			require.Equal(t, terminal, ev.Terminal)
+			require.Equal(t, k == len(evs)-1, ev.Terminal, "order %s: only the last event is terminal", id)
+			require.Equal(t, sim.BTSStatusName(code), ev.ProviderStatusName)
+			if st == event.StatusUnknown {
+				unknown++
+			}
+		}
+		require.Equal(t, len(hist)-1, h, "order %s ends with its terminal status", id)
+	}
+	require.Positive(t, unknown, "code 1000 is published as unknown")
+	require.Positive(t, skipped, "coarse polls observe skips")
+	require.Equal(t, float64(len(rows)), metric(t, e.reg, "ingestd_events_ingested_total", map[string]string{"source": btsSrc}))
+	require.Positive(t, metric(t, e.reg, "ingestd_bts_status_skips_total", nil))
+	require.EqualValues(t, unknown, metric(t, e.reg, "ingestd_bts_unknown_status_total", map[string]string{"code": "1000"}))
+	require.Positive(t, e.outbox.notified.Load())
+	t.Logf("%d events for %d orders, %d API calls (%.1f per order), %d changes skipped between polls",
+		len(rows), orders, e.sim.TotalCalls(), float64(e.sim.TotalCalls())/orders, skipped)
+
+	// Tokens: refreshed ahead of expiry, and after the forced expiry each
+	// rejected request was retried after one refresh, so no poll failed.
+	require.Greater(t, e.sim.Unauthorized(), unauthorizedBefore, "the forced expiry was noticed")
+	for _, c := range clients {
+		st := c.AuthStats()
+		require.Equal(t, int64(1), st.Logins, "refreshes, not logins")
+		require.GreaterOrEqual(t, st.Refreshes, int64(3))
+	}
+	require.Zero(t, metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "auth"}))
+	require.Equal(t, float64(e.sim.Faulted()),
+		metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "retry"})+
+			metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "rate_limited"}),
+		"the only failed polls are the injected faults")
+	require.Zero(t, metric(t, e.reg, "ingestd_source_halted", nil))
+}
+
+func TestBTSHaltsOnRejectedCredentials(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 1, Orders: 3})
+	e.track(t, e.sim.Orders()...)
+	client := e.client(t, func(c *bts.Config) { c.Password = secret.New("wrong") })
+	p := e.newPoller(t, btsTestConfig("default=1s"), client, zaptest.NewLogger(t))
+	_, done := startBTS(t, p)
+
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the poller did not halt")
+	}
+	var he *poller.HaltError
+	require.ErrorAs(t, err, &he)
+	require.Equal(t, btsSrc, he.SourceID)
+	require.Equal(t, upstream.Auth, upstream.ClassOf(err))
+	require.NotContains(t, err.Error(), "wrong", "the password never appears")
+	require.Equal(t, 1.0, metric(t, e.reg, "ingestd_source_halted", map[string]string{"source": btsSrc}))
+	st, serr := e.store.Source(context.Background(), btsSrc)
+	require.NoError(t, serr)
+	require.NotNil(t, st.HaltedAt)
+	require.Contains(t, st.HaltedReason, "Incorrect login or password.")
+	require.Zero(t, e.sim.TotalCalls())
+}
+
+func TestBTSHaltsOnPermanentError(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 1, Orders: 1})
+	e.track(t, e.sim.Orders()...)
+	// The dictionary fetch succeeds; the order's poll gets a 422.
+	e.sim.Inject(sim.BTSFault{Kind: sim.BTSFaultNone}, sim.BTSFault{Kind: sim.BTSFaultValidation})
+	p := e.newPoller(t, btsTestConfig("default=1s"), e.client(t, nil), zaptest.NewLogger(t))
+	_, done := startBTS(t, p)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the poller did not halt")
+	}
+	require.Equal(t, upstream.Permanent, upstream.ClassOf(err))
+	require.ErrorContains(t, err, "Order Id must be an integer.")
+
+	// The order stays active and shows why the source stopped.
+	page, lerr := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, Limit: 10})
+	require.NoError(t, lerr)
+	require.Len(t, page, 1)
+	require.Equal(t, cursor.BTSActive, page[0].State)
+	require.Contains(t, page[0].LastError, "Order Id must be an integer.")
+	require.Empty(t, e.outboxRows(t))
+}
+
+func TestBTSNotFoundOrdersLeaveTheActiveSet(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 3, Orders: 5})
+	e.track(t, e.sim.Orders()...)
+	e.track(t, "1", "no-such-order")
+	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+
+	require.Eventually(t, func() bool {
+		c := e.counts(t)
+		return c[cursor.BTSNotFound] == 2 && len(e.outboxRows(t)) == 5
+	}, 20*time.Second, 20*time.Millisecond)
+	require.NoError(t, stop())
+	require.Equal(t, 2.0, metric(t, e.reg, "ingestd_bts_orders_not_found_total", nil))
+	page, err := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, State: cursor.BTSNotFound, Limit: 10})
+	require.NoError(t, err)
+	require.Equal(t, []string{"1", "no-such-order"}, []string{page[0].OrderID, page[1].OrderID})
+	for _, r := range e.outboxRows(t) {
+		require.NotEqual(t, "1", r.ev.OrderID)
+	}
+}
+
+func TestBTSBacksOffAndKeepsTheOrderDue(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 4, Orders: 1})
+	id := e.sim.OrderID(0)
+	e.track(t, id)
+	// Dictionary fine; then 429 with Retry-After, a 503, a timeout-like
+	// dropped connection and a malformed body before the poll succeeds.
+	e.sim.Inject(
+		sim.BTSFault{Kind: sim.BTSFaultNone},
+		sim.BTSFault{Kind: sim.BTSFaultTooManyRequests, RetryAfter: "1"},
+		sim.BTSFault{Kind: sim.BTSFaultServerError},
+		sim.BTSFault{Kind: sim.BTSFaultMalformed, Malformed: sim.BTSStatusFalse},
+		sim.BTSFault{Kind: sim.BTSFaultMalformed, Malformed: sim.BTSHTMLPage},
+	)
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	inner := e.srv.Config.Handler
+	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == sim.BTSTrackPath {
+			mu.Lock()
+			times = append(times, time.Now())
+			mu.Unlock()
+		}
+		inner.ServeHTTP(w, r)
+	})
+	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+	require.Eventually(t, func() bool { return len(e.outboxRows(t)) == 1 }, 20*time.Second, 20*time.Millisecond)
+	require.NoError(t, stop())
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, times, 5, "four failures, then the poll that succeeds")
+	require.GreaterOrEqual(t, times[1].Sub(times[0]), time.Second, "Retry-After is honoured")
+	require.Equal(t, 1.0, metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "rate_limited"}))
+	require.Equal(t, 3.0, metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "retry"}))
+	page, err := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, Limit: 1})
+	require.NoError(t, err)
+	require.Zero(t, page[0].ErrorCount, "a success clears the failures")
+	require.EqualValues(t, 1, page[0].ChangeCount)
+}
+
+func TestBTSStopReleasesClaimsAndReturnsNil(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 5, Orders: 40})
+	e.track(t, e.sim.Orders()...)
+	// Every poll hangs for a minute: stopping must not wait for them.
+	faults := []sim.BTSFault{{Kind: sim.BTSFaultNone}}
+	for range 40 {
+		faults = append(faults, sim.BTSFault{Kind: sim.BTSFaultSlow, Delay: time.Minute})
+	}
+	e.sim.Inject(faults...)
+	cfg := btsTestConfig("default=1h")
+	cfg.Concurrency = 2
+	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+	require.Eventually(t, func() bool { return e.sim.TotalCalls() == 2 }, 10*time.Second, 10*time.Millisecond)
+	started := time.Now()
+	require.NoError(t, stop(), "a cancelled Run returns nil")
+	require.Less(t, time.Since(started), 5*time.Second)
+
+	// Nothing was recorded, and every order is due again at once.
+	require.Empty(t, e.outboxRows(t))
+	wait, ok, err := e.store.NextBTSDue(context.Background(), btsSrc)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.LessOrEqual(t, wait, time.Duration(0))
+	claims, err := e.store.ClaimDueBTSOrders(context.Background(), btsSrc, 100, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, claims, 40, "claims were released, not left to expire")
+}
+
+func TestBTSDictionaryIsStoredAndRefreshed(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 6, Orders: 1, StatusPageSize: 5})
+	cfg := btsTestConfig("default=1h")
+	cfg.DictionaryRefresh = 50 * time.Millisecond
+	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "ingestd_bts_dictionary_refresh_total", map[string]string{"result": "ok"}) >= 3
+	}, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, stop())
+	defs, err := e.store.BTSStatuses(context.Background(), btsSrc)
+	require.NoError(t, err)
+	require.Len(t, defs, 12, "all three pages")
+	require.Equal(t, "Курьер доставляет", defs[8].Name)
+	require.Equal(t, []int{900, 1000, 1100}, defs[7].Next)
+	require.Positive(t, metric(t, e.reg, "ingestd_bts_auth_total", map[string]string{"kind": "login"}))
+}
+
+func TestBTSRunTwiceIsAnError(t *testing.T) {
+	t.Parallel()
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 7})
+	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+	require.Eventually(t, func() bool { return e.sim.Requests() > 0 }, 10*time.Second, 10*time.Millisecond)
+	err := p.Run(context.Background())
+	require.Error(t, err)
+	require.False(t, errors.As(err, new(*poller.HaltError)))
+	require.NoError(t, stop())
+}
