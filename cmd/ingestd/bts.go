@@ -17,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/upstream"
 )
 
 const btsUsage = `ingestd bts manages the BTS Express watch-list: the orders ingestd polls.
@@ -105,7 +106,7 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_, _ = fmt.Fprint(stderr, btsUsage)
 		return &usageError{fmt.Errorf("bts: unknown subcommand %q", sub)}
 	}
-	if !bts.ValidAccount(f.account) {
+	if !upstream.ValidAccount(f.account) {
 		return &usageError{fmt.Errorf("%s: must match [a-z0-9][a-z0-9._-]{0,62}, got %q", bts.EnvAccount, f.account)}
 	}
 	if err := f.db.Validate(); err != nil {

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/ingestd/ingestd/internal/upstream"
 )
@@ -24,10 +22,6 @@ const (
 	opTrack    = "bts track order"
 	opDetail   = "bts order detail"
 )
-
-// maxMessageBytes bounds the provider text kept in an error, which ends up
-// in logs and in the halt reason stored in PostgreSQL.
-const maxMessageBytes = 200
 
 // outcome is everything a call learned before it failed. Exactly one of
 // internal, err, malformed or a non-2xx status describes the failure.
@@ -82,7 +76,7 @@ func classify(ctx context.Context, o outcome) error {
 			StatusCode: o.status,
 			// The description may quote the body, so it is bounded and
 			// sanitised like any provider text.
-			Message: "malformed response: " + excerpt([]byte(o.malformed.Error())),
+			Message: "malformed response: " + upstream.Excerpt([]byte(o.malformed.Error())),
 		}
 	}
 	return classifyStatus(o)
@@ -134,7 +128,7 @@ func classifyStatus(o outcome) *upstream.Error {
 		// or the configuration is wrong and retrying cannot fix either.
 		ue.Class = upstream.Permanent
 		if s < 400 {
-			ue.Message = excerpt([]byte("redirected to " + o.header.Get("Location")))
+			ue.Message = upstream.Excerpt([]byte("redirected to " + o.header.Get("Location")))
 		}
 	default:
 		// 1xx that reached us, or a status outside the standard ranges: an
@@ -166,13 +160,13 @@ func providerError(body []byte) (code, message string) {
 		// Yii2's default validation answer is a bare array of
 		// {"field", "message"}.
 		if v := validationMessages(json.RawMessage(trimmed)); v != "" {
-			return "", excerpt([]byte(v))
+			return "", upstream.Excerpt([]byte(v))
 		}
-		return "", excerpt(body)
+		return "", upstream.Excerpt(body)
 	}
 	var eb errorBody
 	if err := json.Unmarshal(body, &eb); err != nil || (eb.Name == nil && eb.Message == nil && eb.Errors == nil) {
-		return "", excerpt(body)
+		return "", upstream.Excerpt(body)
 	}
 	code = jsonText(eb.Name)
 	if code == "" {
@@ -188,7 +182,7 @@ func providerError(body []byte) (code, message string) {
 		}
 		message += v
 	}
-	return excerpt([]byte(code)), excerpt([]byte(message))
+	return upstream.Excerpt([]byte(code)), upstream.Excerpt([]byte(message))
 }
 
 // validationMessages renders the "errors" of a 422 in any of the shapes Yii2
@@ -256,34 +250,4 @@ func jsonText(raw json.RawMessage) string {
 		}
 	}
 	return string(raw)
-}
-
-// excerpt makes provider text safe for a log line: at most maxMessageBytes,
-// cut on a rune boundary, valid UTF-8, control characters (which could forge
-// log lines) replaced by spaces, and surrounding space trimmed.
-func excerpt(b []byte) string {
-	if len(b) > maxMessageBytes {
-		b = b[:maxMessageBytes]
-		// Only the last rune can have been cut in half; drop it.
-		if i := lastRuneStart(b); !utf8.FullRune(b[i:]) {
-			b = b[:i]
-		}
-	}
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(string(b), "\uFFFD"))
-	return strings.TrimSpace(s)
-}
-
-// lastRuneStart returns the index where the last (possibly partial) rune of
-// b starts.
-func lastRuneStart(b []byte) int {
-	i := len(b) - 1
-	for i > 0 && !utf8.RuneStart(b[i]) {
-		i--
-	}
-	return max(i, 0)
 }

@@ -214,7 +214,7 @@ func (c *Client) order(ctx context.Context, op, path, orderID string) (json.RawM
 	if !ValidOrderID(orderID) {
 		// The watch-list only holds valid ids (a CHECK constraint), so this
 		// is a bug; halting makes it visible.
-		return nil, classify(ctx, outcome{op: op, internal: fmt.Errorf("invalid order id %q", excerpt([]byte(orderID)))})
+		return nil, classify(ctx, outcome{op: op, internal: fmt.Errorf("invalid order id %q", upstream.Excerpt([]byte(orderID)))})
 	}
 	return c.get(ctx, op, path, url.Values{"orderId": {orderID}}, true)
 }

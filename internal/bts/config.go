@@ -12,11 +12,10 @@ package bts
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/upstream"
 )
 
 // Environment variable names. They appear in Validate errors so that an
@@ -45,10 +44,6 @@ const (
 	// JWT carrying its own exp claim. BTS documents "about a day"; assuming
 	// a little less keeps the proactive refresh ahead of the real expiry.
 	DefaultTokenTTL = 23 * time.Hour
-
-	// maxAccountLen bounds the account name, which ends up in source ids,
-	// CloudEvents sources and metric labels.
-	maxAccountLen = 63
 	// minTokenTTL keeps a mistyped TTL ("23" meaning hours, parsed as an
 	// error, or "1s") from turning into a refresh storm.
 	minTokenTTL = time.Minute
@@ -130,10 +125,10 @@ func (c Config) Validate() error {
 	if c.Login != "" && !validHeaderValue(c.Login) {
 		add(EnvLogin, "must not contain control characters")
 	}
-	if err := validateBaseURL(c.BaseURL); err != nil {
+	if err := upstream.ValidateBaseURL(c.BaseURL); err != nil {
 		add(EnvBaseURL, "%v", err)
 	}
-	if !ValidAccount(c.Account) {
+	if !upstream.ValidAccount(c.Account) {
 		add(EnvAccount, "must match [a-z0-9][a-z0-9._-]{0,62}, got %q", c.Account)
 	}
 	if c.Language == "" || !validHeaderValue(c.Language) {
@@ -149,56 +144,6 @@ func (c Config) Validate() error {
 		add(EnvTokenTTL, "must be at least %s, got %s", minTokenTTL, c.TokenTTL)
 	}
 	return errors.Join(errs...)
-}
-
-// validateBaseURL accepts an absolute http(s) URL without query, fragment or
-// user info. Errors never echo the raw value, because a mistyped URL may hold
-// credentials in its user info.
-func validateBaseURL(raw string) error {
-	if raw == "" {
-		return errors.New("must be set")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		// url.Parse errors quote the whole input; keep only the reason.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("not a valid URL: %w", err)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("must be an absolute http or https URL, got scheme %q", u.Scheme)
-	case u.Host == "":
-		return errors.New("must include a host")
-	case u.User != nil:
-		return errors.New("must not contain user info; the login and password are configured separately")
-	case u.RawQuery != "" || u.ForceQuery:
-		return fmt.Errorf("must not contain a query, got %q", u.Redacted())
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
-	}
-	return nil
-}
-
-// ValidAccount reports whether s matches [a-z0-9][a-z0-9._-]{0,62}, the
-// shape of an account name in source ids, CloudEvents sources and metric
-// labels.
-func ValidAccount(s string) bool {
-	if len(s) == 0 || len(s) > maxAccountLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
-		case i > 0 && (ch == '.' || ch == '_' || ch == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // MaxOrderIDLen is the longest order id ingestd accepts.

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/ingestd/ingestd/internal/upstream"
 )
 
 // StatusDef is one entry of the BTS status dictionary (GET /v1/status/index).
@@ -60,12 +62,12 @@ type envelope struct {
 func decodeEnvelope(body []byte) (json.RawMessage, error) {
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %s", excerpt(body))
+		return nil, fmt.Errorf("not a JSON object: %s", upstream.Excerpt(body))
 	}
 	if len(env.Status) > 0 && string(env.Status) != "null" {
 		var ok bool
 		if err := json.Unmarshal(env.Status, &ok); err != nil {
-			return nil, fmt.Errorf("status is %s, not a boolean", excerpt(env.Status))
+			return nil, fmt.Errorf("status is %s, not a boolean", upstream.Excerpt(env.Status))
 		}
 		if !ok {
 			msg := jsonText(env.Message)
@@ -92,12 +94,12 @@ func parseCode(raw json.RawMessage) (code int, ok bool, err error) {
 	s := string(raw)
 	if raw[0] == '"' {
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, false, fmt.Errorf("status code %s is not a string", excerpt(raw))
+			return 0, false, fmt.Errorf("status code %s is not a string", upstream.Excerpt(raw))
 		}
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || n < 0 {
-		return 0, false, fmt.Errorf("status code %s is not a non-negative integer", excerpt(raw))
+		return 0, false, fmt.Errorf("status code %s is not a non-negative integer", upstream.Excerpt(raw))
 	}
 	return n, true, nil
 }
@@ -111,16 +113,16 @@ func parseOrderID(raw json.RawMessage) (string, error) {
 	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", fmt.Errorf("orderId %s is not a string", excerpt(raw))
+			return "", fmt.Errorf("orderId %s is not a string", upstream.Excerpt(raw))
 		}
 		return s, nil
 	}
 	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil {
-		return "", fmt.Errorf("orderId %s is neither a number nor a string", excerpt(raw))
+		return "", fmt.Errorf("orderId %s is neither a number nor a string", upstream.Excerpt(raw))
 	}
 	if _, err := strconv.ParseInt(string(n), 10, 64); err != nil {
-		return "", fmt.Errorf("orderId %s is not an integer", excerpt(raw))
+		return "", fmt.Errorf("orderId %s is not an integer", upstream.Excerpt(raw))
 	}
 	return string(n), nil
 }
@@ -143,7 +145,7 @@ type orderData struct {
 // answer about another order would publish its status under the wrong key.
 func decodeOrder(data json.RawMessage, want string) (id string, code *int, name string, err error) {
 	if len(data) == 0 || data[0] != '{' {
-		return "", nil, "", fmt.Errorf("data is not an object: %s", excerpt(data))
+		return "", nil, "", fmt.Errorf("data is not an object: %s", upstream.Excerpt(data))
 	}
 	var od orderData
 	if err := json.Unmarshal(data, &od); err != nil {
@@ -157,7 +159,7 @@ func decodeOrder(data json.RawMessage, want string) (id string, code *int, name 
 	case id == "":
 		id = want
 	case id != want:
-		return "", nil, "", fmt.Errorf("answer is about order %q, not %q", excerpt([]byte(id)), want)
+		return "", nil, "", fmt.Errorf("answer is about order %q, not %q", upstream.Excerpt([]byte(id)), want)
 	}
 	if od.Status == nil {
 		return "", nil, "", errors.New("data has no status")
@@ -231,7 +233,7 @@ func decodeStatusPage(data json.RawMessage, page int) ([]StatusDef, int, error) 
 	for i, it := range sp.Items {
 		code, ok, err := parseCode(it.Code)
 		if err != nil || !ok {
-			return nil, 0, fmt.Errorf("status page %d item %d: code %s is not an integer", page, i, excerpt(it.Code))
+			return nil, 0, fmt.Errorf("status page %d item %d: code %s is not an integer", page, i, upstream.Excerpt(it.Code))
 		}
 		defs = append(defs, StatusDef{
 			Code:        code,
@@ -275,18 +277,18 @@ func nextPage(raw json.RawMessage) (int, error) {
 		}
 		link = obj.Href
 	} else if err := json.Unmarshal(raw, &link); err != nil {
-		return 0, fmt.Errorf("_links.next is neither a string nor an object: %s", excerpt(raw))
+		return 0, fmt.Errorf("_links.next is neither a string nor an object: %s", upstream.Excerpt(raw))
 	}
 	if link == "" {
 		return 0, nil
 	}
 	u, err := url.Parse(link)
 	if err != nil {
-		return 0, fmt.Errorf("_links.next is not a URL: %s", excerpt([]byte(link)))
+		return 0, fmt.Errorf("_links.next is not a URL: %s", upstream.Excerpt([]byte(link)))
 	}
 	p, err := strconv.Atoi(u.Query().Get("page"))
 	if err != nil || p < 1 {
-		return 0, fmt.Errorf("_links.next has no page number: %s", excerpt([]byte(link)))
+		return 0, fmt.Errorf("_links.next has no page number: %s", upstream.Excerpt([]byte(link)))
 	}
 	return p, nil
 }

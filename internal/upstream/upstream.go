@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Class says what a poller must do after a failed upstream call.
@@ -161,4 +164,91 @@ func ReadBody(r io.Reader, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w (%d bytes)", ErrBodyTooLarge, limit)
 	}
 	return b, nil
+}
+
+// MaxExcerpt bounds provider text quoted in errors and logs (and in halt
+// reasons stored in PostgreSQL).
+const MaxExcerpt = 200
+
+// Excerpt makes provider text safe for a log line: at most MaxExcerpt,
+// cut on a rune boundary, valid UTF-8, control characters (which could forge
+// log lines) replaced by spaces, and surrounding space trimmed.
+func Excerpt(b []byte) string {
+	if len(b) > MaxExcerpt {
+		b = b[:MaxExcerpt]
+		// Only the last rune can have been cut in half; drop it.
+		if i := lastRuneStart(b); !utf8.FullRune(b[i:]) {
+			b = b[:i]
+		}
+	}
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(b), "\uFFFD"))
+	return strings.TrimSpace(s)
+}
+
+// lastRuneStart returns the index where the last (possibly partial) rune of
+// b starts.
+func lastRuneStart(b []byte) int {
+	i := len(b) - 1
+	for i > 0 && !utf8.RuneStart(b[i]) {
+		i--
+	}
+	return max(i, 0)
+}
+
+// ValidateBaseURL accepts an absolute http(s) URL without query, fragment or
+// user info. Errors never echo the raw value, because a mistyped URL may hold
+// credentials in its user info.
+func ValidateBaseURL(raw string) error {
+	if raw == "" {
+		return errors.New("must be set")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse errors quote the whole input; keep only the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("not a valid URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("must be an absolute http or https URL, got scheme %q", u.Scheme)
+	case u.Host == "":
+		return errors.New("must include a host")
+	case u.User != nil:
+		return errors.New("must not contain user info; credentials are configured separately")
+	case u.RawQuery != "" || u.ForceQuery:
+		return fmt.Errorf("must not contain a query, got %q", u.Redacted())
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
+	}
+	return nil
+}
+
+// maxAccountLen bounds an account name.
+const maxAccountLen = 63
+
+// ValidAccount reports whether s matches [a-z0-9][a-z0-9._-]{0,62}, the
+// shape of an account name in source ids, CloudEvents sources and metric
+// labels.
+func ValidAccount(s string) bool {
+	if len(s) == 0 || len(s) > maxAccountLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
+		case i > 0 && (ch == '.' || ch == '_' || ch == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }

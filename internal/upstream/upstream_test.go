@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -58,4 +59,32 @@ func TestClassOf(t *testing.T) {
 	require.False(t, Retry.Halts())
 	require.Equal(t, 2*time.Second, RetryAfterOf(&Error{Class: RateLimited, RetryAfter: 2 * time.Second}))
 	require.Contains(t, e.Error(), "HTTP 400 invalid_cursor")
+}
+
+func TestExcerpt(t *testing.T) {
+	t.Parallel()
+	// "ошибка " is 13 bytes, so byte 200 falls in the middle of a rune.
+	russian := strings.Repeat("ошибка ", 100)
+	tests := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{"short text is kept", "Bad Gateway", "Bad Gateway"},
+		{"surrounding space is trimmed", "\n  oops \r\n", "oops"},
+		{"control characters become spaces", "line1\nline2\x1b[31m\u0085", "line1 line2 [31m"},
+		{"ASCII is cut at 200 bytes", strings.Repeat("a", 300), strings.Repeat("a", 200)},
+		{"a rune cut in half is dropped", russian, russian[:199]},
+		{"invalid UTF-8 is replaced", "a\xffb", "a\uFFFDb"},
+		{"empty", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := Excerpt([]byte(tc.in))
+			require.Equal(t, tc.want, got)
+			require.True(t, utf8.ValidString(got))
+			require.LessOrEqual(t, len(got), MaxExcerpt)
+		})
+	}
 }

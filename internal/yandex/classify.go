@@ -8,18 +8,12 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/ingestd/ingestd/internal/upstream"
 )
 
 // opFetch is the Op of every error Journal returns.
 const opFetch = "fetch journal page"
-
-// maxMessageBytes bounds the provider text kept in an error, which ends up
-// in logs.
-const maxMessageBytes = 200
 
 // outcome is everything Journal learned about a failed call. Exactly one of
 // internal, badCursor, err, malformed or a non-2xx status describes the
@@ -67,7 +61,7 @@ func classify(ctx context.Context, o outcome) error {
 			StatusCode: o.status,
 			// The description quotes the body (keys, claim ids), so it is
 			// bounded and sanitised like any provider text.
-			Message: "malformed journal page: " + excerpt([]byte(o.malformed.Error())),
+			Message: "malformed journal page: " + upstream.Excerpt([]byte(o.malformed.Error())),
 		}
 	}
 	return classifyStatus(o)
@@ -126,7 +120,7 @@ func classifyStatus(o outcome) *upstream.Error {
 		if s < 400 {
 			// The body of a redirect is boilerplate; where it points is what
 			// the operator needs to fix the base URL.
-			ue.Message = excerpt([]byte("redirected to " + o.header.Get("Location")))
+			ue.Message = upstream.Excerpt([]byte("redirected to " + o.header.Get("Location")))
 		}
 	default:
 		// 1xx that reached us, or a status outside the standard ranges: an
@@ -147,7 +141,7 @@ func providerError(body []byte) (code, message string) {
 	if err := json.Unmarshal(body, &pe); err == nil && (pe.Code != nil || pe.Message != nil) {
 		return jsonText(pe.Code), jsonText(pe.Message)
 	}
-	return "", excerpt(body)
+	return "", upstream.Excerpt(body)
 }
 
 // jsonText renders a code or message value: strings unquoted, anything else
@@ -155,42 +149,12 @@ func providerError(body []byte) (code, message string) {
 func jsonText(raw json.RawMessage) string {
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return excerpt([]byte(s))
+		return upstream.Excerpt([]byte(s))
 	}
 	if string(raw) == "null" {
 		return ""
 	}
-	return excerpt(raw)
-}
-
-// excerpt makes provider text safe for a log line: at most maxMessageBytes,
-// cut on a rune boundary, valid UTF-8, control characters (which could forge
-// log lines) replaced by spaces, and surrounding space trimmed.
-func excerpt(b []byte) string {
-	if len(b) > maxMessageBytes {
-		b = b[:maxMessageBytes]
-		// Only the last rune can have been cut in half; drop it.
-		if i := lastRuneStart(b); !utf8.FullRune(b[i:]) {
-			b = b[:i]
-		}
-	}
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.ToValidUTF8(string(b), "\uFFFD"))
-	return strings.TrimSpace(s)
-}
-
-// lastRuneStart returns the index where the last (possibly partial) rune of
-// b starts.
-func lastRuneStart(b []byte) int {
-	i := len(b) - 1
-	for i > 0 && !utf8.RuneStart(b[i]) {
-		i--
-	}
-	return max(i, 0)
+	return upstream.Excerpt(raw)
 }
 
 // containsFold reports whether s contains substr, ignoring case.

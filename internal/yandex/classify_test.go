@@ -3,38 +3,9 @@ package yandex
 import (
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
-
-func TestExcerpt(t *testing.T) {
-	t.Parallel()
-	// "ошибка " is 13 bytes, so byte 200 falls in the middle of a rune.
-	russian := strings.Repeat("ошибка ", 100)
-	tests := []struct {
-		name string
-		in   string
-		want string
-	}{
-		{"short text is kept", "Bad Gateway", "Bad Gateway"},
-		{"surrounding space is trimmed", "\n  oops \r\n", "oops"},
-		{"control characters become spaces", "line1\nline2\x1b[31m\u0085", "line1 line2 [31m"},
-		{"ASCII is cut at 200 bytes", strings.Repeat("a", 300), strings.Repeat("a", 200)},
-		{"a rune cut in half is dropped", russian, russian[:199]},
-		{"invalid UTF-8 is replaced", "a\xffb", "a\uFFFDb"},
-		{"empty", "", ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got := excerpt([]byte(tc.in))
-			require.Equal(t, tc.want, got)
-			require.True(t, utf8.ValidString(got))
-			require.LessOrEqual(t, len(got), maxMessageBytes)
-		})
-	}
-}
 
 func TestProviderError(t *testing.T) {
 	t.Parallel()

@@ -292,7 +292,7 @@ func TestJournalClassification(t *testing.T) {
 			}
 			require.Contains(t, ue.Message, tc.wantMessage)
 			require.True(t, strings.HasPrefix(ue.Message, tc.wantPrefix), "message %q", ue.Message)
-			require.LessOrEqual(t, len(ue.Message), maxMessageBytes+len("malformed journal page: "))
+			require.LessOrEqual(t, len(ue.Message), upstream.MaxExcerpt+len("malformed journal page: "))
 			if tc.wantStatus == 0 {
 				require.Error(t, ue.Err, "a transport failure keeps its cause")
 			}

@@ -8,11 +8,11 @@ package yandex
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/upstream"
 )
 
 // Environment variable names. They appear in Validate errors so that an
@@ -40,9 +40,6 @@ const (
 
 	// MaxPageLimit is the largest limit the journal accepts.
 	MaxPageLimit = 1000
-	// maxAccountLen bounds the account name, which ends up in cursor keys,
-	// CloudEvents sources and metric labels.
-	maxAccountLen = 63
 )
 
 // Config for the Yandex source. Env var names appear in Validate errors.
@@ -113,10 +110,10 @@ func (c Config) Validate() error {
 	if !validHeaderValue(c.Token.Reveal()) || strings.ContainsAny(c.Token.Reveal(), " \t") {
 		add(EnvToken, "must not contain whitespace or control characters")
 	}
-	if err := validateBaseURL(c.BaseURL); err != nil {
+	if err := upstream.ValidateBaseURL(c.BaseURL); err != nil {
 		add(EnvBaseURL, "%v", err)
 	}
-	if !validAccount(c.Account) {
+	if !upstream.ValidAccount(c.Account) {
 		add(EnvAccount, "must match [a-z0-9][a-z0-9._-]{0,62}, got %q", c.Account)
 	}
 	if c.PageLimit < 1 || c.PageLimit > MaxPageLimit {
@@ -135,55 +132,6 @@ func (c Config) Validate() error {
 		add(EnvMaxResponseBytes, "must be positive, got %d", c.MaxResponseBytes)
 	}
 	return errors.Join(errs...)
-}
-
-// validateBaseURL accepts an absolute http(s) URL without query, fragment or
-// user info. Errors never echo the raw value, because a mistyped URL may hold
-// credentials in its user info.
-func validateBaseURL(raw string) error {
-	if raw == "" {
-		return errors.New("must be set")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		// url.Parse errors quote the whole input; keep only the reason.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("not a valid URL: %w", err)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return fmt.Errorf("must be an absolute http or https URL, got scheme %q", u.Scheme)
-	case u.Host == "":
-		return errors.New("must include a host")
-	case u.User != nil:
-		return errors.New("must not contain user info; the token is configured separately")
-	case u.RawQuery != "" || u.ForceQuery:
-		return fmt.Errorf("must not contain a query, got %q", u.Redacted())
-	case u.Fragment != "" || strings.Contains(raw, "#"):
-		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
-	}
-	return nil
-}
-
-// validAccount reports whether s matches [a-z0-9][a-z0-9._-]{0,62}. It is
-// written out rather than as a regexp to avoid a package-level variable.
-func validAccount(s string) bool {
-	if len(s) == 0 || len(s) > maxAccountLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
-		case i > 0 && (ch == '.' || ch == '_' || ch == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // validHeaderValue reports whether s can be sent as an HTTP header value:
