@@ -197,7 +197,7 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	want := []string{"ingestd", "kafka", "migrate", "postgres", "sim"}
+	want := []string{"ingestd", "kafka", "migrate", "postgres", "sim", "track"}
 	if got := p.ServiceNames(); !slices.Equal(got, want) {
 		return fmt.Errorf("services %v, want %v (plus the consumer profile)", got, want)
 	}
@@ -225,9 +225,9 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 		}
 	}
 
-	// One image, built from this repository, for ingestd, migrate and sim.
+	// One image, built from this repository, for ingestd, migrate, track and sim.
 	var image string
-	for _, name := range []string{"migrate", "sim", "ingestd"} {
+	for _, name := range []string{"migrate", "track", "sim", "ingestd"} {
 		s := svc(name)
 		if s.Build == nil || filepath.Clean(s.Build.Context) != filepath.Clean(p.WorkingDir) {
 			fail("%s must build the repository's Dockerfile, got %+v", name, s.Build)
@@ -251,7 +251,7 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 		fail("postgres needs a healthcheck: migrate waits for it")
 	}
 	pgEnv := env(pg)
-	for _, name := range []string{"migrate", "ingestd"} {
+	for _, name := range []string{"migrate", "track", "ingestd"} {
 		dsn := env(svc(name))["INGESTD_DATABASE_URL"]
 		u, err := url.Parse(dsn)
 		if err != nil || u.Hostname() != "postgres" {
@@ -359,6 +359,30 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 		fail("ingestd logs for humans here: INGESTD_LOG_FORMAT=console, got %q", ie["INGESTD_LOG_FORMAT"])
 	}
 	dependsOn("ingestd", "migrate", types.ServiceConditionCompletedSuccessfully)
+
+	// track puts exactly the simulator's BTS orders on the watch-list, and
+	// ingestd logs in to the simulator with the credentials it accepts.
+	dependsOn("track", "migrate", types.ServiceConditionCompletedSuccessfully)
+	simEnv, ingEnv := env(svc("sim")), env(svc("ingestd"))
+	first, err1 := strconv.Atoi(simEnv["SIM_BTS_FIRST_ORDER_ID"])
+	n, err2 := strconv.Atoi(simEnv["SIM_BTS_ORDERS"])
+	if err1 != nil || err2 != nil || n <= 0 {
+		fail("sim must serve BTS orders from a fixed first id (SIM_BTS_ORDERS, SIM_BTS_FIRST_ORDER_ID)")
+	} else {
+		wantCmd := []string{"bts", "track"}
+		for i := range n {
+			wantCmd = append(wantCmd, strconv.Itoa(first+i))
+		}
+		if got := []string(svc("track").Command); !slices.Equal(got, wantCmd) {
+			fail("track command %v, want %v (the simulator's orders)", got, wantCmd)
+		}
+	}
+	if ingEnv["INGESTD_BTS_LOGIN"] != simEnv["SIM_BTS_LOGIN"] || ingEnv["INGESTD_BTS_PASSWORD"] != simEnv["SIM_BTS_PASSWORD"] {
+		fail("ingestd's BTS credentials must be the ones the simulator accepts")
+	}
+	if u, err := url.Parse(ingEnv["INGESTD_BTS_BASE_URL"]); err != nil || u.Hostname() != "sim" {
+		fail("INGESTD_BTS_BASE_URL must point at the sim service")
+	}
 	dependsOn("ingestd", "kafka", types.ServiceConditionHealthy)
 	dependsOn("ingestd", "sim", types.ServiceConditionStarted)
 
@@ -468,6 +492,8 @@ func TestComposeFile(t *testing.T) {
 		{"wrong database password", "POSTGRES_PASSWORD: ingestd", "POSTGRES_PASSWORD: secret", "POSTGRES_PASSWORD"},
 		{"short stop grace period", "stop_grace_period: 30s", "stop_grace_period: 15s", "stop_grace_period"},
 		{"sim binary not in image", `entrypoint: ["/ingestd-sim"]`, `entrypoint: ["/sim"]`, "not a binary"},
+		{"track missing an order", `"7000019"]`, `"7000018"]`, "the simulator's orders"},
+		{"wrong BTS password", "INGESTD_BTS_PASSWORD: compose-bts-password", "INGESTD_BTS_PASSWORD: other", "BTS credentials"},
 		{"kafka without KRaft roles", "KAFKA_PROCESS_ROLES: broker,controller", "KAFKA_PROCESS_ROLES: broker", "KAFKA_PROCESS_ROLES"},
 	}
 	for _, tc := range cases {

@@ -28,6 +28,8 @@ type options struct {
 	logFormat     string
 	statsInterval time.Duration
 	yandex        sim.YandexConfig
+	// bts is served when it has orders (--bts-orders > 0).
+	bts sim.BTSConfig
 }
 
 // defaultOptions mirrors `make demo`: the same seed, backlog, rate and fault
@@ -53,6 +55,7 @@ func defaultOptions() options {
 				SlowDelay:       time.Second,
 			},
 		},
+		bts: sim.BTSConfig{Seed: 2026, Login: "ingestd", Speed: 2500},
 	}
 }
 
@@ -68,6 +71,13 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.statsInterval, "stats-interval", o.statsInterval, "how often to log request and journal counters (0: never)")
 
 	y := &o.yandex
+	b := &o.bts
+	fs.IntVar(&b.Orders, "bts-orders", b.Orders, "orders of the simulated BTS Express (0: no BTS simulator)")
+	fs.Int64Var(&b.FirstOrderID, "bts-first-order-id", b.FirstOrderID, "id of the first BTS order; the others follow (0: derived from the seed)")
+	fs.StringVar(&b.Login, "bts-login", b.Login, "login the BTS simulator accepts")
+	fs.StringVar(&b.Password, "bts-password", b.Password, "password the BTS simulator accepts (required with --bts-orders)")
+	fs.Float64Var(&b.Speed, "bts-speed", b.Speed, "how many times faster than real time BTS orders live their lifecycles")
+
 	fs.StringVar(&y.Token, "yandex-token", y.Token, "Bearer token the Yandex journal requires (empty: any request is accepted)")
 	fs.Int64Var(&y.Seed, "seed", y.Seed, "seed of the deterministic journal")
 	fs.IntVar(&y.Backlog, "backlog", y.Backlog, "journal entries available at start")
@@ -114,7 +124,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// rates adding up to more than 1), so it is a usage error.
 		return &usageError{err}
 	}
-	addr, wait, err := sim.ListenAndServe(ctx, o.addr, newMux(y))
+	var b *sim.BTS
+	if o.bts.Orders > 0 {
+		o.bts.Seed = o.yandex.Seed
+		if b, err = sim.NewBTS(o.bts); err != nil {
+			return &usageError{err}
+		}
+		log.Info("BTS simulator", zap.Int("orders", o.bts.Orders), zap.String("first_order", b.OrderID(0)), zap.Float64("speed", o.bts.Speed))
+	}
+	addr, wait, err := sim.ListenAndServe(ctx, o.addr, newMux(y, b))
 	if err != nil {
 		return err
 	}
@@ -141,15 +159,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// newMux routes each simulated API to its own paths. This is where a second
-// simulator mounts: the BTS Express simulator, once internal/sim has one,
-// gets its own prefix here next to the Yandex journal, so that one process
+// newMux routes each simulated API to its own paths, so that one process
 // stands in for every upstream ingestd talks to.
-func newMux(y *sim.Yandex) *http.ServeMux {
+func newMux(y *sim.Yandex, b *sim.BTS) *http.ServeMux {
 	mux := http.NewServeMux()
 	// The exact journal path, any method: the simulator itself answers 405
 	// to anything but POST, like the real API.
 	mux.Handle(sim.YandexJournalPath, y)
+	if b != nil {
+		// BTS's own paths: /auth/login, /auth/refresh, /v1/status/index,
+		// /v1/order/track, /v1/order/detail.
+		mux.Handle("/auth/", b)
+		mux.Handle("/v1/", b)
+	}
 	// A liveness endpoint for orchestrators; it checks nothing but that the
 	// process serves HTTP.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

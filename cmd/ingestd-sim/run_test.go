@@ -312,3 +312,37 @@ func TestEnvironmentVariables(t *testing.T) {
 		require.True(t, known[k], "docker-compose.yml sets %s, which ingestd-sim does not read", k)
 	}
 }
+
+// TestRunServesBTSBesideTheJournal starts the BTS simulator next to the
+// journal on the same port, with orders numbered from a fixed id so that a
+// script can track them, and drives it as ingestd's client would.
+func TestRunServesBTSBesideTheJournal(t *testing.T) {
+	t.Parallel()
+	s := start(t, "-bts-orders", "3", "-bts-first-order-id", "7000000", "-bts-password", "pw")
+
+	resp, err := http.Post(s.base+"/auth/login", "application/json", strings.NewReader(`{"login":"ingestd","password":"pw"}`))
+	require.NoError(t, err)
+	var login struct {
+		Data struct {
+			AccessToken string `json:"access_token"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&login))
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NotEmpty(t, login.Data.AccessToken)
+
+	for id, want := range map[string]int{"7000000": http.StatusOK, "7000002": http.StatusOK, "7000003": http.StatusNotFound} {
+		req, err := http.NewRequest(http.MethodGet, s.base+"/v1/order/track?orderId="+id, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+login.Data.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode, "order %s", id)
+	}
+	// The journal is still served on the same port.
+	r, _ := post(t, s.base, "", "", "10")
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	require.NoError(t, s.stop(t))
+}

@@ -75,6 +75,10 @@ type BTSConfig struct {
 	Now func() time.Time
 	// Orders is the number of orders, all created at the start.
 	Orders int
+	// FirstOrderID numbers the orders FirstOrderID, FirstOrderID+1, …; zero
+	// derives a start from the seed. A fixed one lets a script (docker
+	// compose) track the orders without asking the simulator.
+	FirstOrderID int64
 	// Speed compresses time: upstream dwell times are divided by it.
 	// Zero means 1 (real time).
 	Speed float64
@@ -257,7 +261,7 @@ func NewBTS(cfg BTSConfig) (*BTS, error) {
 		now:       now,
 		start:     now(),
 		seedHash:  seedHash,
-		firstID:   btsOrderBase + int64(mix64(seedHash^mixBTSIDs)%1_000_000)*10,
+		firstID:   firstOrderID(cfg.FirstOrderID, seedHash),
 		tokenKey:  key,
 		slowDelay: slow,
 		calls:     make([]atomic.Int64, cfg.Orders),
@@ -274,6 +278,14 @@ const (
 
 // Start returns when the orders' lifecycles began.
 func (b *BTS) Start() time.Time { return b.start }
+
+// firstOrderID is the configured first id, or one derived from the seed.
+func firstOrderID(fixed int64, seedHash uint64) int64 {
+	if fixed > 0 {
+		return fixed
+	}
+	return btsOrderBase + int64(mix64(seedHash^mixBTSIDs)%1_000_000)*10
+}
 
 // OrderID returns the id of order i (0 <= i < Orders).
 func (b *BTS) OrderID(i int) string {
