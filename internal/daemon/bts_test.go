@@ -25,7 +25,7 @@ func TestBTSBesideYandexEndToEnd(t *testing.T) {
 	t.Parallel()
 	const (
 		journal = 2000
-		orders  = 200
+		orders  = 1000
 		speed   = 27000 // days-long lifecycles in seconds
 	)
 	s := newStack(t, sim.YandexConfig{Seed: 17, Backlog: journal})
