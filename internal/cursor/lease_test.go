@@ -8,12 +8,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pgtest"
 )
 
 func TestLeaseLifecycle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 
 	a, ok, err := s.TryAcquire(ctx, "source:x", "a", time.Minute)
 	require.NoError(t, err)
@@ -49,7 +50,7 @@ func TestLeaseLifecycle(t *testing.T) {
 func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	a, ok, err := s.TryAcquire(ctx, "publisher", "a", 50*time.Millisecond)
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -68,7 +69,7 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 func TestTakenOverWriterCannotCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	const src = "yandex/default"
 	_, err := s.Target(ctx, "t", 2)
 	require.NoError(t, err)
@@ -122,7 +123,7 @@ func TestTakenOverWriterCannotCommit(t *testing.T) {
 func TestTakeoverWaitsForAnInFlightCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	old, ok, err := s.TryAcquire(ctx, "source:s", "old", time.Minute)
 	require.NoError(t, err)
 	require.True(t, ok)

@@ -15,19 +15,6 @@ import (
 	"github.com/ingestd/ingestd/internal/secret"
 )
 
-func openStore(t *testing.T) *cursor.Store {
-	t.Helper()
-	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
-	_, err := cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
-
 // leases caches the test's lease per store and name, so that every commit of
 // one source in a test uses the same epoch.
 var leases sync.Map
@@ -96,7 +83,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 func TestCommitPageStoresCursorByteForByte(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	const src = "yandex/default"
 
 	st, err := s.Source(ctx, src)
@@ -125,7 +112,7 @@ func TestCommitPageStoresCursorByteForByte(t *testing.T) {
 func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	const src = "yandex/default"
 
 	_, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0), row(2, 0), row(3, 1)}}))
@@ -156,7 +143,7 @@ func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
 func TestCommitPageRejectsStaleCursor(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	const src = "yandex/default"
 
 	_, err := s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []cursor.Row{row(1, 0)}}))
@@ -182,7 +169,7 @@ func TestCommitPageRejectsStaleCursor(t *testing.T) {
 func TestConcurrentSourcesGetSeqInCommitOrder(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	_, err := s.Target(ctx, "t", 2)
 	require.NoError(t, err)
 
@@ -228,7 +215,7 @@ func assertNoError(t *testing.T, err error) bool {
 func TestWatermarksPendingAndPrune(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	n, err := s.Target(ctx, "events", 2)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
@@ -274,7 +261,7 @@ func TestWatermarksPendingAndPrune(t *testing.T) {
 func TestTargetMismatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	_, err := s.Target(ctx, "events", 3)
 	require.NoError(t, err)
 
@@ -292,7 +279,7 @@ func TestTargetMismatch(t *testing.T) {
 func TestHaltKeepsCursor(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	require.NoError(t, s.Halt(ctx, "never-ran", "auth rejected"))
 	st, err := s.Source(ctx, "never-ran")
 	require.NoError(t, err)
@@ -346,7 +333,7 @@ func TestConfigValidate(t *testing.T) {
 func TestConcurrentFirstTarget(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {

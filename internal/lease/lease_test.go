@@ -14,21 +14,7 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
-	"github.com/ingestd/ingestd/internal/secret"
 )
-
-func openStore(t *testing.T) *cursor.Store {
-	t.Helper()
-	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
-	_, err := cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
 
 // tracker records which holders are working, and fails the test if two
 // work at once.
@@ -90,7 +76,7 @@ func start(t *testing.T, r *lease.Runner) (cancel func()) {
 
 func TestOneActiveAndHandoverOnStop(t *testing.T) {
 	t.Parallel()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	tr := &tracker{active: map[string]bool{}}
 	reg := prometheus.NewRegistry()
 	m := lease.NewMetrics(reg)
@@ -120,7 +106,7 @@ func TestOneActiveAndHandoverOnStop(t *testing.T) {
 func TestDeadHolderIsReplacedAfterTTL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	// A holder that died without releasing: its lease just stops renewing.
 	_, ok, err := s.TryAcquire(ctx, "source:x", "dead", time.Second)
 	require.NoError(t, err)
@@ -136,7 +122,7 @@ func TestDeadHolderIsReplacedAfterTTL(t *testing.T) {
 func TestStolenLeaseStopsTheWork(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	tr := &tracker{active: map[string]bool{}}
 	a := lease.NewRunner("source:x", lease.Config{TTL: 1500 * time.Millisecond, Holder: "a"}, s, tr.work("a"), zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
 	start(t, a)
@@ -158,7 +144,7 @@ func TestStolenLeaseStopsTheWork(t *testing.T) {
 
 func TestWorkFencedStandsBy(t *testing.T) {
 	t.Parallel()
-	s := openStore(t)
+	s := pgtest.Store(t)
 	var runs atomic.Int64
 	work := func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
 		if runs.Add(1) == 1 {

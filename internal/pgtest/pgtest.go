@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -83,4 +85,22 @@ func redact(dsn string) string {
 		return "the configured server"
 	}
 	return u.Redacted()
+}
+
+// Store returns a store on a fresh, migrated schema, closed when the test
+// ends.
+func Store(t testing.TB) *cursor.Store {
+	t.Helper()
+	ctx := context.Background()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(Schema(t))
+	if _, err := cursor.Migrate(ctx, cfg); err != nil {
+		t.Fatalf("pgtest: migrate: %v", err)
+	}
+	s, err := cursor.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("pgtest: open store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }

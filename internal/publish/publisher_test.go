@@ -17,23 +17,9 @@ import (
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/publish"
-	"github.com/ingestd/ingestd/internal/secret"
 )
 
 var _ publish.Store = (*cursor.Store)(nil)
-
-func openStore(t *testing.T) *cursor.Store {
-	t.Helper()
-	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
-	_, err := cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
 
 // hold acquires name for the test, valid for an hour.
 func hold(t *testing.T, s *cursor.Store, name string) *lease.Held {
@@ -95,7 +81,7 @@ func TestMissingTopicIsAStartupError(t *testing.T) {
 	kc := kafkatest.Start(t)
 	cfg := config(kc.Addr)
 	cfg.CreateTopic = false
-	_, err := publish.New(context.Background(), cfg, openStore(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	_, err := publish.New(context.Background(), cfg, pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.ErrorIs(t, err, publish.ErrTopicMissing)
 	require.ErrorContains(t, err, "INGESTD_KAFKA_CREATE_TOPIC")
 }
@@ -104,7 +90,7 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := openStore(t)
+	store := pgtest.Store(t)
 	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
@@ -169,7 +155,7 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := openStore(t)
+	store := pgtest.Store(t)
 	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
@@ -194,7 +180,7 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 func TestPartitionIsStableMurmur2(t *testing.T) {
 	t.Parallel()
 	kc := kafkatest.Start(t)
-	p, err := publish.New(context.Background(), config(kc.Addr), openStore(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	p, err := publish.New(context.Background(), config(kc.Addr), pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	// The Java client's default partitioner is (murmur2(key) & 0x7fffffff) %
@@ -246,7 +232,7 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := openStore(t)
+	store := pgtest.Store(t)
 	cfg := config(kc.Addr)
 	cfg.BatchSize = 20 // a queue of memBatches*20 rows overflows quickly
 	p, err := publish.New(ctx, cfg, store, zaptest.NewLogger(t), prometheus.NewRegistry())
