@@ -709,7 +709,8 @@ func (g *btsGate) ok() bool {
 	return true
 }
 
-// newBackoff returns a jittered exponential backoff that never gives up.
+// newBackoff is the jittered exponential backoff of every poller loop. It
+// never gives up: a transient failure is retried until it passes.
 func newBackoff(initial, maxWait time.Duration) *backoff.ExponentialBackOff {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = initial

@@ -174,7 +174,7 @@ func (pf *prefetch) abandon() {
 // another instance took the lease over (returning an error wrapping
 // cursor.ErrFenced). Transient failures are retried forever.
 func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
-	bo := p.newBackoff()
+	bo := newBackoff(p.cfg.BackoffInitial, p.cfg.BackoffMax)
 	src := p.cfg.SourceID
 	p.m.halted.WithLabelValues(src).Set(0)
 	p.m.backoff.WithLabelValues(src).Set(0)
@@ -412,15 +412,4 @@ func (p *JournalPoller) wait(ctx context.Context, d time.Duration, op string, er
 	case <-t.C:
 		return true
 	}
-}
-
-func (p *JournalPoller) newBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = p.cfg.BackoffInitial
-	b.MaxInterval = p.cfg.BackoffMax
-	b.RandomizationFactor = 0.5
-	b.Multiplier = 2
-	b.MaxElapsedTime = 0 // never give up on a transient failure
-	b.Reset()
-	return b
 }
