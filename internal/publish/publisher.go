@@ -136,12 +136,9 @@ func (p *Publisher) newWriter(transport *kafka.Transport) *kafka.Writer {
 // ensureTopic returns the topic's partition count, creating the topic first
 // when it is missing and CreateTopic allows it.
 func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
-	n, err := p.topicPartitions(ctx)
-	if err == nil {
-		return n, nil
-	}
-	if !errors.Is(err, ErrTopicMissing) {
-		return 0, err
+	n, err := topicPartitions(ctx, p.cfg)
+	if err != nil || n > 0 {
+		return n, err
 	}
 	if !p.cfg.CreateTopic {
 		return 0, fmt.Errorf("%w: %q on %v; create it, or set INGESTD_KAFKA_CREATE_TOPIC=true to let ingestd create it", ErrTopicMissing, p.cfg.Topic, p.cfg.Brokers)
@@ -157,11 +154,13 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 	}
 	p.log.Info("created topic", zap.String("topic", p.cfg.Topic), zap.Int("partitions", p.cfg.Partitions))
 	// Metadata can lag creation for a moment on a real cluster.
-	var last error
+	last := ErrTopicMissing
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		if n, err := p.topicPartitions(ctx); err == nil {
+		n, err := topicPartitions(ctx, p.cfg)
+		if err == nil && n > 0 {
 			return n, nil
-		} else {
+		}
+		if err != nil {
 			last = err
 		}
 		select {
@@ -173,41 +172,18 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 	return 0, fmt.Errorf("topic %q not visible after creation: %w", p.cfg.Topic, last)
 }
 
-func (p *Publisher) topicPartitions(ctx context.Context) (int, error) {
-	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.cfg.Topic}})
-	if err != nil {
-		return 0, fmt.Errorf("read metadata of topic %q from %v: %w", p.cfg.Topic, p.cfg.Brokers, err)
-	}
-	for _, t := range md.Topics {
-		if t.Name != p.cfg.Topic {
-			continue
-		}
-		if errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
-			return 0, ErrTopicMissing
-		}
-		if t.Error != nil {
-			return 0, fmt.Errorf("metadata of topic %q: %w", p.cfg.Topic, t.Error)
-		}
-		if len(t.Partitions) == 0 {
-			return 0, ErrTopicMissing
-		}
-		return len(t.Partitions), nil
-	}
-	return 0, ErrTopicMissing
-}
-
 // Ping checks that a broker answers for the topic right now; /readyz uses
 // it. It dials afresh because the writer's transport serves metadata from a
 // cache, which would report a dead cluster as healthy for a while.
 func (p *Publisher) Ping(ctx context.Context) error {
-	_, err := topicPartitionsDirect(ctx, p.cfg)
+	_, err := topicPartitions(ctx, p.cfg)
 	return err
 }
 
 // CheckTopic reports whether the brokers answer and the topic exists (or
 // may be created at start); `ingestd check-config` uses it.
 func CheckTopic(ctx context.Context, cfg Config) error {
-	n, err := topicPartitionsDirect(ctx, cfg)
+	n, err := topicPartitions(ctx, cfg)
 	switch {
 	case err != nil:
 		return err
@@ -217,28 +193,30 @@ func CheckTopic(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// topicPartitionsDirect asks a broker for the topic's partitions over a new
-// connection, returning 0 when the topic does not exist.
-func topicPartitionsDirect(ctx context.Context, cfg Config) (int, error) {
-	d := &kafka.Dialer{ClientID: "ingestd", Timeout: 2 * time.Second}
-	var errs []error
-	for _, b := range cfg.Brokers {
-		conn, err := d.DialContext(ctx, "tcp", b)
-		if err != nil {
-			errs = append(errs, err)
+// topicPartitions asks the brokers for the topic's partition count and
+// returns 0 when the topic does not exist. It uses a fresh transport because
+// the writer's caches metadata, which would report a dead cluster as healthy
+// for a while; and kafka.Client's metadata request, because the one a
+// kafka-go Conn sends allows auto-creation, which on a cluster with
+// auto.create.topics.enable would create the topic with broker defaults.
+func topicPartitions(ctx context.Context, cfg Config) (int, error) {
+	tr := &kafka.Transport{ClientID: "ingestd", DialTimeout: 2 * time.Second}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 5 * time.Second, Transport: tr}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
+	if err != nil {
+		return 0, fmt.Errorf("no broker of %v answers for topic %q: %w", cfg.Brokers, cfg.Topic, err)
+	}
+	for _, t := range md.Topics {
+		if t.Name != cfg.Topic || errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
 			continue
 		}
-		parts, err := conn.ReadPartitions(cfg.Topic)
-		_ = conn.Close()
-		if errors.Is(err, kafka.UnknownTopicOrPartition) {
-			return 0, nil
+		if t.Error != nil {
+			return 0, fmt.Errorf("metadata of topic %q: %w", cfg.Topic, t.Error)
 		}
-		if err == nil {
-			return len(parts), nil
-		}
-		errs = append(errs, err)
+		return len(t.Partitions), nil
 	}
-	return 0, fmt.Errorf("no broker of %v answers for topic %q: %w", cfg.Brokers, cfg.Topic, errors.Join(errs...))
+	return 0, nil
 }
 
 // Partition returns the partition for a record key: Kafka's default

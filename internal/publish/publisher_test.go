@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ingestd/ingestd/internal/cursor"
@@ -281,4 +282,20 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	}
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestCheckingATopicNeverCreatesIt runs against a broker that creates
+// topics on any metadata request that allows it: readiness and
+// check-config must ask without allowing it.
+func TestCheckingATopicNeverCreatesIt(t *testing.T) {
+	t.Parallel()
+	kc := kafkatest.Start(t, kfake.AllowAutoTopicCreation())
+	cfg := config(kc.Addr)
+	cfg.Topic = "absent"
+	cfg.CreateTopic = false
+	for range 2 {
+		require.ErrorIs(t, publish.CheckTopic(context.Background(), cfg), publish.ErrTopicMissing)
+	}
+	_, err := publish.New(context.Background(), cfg, pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	require.ErrorIs(t, err, publish.ErrTopicMissing, "the topic was not created by the checks")
 }
