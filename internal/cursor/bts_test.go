@@ -16,7 +16,6 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/pgtest"
-	"github.com/ingestd/ingestd/internal/secret"
 )
 
 const btsSource = "bts/default"
@@ -26,14 +25,7 @@ const btsSource = "bts/default"
 func btsStore(t *testing.T) (*cursor.Store, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	dsn := pgtest.Schema(t)
-	cfg.DatabaseURL = secret.New(dsn)
-	_, err := cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
+	s, dsn := pgtest.StoreDSN(t)
 	conn, err := pgx.Connect(ctx, dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })

@@ -41,14 +41,9 @@ func newStack(t *testing.T, sc sim.YandexConfig) *stack {
 	t.Cleanup(srv.Close)
 	kc := kafkatest.Start(t)
 
-	dsn := pgtest.Schema(t)
+	store, dsn := pgtest.StoreDSN(t)
 	cfg := daemon.DefaultConfig()
 	cfg.Database.DatabaseURL = secret.New(dsn)
-	_, err = cursor.Migrate(context.Background(), cfg.Database)
-	require.NoError(t, err)
-	store, err := cursor.Open(context.Background(), cfg.Database)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
 	cfg.Kafka.Brokers = []string{kc.Addr}
 	cfg.Kafka.Partitions = 4
 	cfg.Kafka.IdlePoll = 50 * time.Millisecond

@@ -91,9 +91,18 @@ func redact(dsn string) string {
 // ends.
 func Store(t testing.TB) *cursor.Store {
 	t.Helper()
+	s, _ := StoreDSN(t)
+	return s
+}
+
+// StoreDSN is Store, with the DSN of the schema for tests that also connect
+// to it directly or hand it to a daemon.
+func StoreDSN(t testing.TB) (*cursor.Store, string) {
+	t.Helper()
 	ctx := context.Background()
+	dsn := Schema(t)
 	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(Schema(t))
+	cfg.DatabaseURL = secret.New(dsn)
 	if _, err := cursor.Migrate(ctx, cfg); err != nil {
 		t.Fatalf("pgtest: migrate: %v", err)
 	}
@@ -102,5 +111,5 @@ func Store(t testing.TB) *cursor.Store {
 		t.Fatalf("pgtest: open store: %v", err)
 	}
 	t.Cleanup(s.Close)
-	return s
+	return s, dsn
 }

@@ -65,13 +65,7 @@ func (l *requestLog) snapshot() []time.Time {
 func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
-	cc := cursor.DefaultConfig()
-	cc.DatabaseURL = secret.New(pgtest.Schema(t))
-	_, err := cursor.Migrate(ctx, cc)
-	require.NoError(t, err)
-	store, err := cursor.Open(ctx, cc)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
+	store := pgtest.Store(t)
 
 	sc.Token = token
 	y, err := sim.NewYandex(sc)
