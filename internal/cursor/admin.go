@@ -14,17 +14,11 @@ var ErrNoHistory = errors.New("no cursor history entry at or before that time")
 
 // Sources returns the stored state of every source.
 func (s *Store) Sources(ctx context.Context) ([]State, error) {
-	rows, err := s.pool.Query(ctx, `
-SELECT source_id, coalesce(cursor, ''), events_total, updated_at, halted_at, coalesce(halted_reason, '')
-FROM source_cursors ORDER BY source_id`)
+	rows, err := s.pool.Query(ctx, `SELECT `+stateColumns+` FROM source_cursors ORDER BY source_id`)
 	if err != nil {
 		return nil, fmt.Errorf("list sources: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
-		var st State
-		err := r.Scan(&st.SourceID, &st.Cursor, &st.EventsTotal, &st.UpdatedAt, &st.HaltedAt, &st.HaltedReason)
-		return st, err
-	})
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) { return scanState(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list sources: %w", err)
 	}

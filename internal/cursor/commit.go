@@ -192,15 +192,19 @@ type State struct {
 	HaltedReason string
 }
 
-const loadStateSQL = `
-SELECT source_id, coalesce(cursor, ''), events_total, updated_at, halted_at, coalesce(halted_reason, '')
-FROM source_cursors WHERE source_id = $1`
+// stateColumns are scanned by scanState, in this order.
+const stateColumns = `source_id, coalesce(cursor, ''), events_total, updated_at, halted_at, coalesce(halted_reason, '')`
+
+func scanState(row pgx.Row) (State, error) {
+	var st State
+	err := row.Scan(&st.SourceID, &st.Cursor, &st.EventsTotal, &st.UpdatedAt, &st.HaltedAt, &st.HaltedReason)
+	return st, err
+}
 
 // Source returns a source's stored state; a source never committed has an
 // empty cursor.
 func (s *Store) Source(ctx context.Context, sourceID string) (State, error) {
-	var st State
-	err := s.pool.QueryRow(ctx, loadStateSQL, sourceID).Scan(&st.SourceID, &st.Cursor, &st.EventsTotal, &st.UpdatedAt, &st.HaltedAt, &st.HaltedReason)
+	st, err := scanState(s.pool.QueryRow(ctx, `SELECT `+stateColumns+` FROM source_cursors WHERE source_id = $1`, sourceID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return State{SourceID: sourceID}, nil
 	}
