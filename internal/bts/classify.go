@@ -3,8 +3,6 @@ package bts
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -67,7 +65,7 @@ func classify(ctx context.Context, o outcome) error {
 		return &upstream.Error{Class: upstream.Permanent, Op: o.op, Message: "internal error", Err: o.internal}
 	}
 	if o.err != nil {
-		return classifyTransport(ctx, o)
+		return upstream.TransportError(ctx, o.op, o.status, o.err, o.timeout)
 	}
 	if o.malformed != nil {
 		return &upstream.Error{
@@ -80,26 +78,6 @@ func classify(ctx context.Context, o outcome) error {
 		}
 	}
 	return classifyStatus(o)
-}
-
-// classifyTransport handles failures where no complete response was read.
-func classifyTransport(ctx context.Context, o outcome) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("%s: %w", o.op, ctxErr)
-	}
-	ue := &upstream.Error{Class: upstream.Retry, Op: o.op, StatusCode: o.status, Err: o.err}
-	switch {
-	case errors.Is(o.err, upstream.ErrBodyTooLarge):
-		ue.Message = "response body too large"
-	case errors.Is(o.err, context.DeadlineExceeded), errors.Is(o.err, context.Canceled):
-		// The caller's ctx is live, so this is the per-request timeout. It
-		// must not look like the caller's cancellation, or a poller testing
-		// errors.Is would stop instead of retrying; so the context error is
-		// kept as text, not in the chain.
-		ue.Message = fmt.Sprintf("request timed out (request timeout %s)", o.timeout)
-		ue.Err = errors.New(o.err.Error())
-	}
-	return ue
 }
 
 // classifyStatus handles a response with a non-2xx status.

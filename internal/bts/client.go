@@ -301,7 +301,7 @@ func (c *Client) exchange(ctx context.Context, x exchange) (json.RawMessage, *ou
 	if resp.ContentLength > c.maxBody {
 		return fail(outcome{status: resp.StatusCode, err: fmt.Errorf("%w (Content-Length %d, limit %d)", upstream.ErrBodyTooLarge, resp.ContentLength, c.maxBody)})
 	}
-	b, err := upstream.ReadBody(resp.Body, c.maxBody)
+	b, err := upstream.ReadBody(resp.Body, c.maxBody, resp.ContentLength)
 	if err != nil {
 		return fail(outcome{status: resp.StatusCode, err: err})
 	}

@@ -517,7 +517,7 @@ func (s *Store) RecordBTSObservations(ctx context.Context, sourceID string, obs 
 					rows = append(rows, *obs[i].Event)
 				}
 			}
-			if commit, err = insertRows(ctx, tx, sourceID, rows); err != nil {
+			if commit, err = s.insertRows(ctx, tx, sourceID, rows, true); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ingestd/ingestd/internal/event"
 )
@@ -47,9 +48,6 @@ type Commit struct {
 	Duplicates int
 }
 
-// outboxColumns are written by COPY; created_at takes its default.
-var outboxColumns = []string{"seq", "event_id", "source_id", "partition", "msg_key", "ce_type", "ce_source", "ce_subject", "ce_time", "payload"}
-
 // existingSQL finds which of a page's events are already stored (a replayed
 // page). One indexed lookup per page is much cheaper than INSERT ... ON
 // CONFLICT per row, and lets the rows go in by COPY.
@@ -80,17 +78,37 @@ VALUES ($1, $2, $3, $4)`
 
 // CommitPage inserts the page's new events into the outbox, advances the
 // source's cursor and appends a history row, all in one transaction.
+//
+// A page is new in all but rare cases (a page replayed after a crash between
+// the commit and the upstream's next answer, or an operator's rewind), so
+// the rows are first copied without looking their event ids up: the unique
+// index on event_id checks them anyway, as part of the insert. If it finds
+// one already stored, the transaction is rolled back and the page committed
+// again the careful way, skipping the stored events.
 func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
 	if p.Cursor == "" {
 		return Commit{}, errors.New("commit page: empty cursor")
 	}
+	c, err := s.commitPage(ctx, p, false)
+	if isStoredEvent(err) {
+		c, err = s.commitPage(ctx, p, true)
+	}
+	if err != nil {
+		return Commit{}, fmt.Errorf("commit page of %s: %w", p.SourceID, err)
+	}
+	return c, nil
+}
+
+// commitPage is one attempt of CommitPage; lookup says whether to skip
+// events already stored (else one makes the commit fail, see isStoredEvent).
+func (s *Store) commitPage(ctx context.Context, p Page, lookup bool) (Commit, error) {
 	var c Commit
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := CheckFence(ctx, tx, p.Lease); err != nil {
 			return err
 		}
 		var err error
-		c, err = insertRows(ctx, tx, p.SourceID, p.Rows)
+		c, err = s.insertRows(ctx, tx, p.SourceID, p.Rows, lookup)
 		if err != nil {
 			return err
 		}
@@ -107,37 +125,52 @@ func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return Commit{}, fmt.Errorf("commit page of %s: %w", p.SourceID, err)
-	}
-	return c, nil
+	return c, err
 }
 
-// insertRows inserts rows into the outbox under tx, skipping events already
-// stored (or repeated within rows), and returns what it inserted. Every
-// writer of the outbox (journal pages, BTS status changes) goes through it,
-// so seq allocation and deduplication have one implementation. Callers hold
-// the lease (or per-order compare-and-set) that makes them the only writer
-// of these event ids, so the lookup cannot race another insert of them.
-func insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row) (Commit, error) {
+const (
+	// outboxEventIDKey is the unique constraint on outbox.event_id.
+	outboxEventIDKey = "outbox_event_id_key"
+	// uniqueViolation is PostgreSQL's SQLSTATE unique_violation.
+	uniqueViolation = "23505"
+)
+
+// isStoredEvent reports whether err is the unique violation of an event
+// already in the outbox.
+func isStoredEvent(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation && pgErr.ConstraintName == outboxEventIDKey
+}
+
+// insertRows inserts rows into the outbox under tx, skipping events repeated
+// within rows, and returns what it inserted. With lookup it skips events
+// already stored too; without, one of them fails the insert (isStoredEvent).
+// Every writer of the outbox (journal pages, BTS status changes) goes
+// through it, so seq allocation and deduplication have one implementation.
+// Callers hold the lease (or per-order compare-and-set) that makes them the
+// only writer of these event ids, so the lookup cannot race another insert
+// of them.
+func (s *Store) insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row, lookup bool) (Commit, error) {
 	if len(rows) == 0 {
 		return Commit{}, nil
 	}
-	ids := make([]string, len(rows))
-	for i := range rows {
-		ids[i] = rows[i].Msg.ID
-	}
-	dbRows, err := tx.Query(ctx, existingSQL, ids)
-	if err != nil {
-		return Commit{}, fmt.Errorf("look up stored events: %w", err)
-	}
-	seen, err := pgx.CollectRows(dbRows, pgx.RowTo[string])
-	if err != nil {
-		return Commit{}, fmt.Errorf("look up stored events: %w", err)
-	}
-	skip := make(map[string]struct{}, len(seen))
-	for _, id := range seen {
-		skip[id] = struct{}{}
+	skip := make(map[string]struct{}, len(rows))
+	if lookup {
+		ids := make([]string, len(rows))
+		for i := range rows {
+			ids[i] = rows[i].Msg.ID
+		}
+		dbRows, err := tx.Query(ctx, existingSQL, ids)
+		if err != nil {
+			return Commit{}, fmt.Errorf("look up stored events: %w", err)
+		}
+		seen, err := pgx.CollectRows(dbRows, pgx.RowTo[string])
+		if err != nil {
+			return Commit{}, fmt.Errorf("look up stored events: %w", err)
+		}
+		for _, id := range seen {
+			skip[id] = struct{}{}
+		}
 	}
 	fresh := make([]Row, 0, len(rows))
 	for _, r := range rows {
@@ -162,12 +195,7 @@ func insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row) (Co
 	for i := range fresh {
 		fresh[i].Seq = base + int64(i) + 1
 	}
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"outbox"}, outboxColumns, pgx.CopyFromSlice(len(fresh), func(i int) ([]any, error) {
-		r := &fresh[i]
-		m := &r.Msg
-		return []any{r.Seq, m.ID, sourceID, int32(r.Partition), m.Key, string(m.Type), m.Source, m.Subject, m.Time, m.Payload}, nil
-	}))
-	if err != nil {
+	if err := s.copyOutbox(ctx, tx, fresh); err != nil {
 		return Commit{}, fmt.Errorf("copy outbox rows: %w", err)
 	}
 	c.FirstSeq, c.LastSeq, c.Inserted = base+1, base+int64(len(fresh)), fresh

@@ -32,7 +32,8 @@ const idleInTxTimeout = "5s"
 
 // Store is ingestd's PostgreSQL state.
 type Store struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	copyBufs copyBufs
 }
 
 // Open connects to PostgreSQL and checks that the schema is migrated to the

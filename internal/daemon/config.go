@@ -178,6 +178,7 @@ func (c Config) btsPoll() poller.BTSConfig {
 	p.SourceID, p.Account = c.BTS.SourceID(), c.BTS.Account
 	p.BackoffInitial, p.BackoffMax = c.Upstream.BackoffInitial, c.Upstream.BackoffMax
 	p.CommitTimeout = c.ShutdownTimeout / 2
+	p.MaxBacklog = c.MaxBacklog
 	return p
 }
 

@@ -121,6 +121,9 @@ func (e *Event) validate() ([]byte, error) {
 	if len(e.Raw) == 0 {
 		return nil, nil
 	}
+	if e.RawChecked && e.Raw[0] == '{' && e.Raw[len(e.Raw)-1] == '}' {
+		return e.Raw, nil
+	}
 	raw, ok := rawObject(e.Raw)
 	if !ok {
 		return nil, invalid("raw", "is not a JSON object")
@@ -649,12 +652,20 @@ func (e *Event) Message() (Message, error) {
 // Kafka client may keep them after the call and appending to one value never
 // overwrites the next.
 func (m *Message) AppendHeaders(dst []Header) []Header {
+	dst, _ = m.AppendHeadersBuf(dst, nil)
+	return dst
+}
+
+// AppendHeadersBuf is AppendHeaders with the values appended to buf, which
+// it returns extended, so that a batch of messages can share one buffer.
+// Each value is capped, so appending to buf later never changes it.
+func (m *Message) AppendHeadersBuf(dst []Header, buf []byte) ([]Header, []byte) {
 	var tbuf [len(time.RFC3339Nano) + 8]byte
 	var ts []byte
 	if !m.Time.IsZero() {
 		ts = m.Time.UTC().AppendFormat(tbuf[:0], time.RFC3339Nano)
 	}
-	buf := make([]byte, 0, len(SpecVersion)+len(m.ID)+len(m.Source)+len(m.Type)+
+	buf = slices.Grow(buf, len(SpecVersion)+len(m.ID)+len(m.Source)+len(m.Type)+
 		len(ts)+len(m.Subject)+len(ContentType))
 	dst = slices.Grow(dst, 7)
 
@@ -668,8 +679,7 @@ func (m *Message) AppendHeaders(dst []Header) []Header {
 	if m.Subject != "" {
 		dst, buf = appendHeader(dst, buf, HeaderSubject, m.Subject)
 	}
-	dst, _ = appendHeader(dst, buf, HeaderContentType, ContentType)
-	return dst
+	return appendHeader(dst, buf, HeaderContentType, ContentType)
 }
 
 // appendHeader copies val to the end of buf and appends a header whose value

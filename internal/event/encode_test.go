@@ -715,3 +715,45 @@ func BenchmarkID(b *testing.B) {
 		_ = ID(ProviderYandex, "main", "3b8d1af142664fde824626a7c19e2bd9", "4242", "status_changed", "7")
 	}
 }
+
+// TestRawCheckedSkipsOnlyTheRescan: a Raw its decoder already checked is
+// encoded exactly as an unchecked one; an unchecked Raw is still checked.
+func TestRawCheckedSkipsOnlyTheRescan(t *testing.T) {
+	t.Parallel()
+	e := sampleEvent()
+	e.Raw = json.RawMessage(`{"claim_id":"c1","nested":{"a":[1,2,"x"]}}`)
+	plain, err := e.Message()
+	require.NoError(t, err)
+	e.RawChecked = true
+	checked, err := e.Message()
+	require.NoError(t, err)
+	require.Equal(t, plain.Payload, checked.Payload)
+
+	bad := sampleEvent()
+	bad.Raw = json.RawMessage(`{"claim_id":`)
+	_, err = bad.Message()
+	var verr *ValidationError
+	require.ErrorAs(t, err, &verr)
+	require.Equal(t, "raw", verr.Field)
+}
+
+// TestAppendHeadersBufSharesOneBuffer: messages appending their header
+// values to one buffer never change each other's values.
+func TestAppendHeadersBufSharesOneBuffer(t *testing.T) {
+	t.Parallel()
+	a, b := sampleEvent(), sampleEvent()
+	b.ID, b.OrderID = ID(ProviderYandex, "main", "other", "1", "status_changed", "1"), "other"
+	ma, err := a.Message()
+	require.NoError(t, err)
+	mb, err := b.Message()
+	require.NoError(t, err)
+	// Room for both, so the second appends into the same array.
+	buf := make([]byte, 0, 1024)
+	ha, buf := ma.AppendHeadersBuf(nil, buf)
+	first := headerMap(t, ha)
+	hb, grown := mb.AppendHeadersBuf(nil, buf)
+	require.Equal(t, &buf[:1][0], &grown[:1][0], "one shared array")
+	require.Equal(t, first, headerMap(t, ha), "the first message's values are intact")
+	require.Equal(t, headerMap(t, mb.AppendHeaders(nil)), headerMap(t, hb))
+	require.Equal(t, headerMap(t, ma.AppendHeaders(nil)), first)
+}

@@ -43,6 +43,8 @@ type Record struct {
 	Key       string
 	Value     []byte
 	Headers   map[string]string
+	// Timestamp is the record's timestamp as the broker stored it.
+	Timestamp time.Time
 }
 
 // Header returns the value of header k.
@@ -85,7 +87,7 @@ func ReadTopic(t testing.TB, addr, topic string, want int, timeout time.Duration
 			for _, kv := range r.Headers {
 				h[kv.Key] = string(kv.Value)
 			}
-			out = append(out, Record{Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: r.Value, Headers: h})
+			out = append(out, Record{Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: r.Value, Headers: h, Timestamp: r.Timestamp})
 		})
 	}
 	return out

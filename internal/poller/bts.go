@@ -34,6 +34,7 @@ type BTSStore interface {
 	SaveBTSStatuses(ctx context.Context, sourceID string, defs []cursor.BTSStatus) error
 	BTSStatuses(ctx context.Context, sourceID string) ([]cursor.BTSStatus, error)
 	Halt(ctx context.Context, sourceID, reason string) error
+	BacklogEstimate(ctx context.Context) (int64, error)
 }
 
 // BTSClient reads BTS: the status dictionary and one order's status.
@@ -89,6 +90,10 @@ type BTSPoller struct {
 	kick   chan struct{}
 	wakeAt atomic.Int64
 
+	// backlog pauses claiming while the outbox backlog is over MaxBacklog;
+	// only the claimer uses it.
+	backlog *backlogBound
+
 	haltOnce  sync.Once
 	haltCause error
 	stop      context.CancelFunc
@@ -116,6 +121,7 @@ func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, outbox Outbox, log 
 		now:         time.Now,
 		kick:        make(chan struct{}, 1),
 	}
+	p.backlog = newBacklogBound(cfg.MaxBacklog, store, m, cfg.SourceID, p.log)
 	p.dict.Store(&btsDictionary{})
 	if as, ok := client.(interface{ AuthStats() bts.AuthStats }); ok {
 		// The client counts its logins and refreshes; exporting them shows
@@ -156,6 +162,7 @@ func (p *BTSPoller) Run(ctx context.Context) error {
 	src := p.cfg.SourceID
 	p.m.halted.WithLabelValues(src).Set(0)
 	p.m.backoff.WithLabelValues(src).Set(0)
+	p.m.paused.WithLabelValues(src).Set(0)
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -240,6 +247,21 @@ func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work cha
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return
+		}
+		if ok, err := p.backlog.room(ctx); !ok {
+			<-slots
+			wait := p.cfg.IdlePoll
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				wait = bo.NextBackOff()
+				p.log.Warn("checking the outbox backlog failed; retrying", zap.Error(err), zap.Duration("backoff", wait))
+			}
+			if !sleepCtx(ctx, wait, nil) {
+				return
+			}
+			continue
 		}
 		n := 1
 	fill:

@@ -2,6 +2,7 @@ package poller_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -24,35 +25,50 @@ import (
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/kafkatest"
+	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
 // BenchmarkBTSSchedule compares the adaptive schedule with a fixed 1-minute
-// one on the simulator, with time compressed (the simulator's Speed, and
-// every interval divided by the same factor), and prints a table. It runs
-// the real poller, client, PostgreSQL store and outbox; only the network
-// between client and simulator is replaced by an in-process transport.
+// one on the simulator and prints two tables. It runs the real poller,
+// client, PostgreSQL store and outbox; only the network between client and
+// simulator is replaced by an in-process transport. Time may be compressed:
+// the simulator's Speed divides every upstream dwell, and the schedule's
+// intervals are divided by the same factor; delays are reported in upstream
+// time (real delay x Speed), so compression inflates every real cost
+// (claiming, committing, publishing) by the factor.
 //
 //   - Part 1, full lifecycles: both schedules poll their orders from
 //     creation to a terminal status, side by side; API calls per lifecycle
-//     are exact.
-//   - Part 2, scale: 100,000 orders, backdated so that they are spread over
-//     every status, polled with the adaptive schedule for a steady-state
-//     window: throughput, claim lag, memory, delays.
+//     are exact. Delays run to the event's observation.
+//   - Part 2, scale: 100,000 active orders for each schedule, backdated so
+//     that they are spread over every status, polled for a steady-state
+//     window and published through the real publisher to an in-process
+//     Kafka broker. Calls per lifecycle are calls per active order-hour
+//     times the mean lifecycle; delays run from the upstream change to the
+//     Kafka record's timestamp. The two runs take turns, each with the
+//     machine to itself: the fixed schedule's 100,000 orders need ~1,700
+//     requests/s at real time, so it runs at Speed 1 (no compression), and
+//     the adaptive one at Speed 50.
 //
-// Run it once (it takes minutes):
+// Run it once (it takes about 30 minutes):
 //
-//	go test -run XXX -bench BenchmarkBTSSchedule -benchtime 1x -timeout 30m ./internal/poller/
+//	go test -run XXX -bench BenchmarkBTSSchedule -benchtime 1x -timeout 60m ./internal/poller/
 //
 // Environment: INGESTD_BTS_BENCH_ORDERS (adaptive orders of part 1, default
-// 2000), INGESTD_BTS_BENCH_FIXED_ORDERS (fixed-schedule orders of part 1,
-// default 100: a fixed schedule costs ~16 times more calls per order),
-// INGESTD_BTS_BENCH_SPEED (part 1, default 1000), INGESTD_BTS_BENCH_SCALE_ORDERS
-// (part 2, default 100000; 0 skips it), INGESTD_BTS_BENCH_SCALE_SPEED (default
-// 50), INGESTD_BTS_BENCH_SCALE_WINDOW (default 60s).
+// 2000; 0 skips part 1), INGESTD_BTS_BENCH_FIXED_ORDERS (fixed-schedule
+// orders of part 1, default 100: a fixed schedule costs ~16 times more calls
+// per order), INGESTD_BTS_BENCH_SPEED (part 1, default 1000),
+// INGESTD_BTS_BENCH_SCALE_ORDERS (part 2, default 100000; 0 skips it),
+// INGESTD_BTS_BENCH_SCALE_SPEED and INGESTD_BTS_BENCH_SCALE_WINDOW (the
+// adaptive run of part 2, default 50 and 60s of real time),
+// INGESTD_BTS_BENCH_FIXED_SCALE_SPEED and INGESTD_BTS_BENCH_FIXED_SCALE_WINDOW
+// (the fixed run of part 2, default 1 and 10m).
 func BenchmarkBTSSchedule(b *testing.B) {
 	for range b.N {
 		reportBTSSchedule(b)
@@ -115,13 +131,36 @@ func reportBTSSchedule(tb testing.TB) {
 	}
 
 	if n := envInt(tb, "INGESTD_BTS_BENCH_SCALE_ORDERS", 100_000); n > 0 {
-		sc := scheduleScenario{
-			name: "adaptive", orders: n, speed: envFloat(tb, "INGESTD_BTS_BENCH_SCALE_SPEED", 50), intervals: adaptive,
-			backdate: 45 * time.Hour, window: envDuration(tb, "INGESTD_BTS_BENCH_SCALE_WINDOW", time.Minute),
+		kc := kafkatest.Start(tb)
+		read := func(topic string, want int) []kafkatest.Record {
+			return kafkatest.ReadTopic(tb, kc.Addr, topic, want, 5*time.Minute)
 		}
-		r, err := runSchedule(pgtest.Schema(tb), sc)
-		require.NoError(tb, err)
-		printScaleReport(&out, r, full)
+		scenarios := []scheduleScenario{
+			{
+				name: "adaptive", orders: n, speed: envFloat(tb, "INGESTD_BTS_BENCH_SCALE_SPEED", 50), intervals: adaptive,
+				backdate: 45 * time.Hour, window: envDuration(tb, "INGESTD_BTS_BENCH_SCALE_WINDOW", time.Minute),
+				kafka: kc.Addr, topic: "bts-adaptive", read: read,
+			},
+			{
+				name: "fixed 1m", orders: n, speed: envFloat(tb, "INGESTD_BTS_BENCH_FIXED_SCALE_SPEED", 1), intervals: fixed,
+				backdate: 45 * time.Hour, window: envDuration(tb, "INGESTD_BTS_BENCH_FIXED_SCALE_WINDOW", 10*time.Minute),
+				kafka: kc.Addr, topic: "bts-fixed", read: read,
+			},
+		}
+		results := make([]scheduleResult, len(scenarios))
+		for i, sc := range scenarios {
+			r, err := runSchedule(pgtest.Schema(tb), sc)
+			require.NoError(tb, err)
+			results[i] = r
+		}
+		printScaleReport(&out, results, full)
+		a, f := results[0], results[1]
+		if b, ok := tb.(*testing.B); ok {
+			b.ReportMetric(a.callsPerLifecycle(), "scale-adaptive-calls/lifecycle")
+			b.ReportMetric(f.callsPerLifecycle(), "scale-fixed-calls/lifecycle")
+			b.ReportMetric(pct(a.outOf1100, 95).Seconds(), "scale-adaptive-p95-1100-s")
+			b.ReportMetric(pct(f.outOf1100, 95).Seconds(), "scale-fixed-p95-1100-s")
+		}
 	}
 }
 
@@ -139,6 +178,13 @@ type scheduleScenario struct {
 	// order was polled once; otherwise the run lasts until every order is
 	// terminal.
 	window time.Duration
+	// kafka, when set, is a broker address: the run publishes its events
+	// to topic through the real publisher, reads them back with read, and
+	// measures delays to each event's Kafka record timestamp instead of to
+	// its observation. read is called on the test's goroutine.
+	kafka string
+	topic string
+	read  func(topic string, want int) []kafkatest.Record
 }
 
 // scheduleResult is what a run measured. Delays are in upstream time.
@@ -160,6 +206,9 @@ type scheduleResult struct {
 	all, into1100, outOf1100 []time.Duration
 	// commit is observed_at to the outbox row's commit (real time).
 	commit []time.Duration
+	// publish is observed_at to the Kafka record's timestamp (real time;
+	// runs with Kafka only).
+	publish []time.Duration
 	// claimLags are how late due orders were claimed (real time).
 	claimLags []time.Duration
 	heapMiB   float64
@@ -254,6 +303,8 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // the test's goroutine.
 func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	ctx := context.Background()
+	// publisherFinish drains the publisher and stops it (Kafka runs only).
+	var publisherFinish func() error
 	cc := cursor.DefaultConfig()
 	cc.DatabaseURL = secret.New(dsn)
 	if _, err := cursor.Migrate(ctx, cc); err != nil {
@@ -297,7 +348,17 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	cfg.ClaimTimeout = time.Minute
 	cfg.BackoffInitial, cfg.BackoffMax = 5*time.Millisecond, 100*time.Millisecond
 	reg := prometheus.NewRegistry()
-	p, err := poller.NewBTS(cfg, client, store, &btsOutbox{}, zap.NewNop(), poller.NewMetrics(reg))
+	var outbox poller.Outbox = &btsOutbox{}
+	if sc.kafka != "" {
+		pub, finish, err := startPublisher(ctx, base, sc)
+		if err != nil {
+			return scheduleResult{}, err
+		}
+		// On every early return; the measured path finishes it first.
+		defer func() { _ = finish() }()
+		outbox, publisherFinish = pub, finish
+	}
+	p, err := poller.NewBTS(cfg, client, store, outbox, zap.NewNop(), poller.NewMetrics(reg))
 	if err != nil {
 		return scheduleResult{}, err
 	}
@@ -404,12 +465,79 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		return scheduleResult{}, err
 	}
 	r.recorded = int64(sumCounter(reg, "ingestd_bts_polls_total"))
-	return r, r.measure(conn, s, ids, t0, t1)
+	var kafkaAt map[string]time.Time
+	if publisherFinish != nil {
+		// Everything committed reaches Kafka before the read.
+		if err := publisherFinish(); err != nil {
+			return scheduleResult{}, fmt.Errorf("%s: publisher: %w", sc.name, err)
+		}
+		if kafkaAt, err = readKafkaTimes(conn, sc); err != nil {
+			return scheduleResult{}, err
+		}
+	}
+	return r, r.measure(conn, s, ids, t0, t1, kafkaAt)
+}
+
+// startPublisher runs the real publisher on sc.topic, holding the publisher
+// lease, and returns it with a function that publishes everything committed,
+// then stops it; the function may be called more than once.
+func startPublisher(ctx context.Context, store *cursor.Store, sc scheduleScenario) (*publish.Publisher, func() error, error) {
+	pc := publish.DefaultConfig()
+	pc.Brokers = []string{sc.kafka}
+	pc.Topic = sc.topic
+	pc.Partitions = 6
+	pub, err := publish.New(ctx, pc, store, zap.NewNop(), prometheus.NewRegistry())
+	if err != nil {
+		return nil, nil, err
+	}
+	l, ok, err := store.TryAcquire(ctx, "publisher", "bench", time.Hour)
+	if err != nil || !ok {
+		_ = pub.Close()
+		return nil, nil, fmt.Errorf("acquire the publisher lease: ok=%v err=%v", ok, err)
+	}
+	var (
+		stop      = make(chan struct{})
+		done      = make(chan error, 1)
+		once      sync.Once
+		finishErr error
+	)
+	go func() { done <- pub.Run(ctx, lease.NewHeld(l, time.Now(), time.Hour), stop) }()
+	return pub, func() error {
+		once.Do(func() {
+			close(stop)
+			finishErr = errors.Join(<-done, pub.Close())
+		})
+		return finishErr
+	}, nil
+}
+
+// readKafkaTimes reads back every event of the run from Kafka and returns
+// each one's record timestamp by event id. Every outbox row must be there
+// exactly once.
+func readKafkaTimes(conn *pgx.Conn, sc scheduleScenario) (map[string]time.Time, error) {
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		return nil, err
+	}
+	recs := sc.read(sc.topic, n)
+	at := make(map[string]time.Time, len(recs))
+	for _, r := range recs {
+		id := r.Header("ce_id")
+		if _, dup := at[id]; dup {
+			return nil, fmt.Errorf("%s: event %s is in Kafka twice", sc.name, id)
+		}
+		at[id] = r.Timestamp
+	}
+	if len(at) != n {
+		return nil, fmt.Errorf("%s: Kafka holds %d events, the outbox %d", sc.name, len(at), n)
+	}
+	return at, nil
 }
 
 // measure reads the outbox and relates every event to the upstream change
-// it reports.
-func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t1 time.Time) error {
+// it reports. With kafkaAt (event id to Kafka record timestamp), delays run
+// to Kafka; without, to the event's observation.
+func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t1 time.Time, kafkaAt map[string]time.Time) error {
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT payload, created_at FROM outbox ORDER BY seq`)
 	if err != nil {
@@ -437,11 +565,12 @@ func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t
 	}
 
 	up := func(d time.Duration) time.Duration { return time.Duration(float64(d) * r.sc.speed) }
-	var lifetimes time.Duration
+	// Summed in hours: 100,000 lifecycles of two days overflow a Duration.
+	var lifeHours float64
 	for _, id := range ids {
 		hist := s.History(id)
 		born, end := hist[0].At, hist[len(hist)-1].At
-		lifetimes += end.Sub(born)
+		lifeHours += end.Sub(born).Hours()
 		// Active time within the window, and changes upstream in it.
 		if ov := minTime(end, t1).Sub(maxTime(born, t0)); ov > 0 {
 			r.orderHours += up(ov).Hours()
@@ -469,7 +598,12 @@ func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t
 				continue
 			}
 			r.observedChanges++
-			d := up(o.ev.ObservedAt.Sub(hist[h].At))
+			seen := o.ev.ObservedAt
+			if kafkaAt != nil {
+				seen = kafkaAt[o.ev.ID]
+				r.publish = append(r.publish, seen.Sub(o.ev.ObservedAt))
+			}
+			d := up(seen.Sub(hist[h].At))
 			r.all = append(r.all, d)
 			if code == 1100 {
 				r.into1100 = append(r.into1100, d)
@@ -480,8 +614,8 @@ func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t
 			r.commit = append(r.commit, o.created.Sub(o.ev.ObservedAt))
 		}
 	}
-	r.meanLifecycle = up(lifetimes / time.Duration(len(ids)))
-	for _, d := range [][]time.Duration{r.all, r.into1100, r.outOf1100, r.commit, r.claimLags} {
+	r.meanLifecycle = up(time.Duration(lifeHours / float64(len(ids)) * float64(time.Hour)))
+	for _, d := range [][]time.Duration{r.all, r.into1100, r.outOf1100, r.commit, r.publish, r.claimLags} {
 		slices.Sort(d)
 	}
 	return nil
@@ -505,30 +639,44 @@ func printLifecycleTable(out *strings.Builder, rs []scheduleResult) {
 	}
 }
 
-func printScaleReport(out *strings.Builder, r scheduleResult, full *scheduleResult) {
-	window := r.sc.window
-	fmt.Fprintf(out, "\nScale: %d orders (backdated over 45h, so spread over every status), adaptive schedule, %gx, steady-state window of %s (= %s upstream)\n",
-		r.sc.orders, r.sc.speed, window, fmtDur(time.Duration(float64(window)*r.sc.speed)))
-	active := r.orderHours / (float64(window) * r.sc.speed / float64(time.Hour))
-	required := float64(r.calls) / window.Seconds()
-	fmt.Fprintf(out, "  active orders (mean over the window): %.0f; track calls: %d = %.0f req/s achieved (%.0f req/s at real time)\n",
-		active, r.calls, required, required/r.sc.speed)
-	measured := "not run"
+func printScaleReport(out *strings.Builder, rs []scheduleResult, full *scheduleResult) {
+	fmt.Fprintf(out, "\nScale: %d active orders per schedule (backdated over 45h, so spread over every status), steady-state windows, published to Kafka\n", rs[0].sc.orders)
+	fmt.Fprintln(out, "(delays: upstream change to the Kafka record, in upstream time; a run at speed s multiplies its real costs by s)")
+	fmt.Fprintf(out, "%-9s %6s %9s %8s %9s %9s %10s %9s %9s %9s %11s %11s %7s\n",
+		"schedule", "speed", "window", "active", "req/s", "calls/oh", "calls/life", "changes", "p50 all", "p95 all",
+		"p50 1100->", "p95 1100->", "n 1100")
+	for _, r := range rs {
+		window := time.Duration(float64(r.sc.window) * r.sc.speed)
+		active := r.orderHours / window.Hours()
+		fmt.Fprintf(out, "%-9s %6g %9s %8.0f %9.0f %9.2f %10.1f %9d %9s %9s %11s %11s %7d\n",
+			r.sc.name, r.sc.speed, fmtDur(window), active, float64(r.calls)/window.Seconds(), float64(r.calls)/r.orderHours,
+			r.callsPerLifecycle(), r.observedChanges, fmtDur(pct(r.all, 50)), fmtDur(pct(r.all, 95)),
+			fmtDur(pct(r.outOf1100, 50)), fmtDur(pct(r.outOf1100, 95)), len(r.outOf1100))
+	}
+	for _, r := range rs {
+		fmt.Fprintf(out, "  %s: mean lifecycle %s; %d of %d upstream changes in the window published; real claim lag p50 %s p95 %s max %s over %d claims;\n",
+			r.sc.name, fmtDur(r.meanLifecycle), r.observedChanges, r.upstreamChanges,
+			fmtReal(pct(r.claimLags, 50)), fmtReal(pct(r.claimLags, 95)), fmtReal(pct(r.claimLags, 100)), len(r.claimLags))
+		fmt.Fprintf(out, "    observed->commit p50 %s p95 %s, observed->Kafka p50 %s p95 %s (real); first pass %s; Go heap after GC %.0f MiB (simulator included)",
+			fmtReal(pct(r.commit, 50)), fmtReal(pct(r.commit, 95)), fmtReal(pct(r.publish, 50)), fmtReal(pct(r.publish, 95)),
+			r.firstPass.Round(time.Second), r.heapMiB)
+		if r.commits > 0 {
+			fmt.Fprintf(out, "; %d recording transactions of %.0f polls, %.1fms each", r.commits, float64(r.recorded)/float64(r.commits), 1000*r.commitSecs/float64(r.commits))
+		}
+		fmt.Fprintln(out)
+	}
+	a, f := rs[0], rs[1]
+	ratio := f.callsPerLifecycle() / a.callsPerLifecycle()
+	pa, pf := pct(a.outOf1100, 95), pct(f.outOf1100, 95)
+	verdict := "PASS"
+	if ratio < 5 || pa > pf {
+		verdict = "MISS"
+	}
+	fmt.Fprintf(out, "at %d orders adaptive makes %.1fx fewer calls per lifecycle (target >= 5x); p95 delay of changes out for delivery %s adaptive vs %s fixed (target: equal or better): %s\n",
+		a.sc.orders, ratio, fmtDur(pa), fmtDur(pf), verdict)
 	if full != nil {
-		measured = fmt.Sprintf("%.1f", full.callsPerLifecycle())
+		fmt.Fprintf(out, "  (part 1 measured %.1f calls per whole lifecycle for adaptive; the scale figure extrapolates a window)\n", full.callsPerLifecycle())
 	}
-	fmt.Fprintf(out, "  calls per active order-hour: %.2f -> %.1f per mean lifecycle of %s (full-lifecycle run: %s); fixed 1m: 60 per order-hour\n",
-		float64(r.calls)/r.orderHours, r.callsPerLifecycle(), fmtDur(r.meanLifecycle), measured)
-	fmt.Fprintf(out, "  claim lag (real): p50 %s, p95 %s, max %s over %d claims; Go heap after GC %.0f MiB (simulator included); first pass %s\n",
-		fmtReal(pct(r.claimLags, 50)), fmtReal(pct(r.claimLags, 95)), fmtReal(pct(r.claimLags, 100)), len(r.claimLags), r.heapMiB,
-		r.firstPass.Round(time.Second))
-	if r.commits > 0 {
-		fmt.Fprintf(out, "  recording: %d transactions, %.0f polls each on average, %.1fms each on average (whole run)\n",
-			r.commits, float64(r.recorded)/float64(r.commits), 1000*r.commitSecs/float64(r.commits))
-	}
-	fmt.Fprintf(out, "  changes in the window: %d upstream, %d published; delay p50 %s p95 %s; out for delivery (1100->) p50 %s p95 %s (n=%d)\n",
-		r.upstreamChanges, r.observedChanges, fmtDur(pct(r.all, 50)), fmtDur(pct(r.all, 95)),
-		fmtDur(pct(r.outOf1100, 50)), fmtDur(pct(r.outOf1100, 95)), len(r.outOf1100))
 }
 
 // pct returns the p-th percentile of sorted d (p=100: the maximum).

@@ -25,9 +25,9 @@ const (
 // unpolled after it was seen at each status. It follows how long BTS orders
 // dwell at each status (hours to days at the sender and in transit, minutes
 // to hours out for delivery), so that most polls are not wasted, except out
-// for delivery, where a 30s interval publishes the delivery within 45s of
-// the upstream change at p95, against 67s for a fixed 1-minute schedule that
-// makes 15 times more calls (BenchmarkBTSSchedule). The price is the step
+// for delivery, where a 30s interval publishes the delivery within 40s of
+// the upstream change at p95, against 58s for a fixed 1-minute schedule that
+// makes 20 times more calls (BenchmarkBTSSchedule, 100,000 active orders). The price is the step
 // into 1100, seen up to 10 minutes late (800=10m); lower 800's interval if
 // "out for delivery" must be prompt. 900 and 1000, which BTS lists after
 // 800 but never defines, are polled like 800.
@@ -190,9 +190,9 @@ type BTSConfig struct {
 	Intervals BTSIntervals
 	// Rate is the global request budget in requests per second
 	// (INGESTD_BTS_RATE), default 20. It must cover the schedule: with the
-	// default intervals an active order costs about 3 to 3.6 requests per
-	// hour (about 150 over its life), so 20 req/s serves 20,000 to 25,000
-	// active orders and 100,000 need about 100 req/s. A rate too low shows
+	// default intervals an active order costs about 3 requests per hour
+	// (120 to 160 over its life, BenchmarkBTSSchedule), so 20 req/s serves
+	// about 25,000 active orders and 100,000 need about 80 req/s. A rate too low shows
 	// as a growing ingestd_bts_claim_lag_seconds.
 	Rate float64
 	// Concurrency bounds requests in flight (INGESTD_BTS_CONCURRENCY),
@@ -216,6 +216,12 @@ type BTSConfig struct {
 	// CommitTimeout bounds recording observations already fetched when
 	// shutdown began: they are recorded rather than dropped.
 	CommitTimeout time.Duration
+	// MaxBacklog pauses polling while more than this many outbox rows wait
+	// for Kafka (the shared INGESTD_OUTBOX_MAX_BACKLOG), like the journal
+	// poller: due orders stay due, so a Kafka outage delays their changes
+	// instead of growing the outbox without bound. Orders already claimed
+	// are still polled and recorded. 0 disables the bound.
+	MaxBacklog int64
 }
 
 // DefaultBTSConfig returns the defaults for account's source.
@@ -268,6 +274,9 @@ func (c BTSConfig) Validate() error {
 	}
 	if c.CommitTimeout <= 0 {
 		add("INGESTD_SHUTDOWN_TIMEOUT", "must be positive (the BTS commit timeout is derived from it), got %s", c.CommitTimeout)
+	}
+	if c.MaxBacklog < 0 {
+		add("INGESTD_OUTBOX_MAX_BACKLOG", "must be 0 (no bound) or positive, got %d", c.MaxBacklog)
 	}
 	return errors.Join(errs...)
 }

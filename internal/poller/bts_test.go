@@ -521,3 +521,71 @@ func TestBTSRunTwiceIsAnError(t *testing.T) {
 	require.False(t, errors.As(err, new(*poller.HaltError)))
 	require.NoError(t, stop())
 }
+
+// TestBTSPausesAtTheBacklogBound leaves the outbox unpublished: polling
+// stops near INGESTD_OUTBOX_MAX_BACKLOG with the remaining orders still due,
+// and resumes by itself once the rows are published.
+func TestBTSPausesAtTheBacklogBound(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const orders, bound = 300, 40
+	e := newBTSEnv(t, sim.BTSConfig{Seed: 5, Orders: orders})
+	e.track(t, e.sim.Orders()...)
+	cfg := btsTestConfig("default=1h")
+	cfg.MaxBacklog = bound
+	// Few orders in flight, so the overshoot past the bound is small: the
+	// bound is checked before each claim, and what is claimed is polled.
+	cfg.Rate, cfg.Concurrency = 100, 2
+	inFlight := 2*cfg.Concurrency + int(cfg.Rate/4) + 1
+	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
+	stop, _ := startBTS(t, p)
+
+	paused := map[string]string{"source": btsSrc}
+	require.Eventually(t, func() bool {
+		return metric(t, e.reg, "ingestd_polling_paused", paused) == 1
+	}, 20*time.Second, 10*time.Millisecond, "polling pauses at the bound")
+	// Polls claimed before the pause may still land; after that, nothing.
+	var held int
+	require.Eventually(t, func() bool {
+		n := len(e.outboxRows(t))
+		settled := n == held
+		held = n
+		return settled
+	}, 10*time.Second, 300*time.Millisecond)
+	require.GreaterOrEqual(t, held, bound)
+	require.Less(t, held, bound+inFlight, "the outbox stops growing near the bound")
+	require.Less(t, held, orders)
+	unpolled := func() int {
+		var n int
+		require.NoError(t, e.conn.QueryRow(ctx, `SELECT count(*) FROM bts_orders WHERE status_code IS NULL`).Scan(&n))
+		return n
+	}
+	require.Equal(t, orders-held, unpolled(), "each polled order made one event; the rest stay unpolled")
+
+	// Publish everything whenever it pauses (as the publisher would): it
+	// resumes each time, and every order is polled in the end.
+	_, err := e.store.Target(ctx, "events", 4)
+	require.NoError(t, err)
+	l, ok, err := e.store.TryAcquire(ctx, "publisher", "test", time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok)
+	publishAll := func() {
+		var last int64
+		require.NoError(t, e.conn.QueryRow(ctx, `SELECT last_seq FROM outbox_seq`).Scan(&last))
+		require.NoError(t, e.store.MarkPublished(ctx, l, map[int]int64{0: last, 1: last, 2: last, 3: last}))
+	}
+	resumed := 0
+	require.Eventually(t, func() bool {
+		if unpolled() == 0 {
+			return true
+		}
+		if metric(t, e.reg, "ingestd_polling_paused", paused) == 1 {
+			publishAll()
+			resumed++
+		}
+		return false
+	}, 30*time.Second, 20*time.Millisecond)
+	require.NoError(t, stop())
+	require.Len(t, e.outboxRows(t), orders, "one event per order, none lost while paused")
+	require.GreaterOrEqual(t, resumed, 2, "paused again at the bound after resuming")
+}

@@ -96,9 +96,9 @@ type JournalPoller struct {
 	// lastAdvance is when the cursor last moved (unix nanos), for the
 	// cursor age gauge.
 	lastAdvance atomic.Int64
-	// paused is true while polling waits for the outbox backlog to shrink;
+	// backlog pauses polling while the outbox backlog is over MaxBacklog;
 	// only Run's goroutine uses it.
-	paused bool
+	backlog *backlogBound
 }
 
 // NewJournal returns a poller; Run starts it.
@@ -107,6 +107,7 @@ func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Ou
 		cfg: cfg, client: client, store: store, outbox: outbox, m: m, now: time.Now,
 		log: log.With(zap.String("source", cfg.SourceID), zap.String("account", cfg.Account)),
 	}
+	p.backlog = newBacklogBound(cfg.MaxBacklog, store, m, cfg.SourceID, p.log)
 	p.lastAdvance.Store(time.Now().UnixNano())
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "ingestd_cursor_age_seconds",
@@ -266,7 +267,7 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 		// reading it now, so it is fetched and decoded while this one
 		// commits. The backlog bound is checked before each prefetch.
 		if len(page.Entries) > 0 {
-			if ok, err := p.backlogRoom(ctx); ok && err == nil {
+			if ok, err := p.backlog.room(ctx); ok && err == nil {
 				next = p.startPrefetch(ctx, page.Cursor)
 			}
 		}
@@ -324,7 +325,7 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 // it has not, it waits a poll interval (visible as ingestd_polling_paused)
 // and returns false.
 func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.ExponentialBackOff) bool {
-	ok, err := p.backlogRoom(ctx)
+	ok, err := p.backlog.room(ctx)
 	switch {
 	case err != nil:
 		p.wait(ctx, bo.NextBackOff(), "check outbox backlog", err)
@@ -334,34 +335,6 @@ func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.Exponenti
 		return false
 	}
 	return true
-}
-
-// backlogRoom checks the outbox backlog against its bound without waiting,
-// and records pausing and resuming.
-func (p *JournalPoller) backlogRoom(ctx context.Context) (bool, error) {
-	if p.cfg.MaxBacklog <= 0 {
-		return true, nil
-	}
-	n, err := p.store.BacklogEstimate(ctx)
-	if err != nil {
-		return false, err
-	}
-	gauge := p.m.paused.WithLabelValues(p.cfg.SourceID)
-	if n < p.cfg.MaxBacklog {
-		if p.paused {
-			p.log.Info("outbox backlog back under its bound; polling resumed", zap.Int64("backlog", n))
-		}
-		p.paused = false
-		gauge.Set(0)
-		return true, nil
-	}
-	if !p.paused {
-		p.log.Warn("outbox backlog over its bound; polling paused until the publisher catches up",
-			zap.Int64("backlog", n), zap.Int64("max_backlog", p.cfg.MaxBacklog))
-	}
-	p.paused = true
-	gauge.Set(1)
-	return false, nil
 }
 
 // rows normalizes a page into outbox rows, in journal order.

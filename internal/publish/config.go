@@ -33,17 +33,9 @@ type Config struct {
 	// BatchSize is the most rows written per Kafka request round
 	// (INGESTD_KAFKA_BATCH_SIZE, default 1000).
 	BatchSize int
-	// BatchTimeout bounds how long kafka-go waits to fill a partition batch
-	// (INGESTD_KAFKA_BATCH_TIMEOUT, default 2ms). kafka-go's own default of 1s
-	// would add a second to every event's latency.
-	BatchTimeout time.Duration
 	// WriteTimeout bounds one write to Kafka (INGESTD_KAFKA_WRITE_TIMEOUT,
 	// default 10s).
 	WriteTimeout time.Duration
-	// CloseTimeout bounds closing the writer at shutdown
-	// (INGESTD_KAFKA_CLOSE_TIMEOUT, default 5s): kafka-go's Close can block
-	// for a long time when the cluster is unreachable.
-	CloseTimeout time.Duration
 	// Retention is how long published rows stay in the outbox
 	// (INGESTD_OUTBOX_RETENTION, default 168h). It is also the window in
 	// which a replayed upstream page is recognized as already ingested.
@@ -68,9 +60,7 @@ func DefaultConfig() Config {
 		Partitions:        6,
 		ReplicationFactor: -1,
 		BatchSize:         1000,
-		BatchTimeout:      2 * time.Millisecond,
 		WriteTimeout:      10 * time.Second,
-		CloseTimeout:      5 * time.Second,
 		Retention:         168 * time.Hour,
 		PruneInterval:     time.Minute,
 		IdlePoll:          time.Second,
@@ -104,9 +94,7 @@ func (c Config) Validate() error {
 		env string
 		v   time.Duration
 	}{
-		{"INGESTD_KAFKA_BATCH_TIMEOUT", c.BatchTimeout},
 		{"INGESTD_KAFKA_WRITE_TIMEOUT", c.WriteTimeout},
-		{"INGESTD_KAFKA_CLOSE_TIMEOUT", c.CloseTimeout},
 		{"INGESTD_OUTBOX_PRUNE_INTERVAL", c.PruneInterval},
 		{"INGESTD_OUTBOX_IDLE_POLL", c.IdlePoll},
 	} {

@@ -54,11 +54,11 @@ type Publisher struct {
 	log    *zap.Logger
 	m      *metrics
 	client *kafka.Client
-	// writer is replaced after every failed write. It and the fields below
-	// are used only by Run's goroutine.
-	writer *kafka.Writer
-	// wtransport is the writer's transport, fenced by the current lease.
-	wtransport *kafka.Transport
+	// producer is replaced after every failed write. It and the fields
+	// below are used only by Run's goroutine.
+	producer *kafka.Client
+	// ptransport is the producer's transport, fenced by the current lease.
+	ptransport *kafka.Transport
 	// unsettled is true while a failed write's outcome is unknown: Kafka
 	// may still append it, so nothing may be re-sent, and no successor may
 	// take over, before settleAt (the failure plus WriteTimeout, which
@@ -79,7 +79,7 @@ type Publisher struct {
 }
 
 // New checks the topic (creating it when allowed and missing), records the
-// outbox target, and prepares the writer. It does not publish until Run.
+// outbox target. It does not publish until Run.
 func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
 	p := &Publisher{
@@ -110,27 +110,14 @@ func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prom
 	return p, nil
 }
 
-// newWriter builds the Kafka writer. MaxAttempts is 1: kafka-go retrying a
-// batch after a timeout could write it twice (segmentio/kafka-go#1427), so
-// every failure comes back here, where the read-back decides what landed.
-func (p *Publisher) newWriter(transport *kafka.Transport) *kafka.Writer {
-	return &kafka.Writer{
-		Addr:  kafka.TCP(p.cfg.Brokers...),
-		Topic: p.cfg.Topic,
-		// The partition was chosen with the key hash when the row was
-		// committed (see Partition); the writer must use exactly it.
-		Balancer:     kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { return m.Partition }),
-		RequiredAcks: kafka.RequireAll,
-		// One write carries at most BatchSize rows, so each partition's share
-		// fits one produce batch.
-		BatchSize:              p.cfg.BatchSize,
-		BatchBytes:             64 << 20,
-		BatchTimeout:           p.cfg.BatchTimeout,
-		WriteTimeout:           p.cfg.WriteTimeout,
-		MaxAttempts:            1,
-		AllowAutoTopicCreation: false,
-		Transport:              transport,
-	}
+// newProducer builds the client that produces to Kafka over transport.
+// Each write is one produce request per partition (see write): kafka-go's
+// Writer would add its own batching (a goroutine, a timer and a
+// BatchSize-long message array per partition and write) and, with retries,
+// could write a batch twice (segmentio/kafka-go#1427). Here every failure
+// comes back to step, where the read-back decides what landed.
+func (p *Publisher) newProducer(transport *kafka.Transport) *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Timeout: p.cfg.WriteTimeout, Transport: transport}
 }
 
 // ensureTopic returns the topic's partition count, creating the topic first
@@ -173,7 +160,7 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 }
 
 // Ping checks that a broker answers for the topic right now; /readyz uses
-// it. It dials afresh because the writer's transport serves metadata from a
+// it. It dials afresh because the producer's transport serves metadata from a
 // cache, which would report a dead cluster as healthy for a while.
 func (p *Publisher) Ping(ctx context.Context) error {
 	_, err := topicPartitions(ctx, p.cfg)
@@ -195,7 +182,7 @@ func CheckTopic(ctx context.Context, cfg Config) error {
 
 // topicPartitions asks the brokers for the topic's partition count and
 // returns 0 when the topic does not exist. It uses a fresh transport because
-// the writer's caches metadata, which would report a dead cluster as healthy
+// the producer's caches metadata, which would report a dead cluster as healthy
 // for a while; and kafka.Client's metadata request, because the one a
 // kafka-go Conn sends allows auto-creation, which on a cluster with
 // auto.create.topics.enable would create the topic with broker defaults.
@@ -314,43 +301,23 @@ func (p *Publisher) Notify() {
 	}
 }
 
-// Close closes the writer, bounded by CloseTimeout.
+// Close closes the producer's connections.
 func (p *Publisher) Close() error {
-	err := p.closeWriter(p.writer)
-	if p.wtransport != nil {
-		p.wtransport.CloseIdleConnections()
+	if p.ptransport != nil {
+		p.ptransport.CloseIdleConnections()
 	}
-	return err
+	return nil
 }
 
-func (p *Publisher) closeWriter(w *kafka.Writer) error {
-	if w == nil {
-		return nil
+// resetProducer replaces the producer with a fresh one on a new transport
+// fenced by h. After an ambiguous failure the old connections cannot be
+// trusted; a new lease term must not reuse connections fenced by the last.
+func (p *Publisher) resetProducer(h *lease.Held) {
+	if p.ptransport != nil {
+		p.ptransport.CloseIdleConnections()
 	}
-	done := make(chan error, 1)
-	go func() { done <- w.Close() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(p.cfg.CloseTimeout):
-		// The goroutine finishes when kafka-go gives up; the process does
-		// not wait for it.
-		return fmt.Errorf("close kafka writer: gave up after %s", p.cfg.CloseTimeout)
-	}
-}
-
-// resetWriter replaces the writer with a fresh one. After an ambiguous
-// failure the old writer's state (buffered batches, connections) cannot be
-// trusted; a new one starts clean.
-func (p *Publisher) resetWriter(h *lease.Held) {
-	if err := p.closeWriter(p.writer); err != nil {
-		p.log.Warn("close kafka writer", zap.Error(err))
-	}
-	if p.wtransport != nil {
-		p.wtransport.CloseIdleConnections()
-	}
-	p.wtransport = fencedTransport(h)
-	p.writer = p.newWriter(p.wtransport)
+	p.ptransport = fencedTransport(h)
+	p.producer = p.newProducer(p.ptransport)
 }
 
 // Run relays the outbox to Kafka while h is held. It first reconciles with
@@ -371,7 +338,7 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 	}()
 
 	bo := newBackoff()
-	p.resetWriter(h)
+	p.resetProducer(h)
 	// A new lease term trusts nothing from the last one: reconcile with
 	// Kafka and read the outbox before taking rows from memory again.
 	p.memFrom = 0
@@ -463,13 +430,13 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 	acked, werr := p.write(ctx, rows, h.Lease.Epoch)
 	if werr != nil {
 		// Some records may have been written even though the call failed.
-		// Never resend blindly: rebuild the writer and let the next step
+		// Never resend blindly: replace the connections and let the next step
 		// reconcile with what Kafka holds.
 		if ambiguous(werr) {
 			p.unsettled = true
 			p.settleAt = time.Now().Add(p.cfg.WriteTimeout)
 		}
-		p.resetWriter(h)
+		p.resetProducer(h)
 		*wm = nil
 		p.memFrom = 0
 		return werr
@@ -547,41 +514,120 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 	return rows, 0, horizon, nil
 }
 
-// write sends rows to Kafka in one synchronous call and returns, per
-// partition, the highest seq acknowledged. Each partition's rows form one
-// produce batch, so at most one batch per partition is ever in flight and
-// partition order is outbox order.
+// headerBytesPerMsg is a first guess at a message's header values (ids,
+// source, type, time, subject); the buffer grows if it is short.
+const headerBytesPerMsg = 192
+
+// write sends rows to Kafka and returns, per partition, the highest seq
+// acknowledged. Each partition's rows go in one produce request, all
+// partitions' requests at once, and write returns when every one has been
+// answered: at most one batch per partition is ever in flight, so partition
+// order is outbox order. If any request fails, write returns an error and no
+// acknowledgements; the caller reconciles with what Kafka holds.
 func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (map[int]int64, error) {
-	msgs := make([]kafka.Message, len(rows))
-	epochValue := strconv.AppendInt(nil, epoch, 10)
-	hdrs := make([]event.Header, 0, 9*len(rows))
+	// The batch's records, their key and value readers, headers, header
+	// values, keys and seq values share a few allocations instead of taking
+	// several per message; each record gets capped windows of them. Records are grouped by partition, each partition's a
+	// contiguous window of recs in outbox order: first[part] is where it
+	// starts, next[part] where its next record goes.
+	const perMsg = 9 // seven CloudEvents headers, seq and epoch
+	var (
+		now        = time.Now()
+		epochValue = strconv.AppendInt(nil, epoch, 10)
+		hdrs       = make([]event.Header, 0, perMsg)
+		kh         = make([]kafka.Header, 0, perMsg*len(rows))
+		seqs       = make([]byte, 0, 20*len(rows))
+		recs       = make([]kafka.Record, len(rows))
+		readers    = make([]recordBytes, 2*len(rows))
+		hvals      = make([]byte, 0, headerBytesPerMsg*len(rows))
+		keys       []byte
+		first      = make([]int, p.partitions+1)
+		next       = make([]int, p.partitions)
+	)
+	keyBytes := 0
+	for i := range rows {
+		if part := rows[i].Partition; part < 0 || part >= p.partitions {
+			return nil, fmt.Errorf("outbox row %d has partition %d, outside the %d the outbox is written for", rows[i].Seq, part, p.partitions)
+		}
+		first[rows[i].Partition+1]++
+		keyBytes += len(rows[i].Msg.Key)
+	}
+	keys = make([]byte, 0, keyBytes)
+	for part := range p.partitions {
+		first[part+1] += first[part]
+		next[part] = first[part]
+	}
 	for i := range rows {
 		r := &rows[i]
-		start := len(hdrs)
-		hdrs = r.Msg.AppendHeaders(hdrs)
+		hdrs, hvals = r.Msg.AppendHeadersBuf(hdrs[:0], hvals)
+		seqStart := len(seqs)
+		seqs = strconv.AppendInt(seqs, r.Seq, 10)
 		hdrs = append(hdrs,
-			event.Header{Key: HeaderSeq, Value: strconv.AppendInt(nil, r.Seq, 10)},
+			event.Header{Key: HeaderSeq, Value: seqs[seqStart:len(seqs):len(seqs)]},
 			event.Header{Key: HeaderEpoch, Value: epochValue})
-		kh := make([]kafka.Header, len(hdrs)-start)
-		for j, h := range hdrs[start:] {
-			kh[j] = kafka.Header(h)
+		start := len(kh)
+		for _, h := range hdrs {
+			kh = append(kh, kafka.Header(h))
 		}
-		msgs[i] = kafka.Message{Partition: r.Partition, Key: []byte(r.Msg.Key), Value: r.Msg.Payload, Headers: kh}
+		keyStart := len(keys)
+		keys = append(keys, r.Msg.Key...)
+		key, value := &readers[2*i], &readers[2*i+1]
+		key.b, value.b = keys[keyStart:len(keys):len(keys)], r.Msg.Payload
+		k := next[r.Partition]
+		next[r.Partition]++
+		// The record time is the time of the write: Kafka's time-based
+		// retention and consumers' seeks by time go by it.
+		recs[k] = kafka.Record{Time: now, Key: key, Value: value, Headers: kh[start:len(kh):len(kh)]}
 	}
+
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
 	started := time.Now()
-	err := p.writer.WriteMessages(ctx, msgs...)
+	errs := make([]error, p.partitions)
+	var wg sync.WaitGroup
+	for part := range p.partitions {
+		batch := recs[first[part]:first[part+1]]
+		if len(batch) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			res, err := p.producer.Produce(wctx, &kafka.ProduceRequest{
+				Topic: p.cfg.Topic, Partition: part, RequiredAcks: kafka.RequireAll,
+				Records: kafka.NewRecordReader(batch...),
+			})
+			switch {
+			case err != nil:
+				errs[part] = fmt.Errorf("partition %d: %w", part, err)
+			case res.Error != nil:
+				errs[part] = fmt.Errorf("partition %d: %w", part, res.Error)
+			}
+		})
+	}
+	wg.Wait()
 	p.m.writeSeconds.Observe(time.Since(started).Seconds())
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
 	}
-	acked := make(map[int]int64)
-	now := time.Now()
+	acked := make(map[int]int64, p.partitions)
+	now = time.Now()
+	// The per-source counter is added to once per run of rows of one
+	// source, not looked up by label for every row.
+	run, runSource := 0, ""
 	for i := range rows {
 		r := &rows[i]
 		acked[r.Partition] = max(acked[r.Partition], r.Seq)
-		p.m.published.WithLabelValues(r.SourceID).Inc()
 		p.m.lag.Observe(now.Sub(r.Msg.Time).Seconds())
+		if r.SourceID != runSource {
+			if run > 0 {
+				p.m.published.WithLabelValues(runSource).Add(float64(run))
+			}
+			run, runSource = 0, r.SourceID
+		}
+		run++
+	}
+	if run > 0 {
+		p.m.published.WithLabelValues(runSource).Add(float64(run))
 	}
 	return acked, nil
 }
@@ -590,14 +636,12 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 // the broker: anything but an error code in the broker's own answer (a
 // timeout, a dropped connection, a cancelled context).
 func ambiguous(err error) bool {
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		for _, e := range werrs {
-			if e != nil && ambiguous(e) {
-				return true
-			}
+	// A write of several partitions failed if any did; it is ambiguous if
+	// any partition's failure is.
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if joined, ok := e.(interface{ Unwrap() []error }); ok {
+			return slices.ContainsFunc(joined.Unwrap(), ambiguous)
 		}
-		return false
 	}
 	var kerr kafka.Error
 	return !errors.As(err, &kerr)

@@ -115,6 +115,7 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
 	p.Notify()
 
+	before := time.Now().Add(-time.Second)
 	recs := kafkatest.ReadTopic(t, kc.Addr, "events", pages*perPage, 20*time.Second)
 	require.Len(t, recs, pages*perPage)
 	lastSeq := map[int32]int64{}
@@ -134,6 +135,10 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 		require.Equal(t, parsed.ID, r.Header("ce_id"))
 		require.Equal(t, "yandex:"+parsed.OrderID, r.Key)
 		ids[parsed.ID] = true
+		// Kafka's time-based retention and consumers' seeks by time go by
+		// the record timestamp: it must be the time of the write, never
+		// the zero time (1970), which retention would delete at once.
+		require.WithinRange(t, r.Timestamp, before, time.Now(), "record timestamp")
 	}
 	require.Len(t, ids, pages*perPage, "no duplicates")
 
@@ -207,7 +212,7 @@ func TestConfigValidate(t *testing.T) {
 		{"partitions", func(c *publish.Config) { c.Partitions = 0 }, "INGESTD_KAFKA_PARTITIONS"},
 		{"replication", func(c *publish.Config) { c.ReplicationFactor = 0 }, "INGESTD_KAFKA_REPLICATION_FACTOR"},
 		{"batch", func(c *publish.Config) { c.BatchSize = 0 }, "INGESTD_KAFKA_BATCH_SIZE"},
-		{"batch timeout", func(c *publish.Config) { c.BatchTimeout = 0 }, "INGESTD_KAFKA_BATCH_TIMEOUT"},
+		{"write timeout", func(c *publish.Config) { c.WriteTimeout = 0 }, "INGESTD_KAFKA_WRITE_TIMEOUT"},
 		{"retention", func(c *publish.Config) { c.Retention = -time.Second }, "INGESTD_OUTBOX_RETENTION"},
 	}
 	for _, tc := range tests {

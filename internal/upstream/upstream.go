@@ -7,11 +7,13 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -150,20 +152,67 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// TransportError classifies a call of op that failed before a complete
+// response was read (status is set when the failure came while reading a
+// response body): Retry, with a message for an oversized body or the
+// per-request timeout. The caller's own cancellation is the exception: when
+// ctx is done the result wraps ctx.Err(), so that errors.Is(err,
+// context.Canceled) tells a poller to exit quietly instead of counting a
+// failure.
+func TransportError(ctx context.Context, op string, status int, err error, timeout time.Duration) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w", op, ctxErr)
+	}
+	ue := &Error{Class: Retry, Op: op, StatusCode: status, Err: err}
+	switch {
+	case errors.Is(err, ErrBodyTooLarge):
+		ue.Message = "response body too large"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		// The caller's ctx is live, so this is the per-request timeout (or
+		// the http.Client's own). It must not look like the caller's
+		// cancellation, or a poller testing errors.Is would stop instead of
+		// retrying; so the context error is kept as text, not in the chain.
+		ue.Message = fmt.Sprintf("request timed out (request timeout %s)", timeout)
+		ue.Err = errors.New(err.Error())
+	}
+	return ue
+}
+
 // ErrBodyTooLarge is returned by ReadBody when a response exceeds the limit.
 var ErrBodyTooLarge = errors.New("response body exceeds the size limit")
 
 // ReadBody reads at most limit bytes of r. A body larger than limit is an
 // error rather than a silent truncation or an out-of-memory.
-func ReadBody(r io.Reader, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
+//
+// size is the expected length (a response's ContentLength; 0 or -1 when
+// unknown). With it the body is read into one buffer of the right size:
+// io.ReadAll starts at 512 bytes and grows by a quarter at a time, which for
+// a journal page of a megabyte or more allocates and copies several times
+// the page. An unknown length doubles the buffer instead. A wrong size
+// costs only a reallocation, never a wrong result.
+func ReadBody(r io.Reader, limit, size int64) ([]byte, error) {
+	// Room past size, so that the read that finds the end needs no growth.
+	const slack = 512
+	b := make([]byte, 0, min(max(size, 0), limit)+slack)
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(len(b), int(limit)+1-len(b)))
+		}
+		// Never read more than limit+1 bytes: one past the limit proves
+		// the body too large.
+		room := b[len(b):min(cap(b), int(limit)+1)]
+		n, err := r.Read(room)
+		b = b[:len(b)+n]
+		if int64(len(b)) > limit {
+			return nil, fmt.Errorf("%w (%d bytes)", ErrBodyTooLarge, limit)
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
 	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%w (%d bytes)", ErrBodyTooLarge, limit)
-	}
-	return b, nil
 }
 
 // MaxExcerpt bounds provider text quoted in errors and logs (and in halt

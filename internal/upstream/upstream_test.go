@@ -3,8 +3,10 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 	"unicode/utf8"
 
@@ -41,12 +43,38 @@ const httpTimeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
 
 func TestReadBody(t *testing.T) {
 	t.Parallel()
-	b, err := ReadBody(strings.NewReader("12345"), 5)
-	require.NoError(t, err)
-	require.Equal(t, "12345", string(b))
-
-	_, err = ReadBody(strings.NewReader("123456"), 5)
-	require.ErrorIs(t, err, ErrBodyTooLarge)
+	big := strings.Repeat("0123456789", 10_000) // 100,000 bytes, many reads
+	for _, tc := range []struct {
+		name        string
+		body        string
+		limit, size int64
+		tooLarge    bool
+	}{
+		{name: "exact limit", body: "12345", limit: 5},
+		{name: "one past the limit", body: "123456", limit: 5, tooLarge: true},
+		{name: "empty", body: "", limit: 5},
+		{name: "size known", body: big, limit: 1 << 20, size: int64(len(big))},
+		{name: "size unknown", body: big, limit: 1 << 20, size: -1},
+		{name: "size understated", body: big, limit: 1 << 20, size: 10},
+		{name: "size overstated", body: "12345", limit: 1 << 20, size: 1000},
+		{name: "size past the limit", body: big, limit: 50_000, size: int64(len(big)), tooLarge: true},
+		{name: "large body, limit exactly", body: big, limit: int64(len(big)), size: -1},
+		{name: "large body, one past the limit", body: big, limit: int64(len(big)) - 1, size: -1, tooLarge: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// iotest.HalfReader returns short reads, as a socket does.
+			b, err := ReadBody(iotest.HalfReader(strings.NewReader(tc.body)), tc.limit, tc.size)
+			if tc.tooLarge {
+				require.ErrorIs(t, err, ErrBodyTooLarge)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.body, string(b))
+		})
+	}
+	_, err := ReadBody(iotest.ErrReader(io.ErrUnexpectedEOF), 5, 0)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF, "read errors are returned")
 }
 
 func TestClassOf(t *testing.T) {

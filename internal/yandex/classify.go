@@ -3,8 +3,6 @@ package yandex
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -52,7 +50,7 @@ func classify(ctx context.Context, o outcome) error {
 		return &upstream.Error{Class: upstream.BadCursor, Op: opFetch, Message: o.badCursor.Error()}
 	}
 	if o.err != nil {
-		return classifyTransport(ctx, o)
+		return upstream.TransportError(ctx, opFetch, o.status, o.err, o.timeout)
 	}
 	if o.malformed != nil {
 		return &upstream.Error{
@@ -65,26 +63,6 @@ func classify(ctx context.Context, o outcome) error {
 		}
 	}
 	return classifyStatus(o)
-}
-
-// classifyTransport handles failures where no complete response was read.
-func classifyTransport(ctx context.Context, o outcome) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("%s: %w", opFetch, ctxErr)
-	}
-	ue := &upstream.Error{Class: upstream.Retry, Op: opFetch, StatusCode: o.status, Err: o.err}
-	switch {
-	case errors.Is(o.err, upstream.ErrBodyTooLarge):
-		ue.Message = "response body too large"
-	case errors.Is(o.err, context.DeadlineExceeded), errors.Is(o.err, context.Canceled):
-		// The caller's ctx is live, so this is the per-request timeout (or
-		// the http.Client's own). It must not look like the caller's
-		// cancellation, or a poller testing errors.Is would stop instead of
-		// retrying; so the context error is kept as text, not in the chain.
-		ue.Message = fmt.Sprintf("request timed out (request timeout %s)", o.timeout)
-		ue.Err = errors.New(o.err.Error())
-	}
-	return ue
 }
 
 // classifyStatus handles a response with a non-2xx status.

@@ -98,6 +98,10 @@ type Entry struct {
 	// Raw is the entry exactly as served, unknown fields included. It may
 	// alias the response buffer, so it must not be modified.
 	Raw json.RawMessage
+	// rawChecked is set by the page decoder, which checks every byte of Raw
+	// as strictly as encoding/json; an Entry built any other way has its
+	// Raw checked again when its event is encoded.
+	rawChecked bool
 }
 
 // Journal fetches one page after cursor. cursor == "" means "no cursor":
@@ -144,7 +148,7 @@ func (c *Client) Journal(ctx context.Context, cursor string) (*Page, error) {
 		err := fmt.Errorf("%w (Content-Length %d, limit %d)", upstream.ErrBodyTooLarge, resp.ContentLength, c.maxBody)
 		return nil, classify(ctx, outcome{status: resp.StatusCode, err: err})
 	}
-	body, err := upstream.ReadBody(resp.Body, c.maxBody)
+	body, err := upstream.ReadBody(resp.Body, c.maxBody, resp.ContentLength)
 	if err != nil {
 		return nil, classify(ctx, outcome{status: resp.StatusCode, err: err, timeout: c.timeout})
 	}

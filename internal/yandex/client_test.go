@@ -132,6 +132,7 @@ func TestJournalDecodesPage(t *testing.T) {
 		ClientID:       "95d010b2471041499b8cb1bfa282692f",
 		CurrentPointID: &point,
 		Raw:            json.RawMessage(entry1),
+		rawChecked:     true,
 	}, page.Entries[0])
 
 	e2 := page.Entries[1]

@@ -96,7 +96,14 @@ type parser struct {
 	// points backs the CurrentPointID pointers of a page in chunks, so that a
 	// page costs a few allocations for them rather than one per entry.
 	points []int64
+	// interned holds the page's values of fields with few distinct values
+	// (change type, status, currency, resolution, client), so that a page
+	// allocates each once rather than once per entry.
+	interned map[string]string
 }
+
+// maxInterned bounds the interned values of one page.
+const maxInterned = 256
 
 func (p *parser) ws() {
 	for p.i < len(p.b) {
@@ -207,6 +214,14 @@ func (p *parser) stringToken() (tok []byte, escaped, nonASCII bool, err error) {
 	}
 	start := p.i
 	for j := p.i + 1; j < len(p.b); j++ {
+		// Most bytes are printable ASCII other than a quote or backslash:
+		// skip runs of them with one comparison each before the full check.
+		for j < len(p.b) && plainStringByte(p.b[j]) {
+			j++
+		}
+		if j >= len(p.b) {
+			break
+		}
 		switch c := p.b[j]; {
 		case c == '"':
 			p.i = j + 1
@@ -238,6 +253,13 @@ func (p *parser) stringToken() (tok []byte, escaped, nonASCII bool, err error) {
 	}
 	p.i = len(p.b)
 	return nil, false, false, p.syntaxError("the end of a string")
+}
+
+// plainStringByte reports whether c stands for itself inside a JSON string
+// and needs no further check: printable ASCII but the quote and backslash.
+// One subtraction folds the range check into a single comparison.
+func plainStringByte(c byte) bool {
+	return c-0x20 < 0x7f-0x20 && c != '"' && c != '\\'
 }
 
 func isHex(c byte) bool {
@@ -289,7 +311,12 @@ func (p *parser) digits() int {
 // escapes and with valid UTF-8 are converted directly; the rest go through
 // encoding/json so that escapes and invalid UTF-8 turn out exactly as they
 // would with it.
-func (p *parser) stringValue() (string, error) {
+func (p *parser) stringValue() (string, error) { return p.stringValueOf(false) }
+
+// internedValue is stringValue for a field with few distinct values.
+func (p *parser) internedValue() (string, error) { return p.stringValueOf(true) }
+
+func (p *parser) stringValueOf(intern bool) (string, error) {
 	if p.literal("null") {
 		return "", nil
 	}
@@ -302,7 +329,20 @@ func (p *parser) stringValue() (string, error) {
 	}
 	content := tok[1 : len(tok)-1]
 	if !escaped && (!nonASCII || utf8.Valid(content)) {
-		return string(content), nil
+		if !intern {
+			return string(content), nil
+		}
+		if s, ok := p.interned[string(content)]; ok {
+			return s, nil
+		}
+		s := string(content)
+		if len(p.interned) < maxInterned {
+			if p.interned == nil {
+				p.interned = make(map[string]string)
+			}
+			p.interned[s] = s
+		}
+		return s, nil
 	}
 	var s string
 	if err := json.Unmarshal(tok, &s); err != nil {
@@ -519,21 +559,21 @@ func (p *parser) entry(e *Entry) error {
 		case "claim_id":
 			e.ClaimID, err = p.stringValue()
 		case "change_type":
-			e.ChangeType, err = p.stringValue()
+			e.ChangeType, err = p.internedValue()
 		case "updated_ts":
 			e.UpdatedTS, err = p.stringValue()
 		case "new_status":
-			e.NewStatus, err = p.stringValue()
+			e.NewStatus, err = p.internedValue()
 		case "new_price":
 			e.NewPrice, err = p.decimalValue()
 		case "new_currency":
-			e.NewCurrency, err = p.stringValue()
+			e.NewCurrency, err = p.internedValue()
 		case "resolution":
-			e.Resolution, err = p.stringValue()
+			e.Resolution, err = p.internedValue()
 		case "revision":
 			e.Revision, _, err = p.intValue()
 		case "client_id":
-			e.ClientID, err = p.stringValue()
+			e.ClientID, err = p.internedValue()
 		case "current_point_id":
 			var (
 				v    int64
@@ -556,6 +596,7 @@ func (p *parser) entry(e *Entry) error {
 		}
 	}
 	e.Raw = p.b[start:p.i:p.i]
+	e.rawChecked = true
 
 	switch {
 	case e.ClaimID == "":

@@ -46,7 +46,8 @@ func referenceDecode(body []byte) (*Page, error) {
 		if err := json.Unmarshal(raw, &fields); err != nil {
 			return nil, err
 		}
-		e := Entry{Raw: raw}
+		// encoding/json checked the whole body, raw included.
+		e := Entry{Raw: raw, rawChecked: true}
 		decode := func(key string, dst any) error {
 			if v, ok := fields[key]; ok {
 				return json.Unmarshal(v, dst)
@@ -284,6 +285,7 @@ func TestDecodePageValues(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, page.Entries, 1)
 			tc.want.Raw = json.RawMessage(tc.body)
+			tc.want.rawChecked = true
 			require.Equal(t, tc.want, page.Entries[0])
 		})
 	}
@@ -343,7 +345,7 @@ func baselineDecode(body []byte) (*Page, error) {
 		entries[i] = Entry{
 			OperationID: *w.OperationID, ClaimID: w.ClaimID, ChangeType: w.ChangeType, UpdatedTS: w.UpdatedTS,
 			NewStatus: w.NewStatus, NewPrice: w.NewPrice, NewCurrency: w.NewCurrency, Resolution: w.Resolution,
-			Revision: w.Revision, ClientID: w.ClientID, CurrentPointID: w.CurrentPointID, Raw: raw,
+			Revision: w.Revision, ClientID: w.ClientID, CurrentPointID: w.CurrentPointID, Raw: raw, rawChecked: true,
 		}
 	}
 	return &Page{Cursor: top.Cursor, Entries: entries, Bytes: len(body)}, nil

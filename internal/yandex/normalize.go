@@ -39,6 +39,7 @@ func Normalize(account string, e *Entry, observedAt time.Time) (event.Event, err
 		ObservedAt:     observedAt.UTC(),
 		PointID:        e.CurrentPointID,
 		Raw:            e.Raw,
+		RawChecked:     e.rawChecked,
 	}
 	if e.ChangeType == changeTypePrice {
 		ev.Type = event.TypePriceChanged

@@ -191,3 +191,24 @@ func BenchmarkNormalize(b *testing.B) {
 		i++
 	}
 }
+
+// TestOnlyDecodedRawIsTrusted: entries from the page decoder carry a Raw
+// the decoder checked, so encoding does not scan it again; an Entry built
+// any other way is checked when encoded.
+func TestOnlyDecodedRawIsTrusted(t *testing.T) {
+	t.Parallel()
+	page, err := decodePage([]byte(`{"cursor":"c","events":[{"operation_id":1,"claim_id":"a","change_type":"status_changed","updated_ts":"2026-01-01T00:00:00+00:00","new_status":"new","revision":1}]}`), 1)
+	require.NoError(t, err)
+	ev, err := Normalize("default", &page.Entries[0], time.Now())
+	require.NoError(t, err)
+	require.True(t, ev.RawChecked)
+
+	built := page.Entries[0]
+	built.rawChecked = false
+	built.Raw = []byte(`{"operation_id":1,`)
+	ev, err = Normalize("default", &built, time.Now())
+	require.NoError(t, err)
+	require.False(t, ev.RawChecked)
+	_, err = ev.Message()
+	require.ErrorContains(t, err, "raw")
+}

@@ -1,0 +1,125 @@
+package cursor_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/secret"
+)
+
+// TestCommitPageSurvivesTerminatedBackends commits pages large enough that
+// their COPY is often cut off mid-stream while another connection keeps
+// terminating the store's backends. Every page is retried until it lands,
+// and in the end each event is stored exactly once. Run with -race, it also
+// guards the COPY buffer: a buffer recycled after a failed COPY was still
+// being read by pgconn's writer goroutine.
+func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := fmt.Sprintf("ingestd-cursor-fault-%d", time.Now().UnixNano())
+	u, err := url.Parse(pgtest.Schema(t))
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(u.String())
+	_, err = cursor.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	s, err := cursor.Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	_, err = s.Target(ctx, "events", 4)
+	require.NoError(t, err)
+
+	killer, err := pgx.Connect(ctx, pgtest.BaseURL())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = killer.Close(ctx) })
+	var killed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Cleanups run last first: the killer stops before its connection closes,
+	// also when the test fails early.
+	stopKilling := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(stopKilling)
+	wg.Go(func() {
+		tick := time.NewTicker(75 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			var k int64
+			_ = killer.QueryRow(ctx,
+				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&k)
+			killed.Add(k)
+		}
+	})
+
+	const (
+		src     = "yandex/default"
+		pages   = 40
+		perPage = 500
+	)
+	payload := bytes.Repeat([]byte("p"), 2000)
+	var failures int
+	prev := ""
+	for p := range pages {
+		rows := make([]cursor.Row, perPage)
+		for i := range rows {
+			rows[i] = row(p*perPage+i, i%4)
+			rows[i].Msg.Payload = payload
+		}
+		page := withLease(t, s, cursor.Page{SourceID: src, PrevCursor: prev, Cursor: fmt.Sprintf("c%d", p), Rows: rows})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := s.CommitPage(ctx, page)
+			if errors.Is(err, cursor.ErrCursorMoved) {
+				// The connection broke after the commit landed: the
+				// cursor already is the page's.
+				st, serr := s.Source(ctx, src)
+				if serr == nil && st.Cursor == page.Cursor {
+					break
+				}
+			}
+			if err == nil {
+				break
+			}
+			failures++
+			require.True(t, time.Now().Before(deadline), "page %d never committed: %v", p, err)
+		}
+		prev = page.Cursor
+	}
+	stopKilling()
+	require.Positive(t, failures, "no commit was interrupted (%d backends terminated)", killed.Load())
+	t.Logf("%d pages committed through %d failed attempts; %d backends terminated", pages, failures, killed.Load())
+
+	st, err := s.Source(ctx, src)
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("c%d", pages-1), st.Cursor)
+	require.Equal(t, int64(pages*perPage), st.EventsTotal)
+	marks, err := s.Watermarks(ctx)
+	require.NoError(t, err)
+	stored, err := s.Pending(ctx, marks, 2*pages*perPage)
+	require.NoError(t, err)
+	require.Len(t, stored, pages*perPage)
+	seen := make(map[string]bool, len(stored))
+	for _, r := range stored {
+		require.False(t, seen[r.Msg.ID], "event %s stored twice", r.Msg.ID)
+		seen[r.Msg.ID] = true
+	}
+}
