@@ -59,21 +59,21 @@ func invalid(field, problem string) error {
 // Key returns the Kafka record key, "<provider>:<order id>". Every event of
 // one shipment has the same key, so a key-hashing partitioner keeps them in
 // one partition, in the order ingestd publishes them.
-func (e *Event) Key() string {
-	return e.Provider + ":" + e.OrderID
-}
+func (e *Event) Key() string { return e.keyIn(nil) }
+
+func (e *Event) keyIn(a *Arena) string { return a.Concat(e.Provider, ":", e.OrderID) }
 
 // SourceURI returns the CloudEvents source of the events read from one
 // provider account: "/ingestd/<provider>/<account>". Together with ce_id it
 // identifies an event uniquely, as CloudEvents requires.
-func SourceURI(provider, account string) string {
-	return "/ingestd/" + provider + "/" + account
+func SourceURI(provider, account string) string { return sourceURIIn(nil, provider, account) }
+
+func sourceURIIn(a *Arena, provider, account string) string {
+	return a.Concat("/ingestd/", provider, "/", account)
 }
 
 // Source returns the CloudEvents source of e; see SourceURI.
-func (e *Event) Source() string {
-	return SourceURI(e.Provider, e.Account)
-}
+func (e *Event) Source() string { return sourceURIIn(nil, e.Provider, e.Account) }
 
 // Validate reports whether e can be encoded as a payload that satisfies
 // schemas/delivery-event.v1.json. It returns a *ValidationError for the first
@@ -625,15 +625,19 @@ func appendString(dst []byte, s string) []byte {
 // Message validates e and returns it as a Kafka message: key, CloudEvents
 // attributes and JSON payload. The error, if any, is the *ValidationError
 // from Validate.
-func (e *Event) Message() (Message, error) {
+func (e *Event) Message() (Message, error) { return e.MessageIn(nil) }
+
+// MessageIn is Message with the key and source strings taken from a, so
+// that a page of messages allocates little beyond the payloads.
+func (e *Event) MessageIn(a *Arena) (Message, error) {
 	raw, err := e.validate()
 	if err != nil {
 		return Message{}, err
 	}
 	return Message{
 		ID:      e.ID,
-		Key:     e.Key(),
-		Source:  e.Source(),
+		Key:     e.keyIn(a),
+		Source:  sourceURIIn(a, e.Provider, e.Account),
 		Type:    e.Type,
 		Subject: e.OrderID,
 		Time:    e.OccurredAt,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/race"
 	"github.com/ingestd/ingestd/schemas"
 )
 
@@ -623,23 +623,8 @@ func TestParsePayloadIgnoresUnknownFields(t *testing.T) {
 	require.Equal(t, sampleGolden, string(got.AppendJSON(nil)))
 }
 
-// raceEnabled reports whether the test binary was built with -race, whose
-// instrumentation adds allocations that production builds do not have.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
 func TestMarshalJSONAllocatesOnce(t *testing.T) {
-	if raceEnabled() {
+	if race.Enabled {
 		t.Skip("allocation counts are only meaningful without -race")
 	}
 	e := sampleEvent()

@@ -38,6 +38,12 @@ func idNamespace() uuid.UUID {
 //     ingestd has seen for the order, so that a status that comes back
 //     later is a new event).
 func ID(provider, account string, parts ...string) string {
+	return UUID(provider, account, parts...).String()
+}
+
+// UUID is ID as a uuid.UUID, for callers that format it themselves (into
+// an Arena) or need its bytes.
+func UUID(provider, account string, parts ...string) uuid.UUID {
 	// The namespace and the name are hashed as one buffer, on the stack for
 	// names of ordinary length: this is what uuid.NewSHA1 computes, without
 	// its three allocations, for every event of every page.
@@ -56,5 +62,5 @@ func ID(provider, account string, parts ...string) string {
 	copy(id[:], sum[:])
 	id[6] = (id[6] & 0x0f) | 0x50 // version 5
 	id[8] = (id[8] & 0x3f) | 0x80 // RFC 4122 variant
-	return id.String()
+	return id
 }

@@ -341,12 +341,15 @@ func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.Exponenti
 func (p *JournalPoller) rows(page *yandex.Page) ([]cursor.Row, error) {
 	observed := p.now().UTC()
 	rows := make([]cursor.Row, 0, len(page.Entries))
+	// The events' strings join the page's entry strings in the page's
+	// arena: they all live until the page is published.
+	strs := page.Strings()
 	for i := range page.Entries {
-		ev, err := yandex.Normalize(p.cfg.Account, &page.Entries[i], observed)
+		ev, err := yandex.NormalizeIn(strs, p.cfg.Account, &page.Entries[i], observed)
 		if err != nil {
 			return nil, err
 		}
-		msg, err := ev.Message()
+		msg, err := ev.MessageIn(strs)
 		if err != nil {
 			return nil, fmt.Errorf("encode event of claim %s: %w", ev.OrderID, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/upstream"
 )
 
@@ -80,7 +81,14 @@ type Page struct {
 	Entries []Entry
 	// Bytes is the body size in bytes, for metrics.
 	Bytes int
+	// strs holds the strings of the page's entries; see Strings.
+	strs *event.Arena
 }
+
+// Strings returns the Arena that holds the strings of the page's entries,
+// for the strings of the events built from them (see NormalizeIn): they
+// all live as long as the page. It is nil for a Page not from the decoder.
+func (p *Page) Strings() *event.Arena { return p.strs }
 
 // Entry is one journal record: one change of one claim.
 type Entry struct {
@@ -102,6 +110,9 @@ type Entry struct {
 	// as strictly as encoding/json; an Entry built any other way has its
 	// Raw checked again when its event is encoded.
 	rawChecked bool
+	// price backs the Price of the entry's event, so that normalizing a
+	// price change does not allocate one.
+	price event.Price
 }
 
 // Journal fetches one page after cursor. cursor == "" means "no cursor":

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/ingestd/ingestd/internal/event"
 )
 
 // The journal is read at up to 100k+ entries per second, so a page is not
@@ -32,7 +34,7 @@ const maxDepth = 10000
 // entries (the page limit), used to size the entry slice once. Errors
 // describe what is malformed; the caller classifies them.
 func decodePage(body []byte, hint int) (*Page, error) {
-	p := parser{b: body}
+	p := parser{b: body, strs: new(event.Arena)}
 	p.ws()
 	if c := p.peek(); c != '{' {
 		// Name the kind of value only when the body is JSON at all.
@@ -83,7 +85,7 @@ func decodePage(body []byte, hint int) (*Page, error) {
 	case !haveEvents:
 		return nil, errors.New("no events array (missing or null)")
 	}
-	return &Page{Cursor: cursor, Entries: entries, Bytes: len(body)}, nil
+	return &Page{Cursor: cursor, Entries: entries, Bytes: len(body), strs: p.strs}, nil
 }
 
 // parser is a single-pass JSON reader specialised for the journal. It checks
@@ -100,6 +102,9 @@ type parser struct {
 	// (change type, status, currency, resolution, client), so that a page
 	// allocates each once rather than once per entry.
 	interned map[string]string
+	// strs holds the page's other strings (claim ids, change times), and
+	// later the strings the page's events and messages are built with.
+	strs *event.Arena
 }
 
 // maxInterned bounds the interned values of one page.
@@ -330,7 +335,7 @@ func (p *parser) stringValueOf(intern bool) (string, error) {
 	content := tok[1 : len(tok)-1]
 	if !escaped && (!nonASCII || utf8.Valid(content)) {
 		if !intern {
-			return string(content), nil
+			return p.strs.String(content), nil
 		}
 		if s, ok := p.interned[string(content)]; ok {
 			return s, nil
@@ -361,7 +366,7 @@ func (p *parser) decimalValue() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return string(tok), nil
+		return p.strs.String(tok), nil
 	}
 	return p.stringValue()
 }

@@ -19,6 +19,13 @@ const changeTypePrice = "price_changed"
 // because publishing it with a made-up time or price would be worse than
 // stopping.
 func Normalize(account string, e *Entry, observedAt time.Time) (event.Event, error) {
+	return NormalizeIn(nil, account, e, observedAt)
+}
+
+// NormalizeIn is Normalize with the event's strings taken from a, normally
+// the page's (Page.Strings), so that normalizing a page does not allocate
+// per event.
+func NormalizeIn(a *event.Arena, account string, e *Entry, observedAt time.Time) (event.Event, error) {
 	occurred, err := time.Parse(time.RFC3339Nano, e.UpdatedTS)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("normalize claim %s op %d: parse updated_ts %q: %w",
@@ -26,8 +33,7 @@ func Normalize(account string, e *Entry, observedAt time.Time) (event.Event, err
 	}
 
 	ev := event.Event{
-		ID: event.ID(event.ProviderYandex, account, e.ClaimID,
-			strconv.FormatInt(e.OperationID, 10), e.ChangeType, strconv.FormatInt(e.Revision, 10)),
+		ID:             a.UUID(entryUUID(account, e)),
 		Type:           event.TypeStatusChanged,
 		Provider:       event.ProviderYandex,
 		Account:        account,
@@ -54,7 +60,8 @@ func Normalize(account string, e *Entry, observedAt time.Time) (event.Event, err
 			return event.Event{}, fmt.Errorf("normalize claim %s op %d: new_price %q is not a decimal number",
 				e.ClaimID, e.OperationID, e.NewPrice)
 		}
-		ev.Price = &event.Price{Amount: e.NewPrice, Currency: e.NewCurrency}
+		e.price = event.Price{Amount: e.NewPrice, Currency: e.NewCurrency}
+		ev.Price = &e.price
 	}
 	return ev, nil
 }
@@ -86,4 +93,13 @@ func isDecimal(s string) bool {
 		}
 	}
 	return true
+}
+
+// entryUUID is the event id of a journal entry. Its numbers are formatted on
+// the stack: ID only reads its parts, so they do not escape.
+func entryUUID(account string, e *Entry) [16]byte {
+	var op, rev [20]byte
+	return event.UUID(event.ProviderYandex, account, e.ClaimID,
+		string(strconv.AppendInt(op[:0], e.OperationID, 10)), e.ChangeType,
+		string(strconv.AppendInt(rev[:0], e.Revision, 10)))
 }

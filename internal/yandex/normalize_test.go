@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/race"
 )
 
 func TestNormalize(t *testing.T) {
@@ -211,4 +212,79 @@ func TestOnlyDecodedRawIsTrusted(t *testing.T) {
 	require.False(t, ev.RawChecked)
 	_, err = ev.Message()
 	require.ErrorContains(t, err, "raw")
+}
+
+// pageMessages decodes body and builds the message of every entry the way
+// the journal poller does: with the page's arena.
+func pageMessages(body []byte, hint int, observed time.Time, msgs []event.Message) ([]event.Message, error) {
+	page, err := decodePage(body, hint)
+	if err != nil {
+		return nil, err
+	}
+	msgs = msgs[:0]
+	for i := range page.Entries {
+		ev, err := NormalizeIn(page.Strings(), "default", &page.Entries[i], observed)
+		if err != nil {
+			return nil, err
+		}
+		m, err := ev.MessageIn(page.Strings())
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// TestPageAllocatesPayloadsOnly: from body to messages, a page allocates
+// one payload per event and a bounded number of blocks per page, nothing
+// else per event. The messages are the same as without an arena.
+func TestPageAllocatesPayloadsOnly(t *testing.T) {
+	const entries = 1000
+	body := journalBody(entries)
+	observed := time.Date(2026, 3, 1, 15, 4, 5, 0, time.UTC)
+	msgs, err := pageMessages(body, entries, observed, nil)
+	require.NoError(t, err)
+	require.Len(t, msgs, entries)
+
+	plain, err := decodePage(body, entries)
+	require.NoError(t, err)
+	for i := range plain.Entries {
+		ev, err := Normalize("default", &plain.Entries[i], observed)
+		require.NoError(t, err)
+		want, err := ev.Message()
+		require.NoError(t, err)
+		require.Equal(t, want, msgs[i], "entry %d", i)
+	}
+
+	if race.Enabled {
+		t.Skip("allocation counts are only meaningful without -race")
+	}
+	allocs := testing.AllocsPerRun(5, func() {
+		if msgs, err = pageMessages(body, entries, observed, msgs); err != nil {
+			panic(err)
+		}
+	})
+	// The fixed part: the page, its entry slice, point chunks, interned
+	// values and arena blocks, about 30 in all.
+	const perPage = 48
+	t.Logf("%.0f allocations for %d events", allocs, entries)
+	require.LessOrEqual(t, allocs, float64(entries+perPage))
+}
+
+func BenchmarkPageMessages(b *testing.B) {
+	const entries = 1000
+	body := journalBody(entries)
+	observed := time.Now()
+	msgs := make([]event.Message, 0, entries)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if msgs, err = pageMessages(body, entries, observed, msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*entries), "ns/entry")
+	b.ReportMetric(float64(testing.AllocsPerRun(1, func() { _, _ = pageMessages(body, entries, observed, msgs) }))/entries, "allocs/entry")
 }
