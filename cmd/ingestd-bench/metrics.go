@@ -35,11 +35,15 @@ type stageTimes struct {
 	Commits       float64 `json:"page_commits"`
 	WriteSeconds  float64 `json:"kafka_write_seconds"`
 	Writes        float64 `json:"kafka_writes"`
+	// Mallocs is go_memstats_mallocs_total: every heap allocation of the
+	// process since it started, start-up included (a few thousand).
+	Mallocs float64 `json:"heap_allocations"`
 }
 
-// scrapeStages reads ingestd_page_commit_seconds and
-// ingestd_publish_write_seconds from ingestd's /metrics. The histograms'
-// _sum and _count are added up over all label sets.
+// scrapeStages reads ingestd_page_commit_seconds,
+// ingestd_publish_write_seconds and go_memstats_mallocs_total from
+// ingestd's /metrics. The histograms' _sum and _count are added up over all
+// label sets.
 func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -62,6 +66,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		"ingestd_page_commit_seconds_count":   &st.Commits,
 		"ingestd_publish_write_seconds_sum":   &st.WriteSeconds,
 		"ingestd_publish_write_seconds_count": &st.Writes,
+		"go_memstats_mallocs_total":           &st.Mallocs,
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -96,7 +101,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
 	}
 	if found < len(fields) {
-		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds or ingestd_publish_write_seconds not exported")
+		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds, ingestd_publish_write_seconds or go_memstats_mallocs_total not exported")
 	}
 	return &st, nil
 }

@@ -184,6 +184,12 @@ func (r *report) rows() []tableRow {
 			tableRow{label: "ingestd CPU (µs/event)", cells: per(func(c catchUpResult) string { return fmtF(c.IngestdCPUUsPerEvent, 2) }),
 				target: "≤ " + strconv.Itoa(targetCPUUs), verdict: verdicts("ingestd CPU µs/event")},
 			tableRow{label: "ingestd CPU (s per 100,000 events)", cells: per(func(c catchUpResult) string { return fmtF(c.IngestdCPUPer100k, 3) })},
+			tableRow{label: "ingestd heap allocations (per event)", cells: per(func(c catchUpResult) string {
+				if c.Stages == nil {
+					return "not exported"
+				}
+				return fmtF(c.Stages.Mallocs/float64(c.Events), 2)
+			})},
 			tableRow{label: "ingestd peak RSS (MiB)", cells: per(func(c catchUpResult) string { return fmtF(c.PeakRSSMiB, 1) }),
 				target: "≤ " + strconv.Itoa(targetRSSMiB), verdict: verdicts("ingestd peak RSS MiB")},
 			tableRow{label: "PostgreSQL CPU, ingestd's backends (µs/event)", cells: per(func(c catchUpResult) string { return optional(c.PGCPUUsPerEvent) })},
