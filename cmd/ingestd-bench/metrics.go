@@ -38,11 +38,14 @@ type stageTimes struct {
 	// Mallocs is go_memstats_mallocs_total: every heap allocation of the
 	// process since it started, start-up included (a few thousand).
 	Mallocs float64 `json:"heap_allocations"`
+	// AllocBytes is go_memstats_alloc_bytes_total, the bytes of those
+	// allocations.
+	AllocBytes float64 `json:"heap_allocated_bytes"`
 }
 
 // scrapeStages reads ingestd_page_commit_seconds,
-// ingestd_publish_write_seconds and go_memstats_mallocs_total from
-// ingestd's /metrics. The histograms' _sum and _count are added up over all
+// ingestd_publish_write_seconds, go_memstats_mallocs_total and
+// go_memstats_alloc_bytes_total from ingestd's /metrics. The histograms' _sum and _count are added up over all
 // label sets.
 func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -67,6 +70,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		"ingestd_publish_write_seconds_sum":   &st.WriteSeconds,
 		"ingestd_publish_write_seconds_count": &st.Writes,
 		"go_memstats_mallocs_total":           &st.Mallocs,
+		"go_memstats_alloc_bytes_total":       &st.AllocBytes,
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -101,7 +105,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
 	}
 	if found < len(fields) {
-		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds, ingestd_publish_write_seconds or go_memstats_mallocs_total not exported")
+		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds, ingestd_publish_write_seconds or go_memstats_* not exported")
 	}
 	return &st, nil
 }

@@ -190,6 +190,12 @@ func (r *report) rows() []tableRow {
 				}
 				return fmtF(c.Stages.Mallocs/float64(c.Events), 2)
 			})},
+			tableRow{label: "ingestd heap allocated (bytes per event)", cells: per(func(c catchUpResult) string {
+				if c.Stages == nil {
+					return "not exported"
+				}
+				return fmtInt(c.Stages.AllocBytes / float64(c.Events))
+			})},
 			tableRow{label: "ingestd peak RSS (MiB)", cells: per(func(c catchUpResult) string { return fmtF(c.PeakRSSMiB, 1) }),
 				target: "≤ " + strconv.Itoa(targetRSSMiB), verdict: verdicts("ingestd peak RSS MiB")},
 			tableRow{label: "PostgreSQL CPU, ingestd's backends (µs/event)", cells: per(func(c catchUpResult) string { return optional(c.PGCPUUsPerEvent) })},

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,21 +40,35 @@ const (
 var copySignature = []byte("PGCOPY\n\377\r\n\000\x00\x00\x00\x00\x00\x00\x00\x00")
 
 // copyBufs recycles the COPY buffers of a Store: a page of 1,000 events is
-// about a megabyte.
-type copyBufs struct{ pool sync.Pool }
+// about a megabyte. It is a small free list rather than a sync.Pool,
+// because a pool is emptied by every other garbage collection, which a
+// catch-up runs every few pages: most pages then grew a new buffer.
+type copyBufs struct{ free chan *[]byte }
+
+// maxFreeCopyBufs bounds the buffers kept: one per concurrent committer
+// (the journal sources and the BTS poller) covers the usual case.
+const maxFreeCopyBufs = 4
+
+func newCopyBufs() copyBufs { return copyBufs{free: make(chan *[]byte, maxFreeCopyBufs)} }
 
 func (c *copyBufs) get() *[]byte {
-	if b, ok := c.pool.Get().(*[]byte); ok {
+	select {
+	case b := <-c.free:
 		return b
+	default:
+		b := make([]byte, 0, 64<<10)
+		return &b
 	}
-	b := make([]byte, 0, 64<<10)
-	return &b
 }
 
 func (c *copyBufs) put(b *[]byte) {
-	if cap(*b) <= maxPooledCopyBuf {
-		*b = (*b)[:0]
-		c.pool.Put(b)
+	if cap(*b) > maxPooledCopyBuf {
+		return
+	}
+	*b = (*b)[:0]
+	select {
+	case c.free <- b:
+	default:
 	}
 }
 

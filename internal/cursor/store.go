@@ -55,7 +55,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, copyBufs: newCopyBufs()}
 	if err := s.checkSchema(ctx); err != nil {
 		pool.Close()
 		return nil, err

@@ -69,6 +69,10 @@ type Publisher struct {
 	// below it is known to be published. 0 means "read the outbox".
 	memFrom int64
 	mem     memQueue
+	// bufs are the buffers of the last write, kept for the next one only
+	// when every produce request of it was answered: after a failure,
+	// kafka-go may still be encoding a request from them.
+	bufs *writeBufs
 
 	// partitions is the partition count rows are assigned with (recorded in
 	// the outbox target); partitionIDs is 0..partitions-1 for the balancer.
@@ -472,7 +476,8 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 		taken, next, ok := p.memTake(p.memFrom)
 		switch {
 		case ok && len(taken) > 0:
-			rows = taken[:0:0]
+			// taken is memTake's own copy, so it is filtered in place.
+			rows = taken[:0]
 			for _, r := range taken {
 				if r.Seq > wm[r.Partition] {
 					rows = append(rows, r)
@@ -514,6 +519,41 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 	return rows, 0, horizon, nil
 }
 
+// perMsg is the number of headers of a record: seven CloudEvents headers,
+// seq and epoch.
+const perMsg = 9
+
+// writeBufs are the buffers a write's records are built in, reused from one
+// write to the next so that publishing allocates per batch rather than per
+// record, and, once they have grown to a batch, not at all.
+type writeBufs struct {
+	kh      []kafka.Header
+	seqs    []byte
+	recs    []kafka.Record
+	readers []recordBytes
+	hvals   []byte
+	keys    []byte
+}
+
+// reset returns the buffers emptied and with room for n records whose keys
+// take keyBytes; recs and readers have length n.
+func (b *writeBufs) reset(n, keyBytes int) (kh []kafka.Header, seqs []byte, recs []kafka.Record, readers []recordBytes, hvals, keys []byte) {
+	if cap(b.recs) < n {
+		b.recs = make([]kafka.Record, n)
+		b.readers = make([]recordBytes, 2*n)
+	}
+	return slices.Grow(b.kh[:0], perMsg*n), slices.Grow(b.seqs[:0], 20*n), b.recs[:n], b.readers[:2*n],
+		slices.Grow(b.hvals[:0], headerBytesPerMsg*n), slices.Grow(b.keys[:0], keyBytes)
+}
+
+// keep stores the buffers as grown by a write. The records and readers are
+// cleared, so that the batch's payloads are not kept alive by them.
+func (b *writeBufs) keep(kh []kafka.Header, seqs []byte, recs []kafka.Record, readers []recordBytes, hvals, keys []byte) {
+	clear(recs)
+	clear(readers)
+	b.kh, b.seqs, b.recs, b.readers, b.hvals, b.keys = kh, seqs, recs, readers, hvals, keys
+}
+
 // headerBytesPerMsg is a first guess at a message's header values (ids,
 // source, type, time, subject); the buffer grows if it is short.
 const headerBytesPerMsg = 192
@@ -530,17 +570,15 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 	// several per message; each record gets capped windows of them. Records are grouped by partition, each partition's a
 	// contiguous window of recs in outbox order: first[part] is where it
 	// starts, next[part] where its next record goes.
-	const perMsg = 9 // seven CloudEvents headers, seq and epoch
+	b := p.bufs
+	p.bufs = nil
+	if b == nil {
+		b = new(writeBufs)
+	}
 	var (
 		now        = time.Now()
 		epochValue = strconv.AppendInt(nil, epoch, 10)
 		hdrs       = make([]event.Header, 0, perMsg)
-		kh         = make([]kafka.Header, 0, perMsg*len(rows))
-		seqs       = make([]byte, 0, 20*len(rows))
-		recs       = make([]kafka.Record, len(rows))
-		readers    = make([]recordBytes, 2*len(rows))
-		hvals      = make([]byte, 0, headerBytesPerMsg*len(rows))
-		keys       []byte
 		first      = make([]int, p.partitions+1)
 		next       = make([]int, p.partitions)
 	)
@@ -552,7 +590,7 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		first[rows[i].Partition+1]++
 		keyBytes += len(rows[i].Msg.Key)
 	}
-	keys = make([]byte, 0, keyBytes)
+	kh, seqs, recs, readers, hvals, keys := b.reset(len(rows), keyBytes)
 	for part := range p.partitions {
 		first[part+1] += first[part]
 		next[part] = first[part]
@@ -609,6 +647,8 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
 	}
+	b.keep(kh, seqs, recs, readers, hvals, keys)
+	p.bufs = b
 	acked := make(map[int]int64, p.partitions)
 	now = time.Now()
 	// The per-source counter is added to once per run of rows of one
