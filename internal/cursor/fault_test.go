@@ -29,19 +29,8 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	app := fmt.Sprintf("ingestd-cursor-fault-%d", time.Now().UnixNano())
-	u, err := url.Parse(pgtest.Schema(t))
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("application_name", app)
-	u.RawQuery = q.Encode()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(u.String())
-	_, err = cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	_, err = s.Target(ctx, "events", 4)
+	s := storeWithParam(t, "application_name", app)
+	_, err := s.Target(ctx, "events", 4)
 	require.NoError(t, err)
 
 	killer, err := pgx.Connect(ctx, pgtest.BaseURL())
@@ -122,4 +111,23 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 		require.False(t, seen[r.Msg.ID], "event %s stored twice", r.Msg.ID)
 		seen[r.Msg.ID] = true
 	}
+}
+
+// storeWithParam is pgtest.Store with one more DSN parameter.
+func storeWithParam(t *testing.T, key, value string) *cursor.Store {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(pgtest.Schema(t))
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	cfg := cursor.DefaultConfig()
+	cfg.DatabaseURL = secret.New(u.String())
+	_, err = cursor.Migrate(ctx, cfg)
+	require.NoError(t, err)
+	s, err := cursor.Open(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/race"
 	"github.com/ingestd/ingestd/internal/secret"
 )
 
@@ -354,10 +355,23 @@ func TestConcurrentFirstTarget(t *testing.T) {
 // through pgx's own decoding, which checks the binary COPY encoding of
 // every column: times before PostgreSQL's epoch and with nanoseconds, the
 // largest partition, multi-byte text, empty and binary payloads.
+// TestCommitPageStoresEveryColumnExactly writes edge values and reads them
+// back, in pgx's default query mode (binary rows, decoded from their wire
+// bytes) and in the simple protocol (text rows, through pgx's Scan), as
+// with a transaction-pooling PgBouncer.
 func TestCommitPageStoresEveryColumnExactly(t *testing.T) {
 	t.Parallel()
+	for _, mode := range []string{"cache_statement", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			storesEveryColumnExactly(t, storeWithParam(t, "default_query_exec_mode", mode))
+		})
+	}
+}
+
+func storesEveryColumnExactly(t *testing.T, s *cursor.Store) {
+	t.Helper()
 	ctx := context.Background()
-	s := pgtest.Store(t)
 	const src = "yandex/пример"
 	base := row(1, 0).Msg
 	tests := []struct {
@@ -412,4 +426,85 @@ func TestCommitPageStoresEveryColumnExactly(t *testing.T) {
 			require.True(t, c.Inserted[i].Msg.Time.Equal(got.Msg.Time))
 		})
 	}
+}
+
+// TestPendingReadsWhatWasCommitted: the publisher's read of many rows
+// returns exactly the rows committed, in both query modes (see
+// TestCommitPageStoresEveryColumnExactly), with sources and types shared
+// between rows and the rest not.
+func TestPendingReadsWhatWasCommitted(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"cache_statement", "simple_protocol"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := storeWithParam(t, "default_query_exec_mode", mode)
+			_, err := s.Target(ctx, "events", 4)
+			require.NoError(t, err)
+			var want []cursor.Row
+			for page := range 3 {
+				rows := make([]cursor.Row, 50)
+				for i := range rows {
+					rows[i] = row(page*100+i, i%4)
+				}
+				rows[7].Msg.Payload = []byte{}
+				p := cursor.Page{SourceID: fmt.Sprintf("yandex/acct-%d", page%2), Cursor: fmt.Sprintf("c%d", page)}
+				if page > 1 {
+					p.PrevCursor = "c0"
+				}
+				p.Rows = rows
+				c, err := s.CommitPage(ctx, withLease(t, s, p))
+				require.NoError(t, err)
+				want = append(want, c.Inserted...)
+			}
+			marks, err := s.Watermarks(ctx)
+			require.NoError(t, err)
+			got, err := s.Pending(ctx, marks, 1000)
+			require.NoError(t, err)
+			require.Len(t, got, len(want))
+			for i := range got {
+				require.Equal(t, want[i].Seq, got[i].Seq)
+				require.Equal(t, want[i].Partition, got[i].Partition)
+				require.Equal(t, want[i].SourceID, got[i].SourceID)
+				require.Equal(t, want[i].Msg.ID, got[i].Msg.ID)
+				require.Equal(t, want[i].Msg.Key, got[i].Msg.Key)
+				require.Equal(t, want[i].Msg.Type, got[i].Msg.Type)
+				require.Equal(t, want[i].Msg.Source, got[i].Msg.Source)
+				require.Equal(t, want[i].Msg.Subject, got[i].Msg.Subject)
+				require.Equal(t, want[i].Msg.Payload, got[i].Msg.Payload)
+				require.True(t, want[i].Msg.Time.Equal(got[i].Msg.Time))
+				one, err := s.Row(ctx, got[i].Seq)
+				require.NoError(t, err)
+				require.Equal(t, *one, got[i], "one row read alone equals the same row read with others")
+			}
+		})
+	}
+}
+
+// TestPendingAllocatesPayloadsOnly: in pgx's default mode, rows are decoded
+// from their binary wire bytes, so a read costs each row's payload and a
+// few allocations per read; through Scan a row costs about seven.
+func TestPendingAllocatesPayloadsOnly(t *testing.T) {
+	if race.Enabled {
+		t.Skip("allocation counts are only meaningful without -race")
+	}
+	ctx := context.Background()
+	s := pgtest.Store(t)
+	_, err := s.Target(ctx, "events", 4)
+	require.NoError(t, err)
+	rows := make([]cursor.Row, 500)
+	for i := range rows {
+		rows[i] = row(i, i%4)
+	}
+	_, err = s.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: "yandex/default", Cursor: "c1", Rows: rows}))
+	require.NoError(t, err)
+	marks, err := s.Watermarks(ctx)
+	require.NoError(t, err)
+	allocs := testing.AllocsPerRun(3, func() {
+		if got, err := s.Pending(ctx, marks, 1000); err != nil || len(got) != len(rows) {
+			panic(fmt.Sprintf("pending: %d rows, %v", len(got), err))
+		}
+	})
+	t.Logf("%.0f allocations to read %d rows", allocs, len(rows))
+	require.Less(t, allocs, float64(len(rows)+100))
 }

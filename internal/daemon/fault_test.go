@@ -169,6 +169,18 @@ func TestTwoInstancesAtOnce(t *testing.T) {
 	s := newStack(t, sim.YandexConfig{Seed: 14, Backlog: 1000, Rate: 3000, MaxEntries: n, ReplayRate: 0.1})
 	s.cfg.HTTP.Addr = ""
 	a := s.start(t)
+	// b starts once a holds both leases (publisher and source), so that a
+	// is the writer and b the stand-by, whatever the scheduling.
+	require.Eventually(t, func() bool {
+		leases, err := s.store.Leases(context.Background())
+		live := 0
+		for _, l := range leases {
+			if l.Live {
+				live++
+			}
+		}
+		return err == nil && live == 2
+	}, 30*time.Second, 5*time.Millisecond)
 	b := s.start(t)
 	require.Eventually(t, func() bool { return s.sourceState(t).EventsTotal >= 3000 }, 30*time.Second, 5*time.Millisecond)
 	a.stop(t)
