@@ -83,6 +83,7 @@ var exportedMetrics = map[string]metricInfo{
 	"ingestd_polling_paused":                         {gauge, []string{"source"}},
 	"ingestd_publish_last_success_timestamp_seconds": {gauge, nil},
 	"ingestd_publish_reconciled_partitions_total":    {counter, nil},
+	"ingestd_publish_outbox_read_rows_total":         {counter, nil},
 	// The BTS Express watch-list poller.
 	"ingestd_bts_polls_total":                          {counter, []string{"source", "outcome"}},
 	"ingestd_bts_status_skips_total":                   {counter, []string{"source", "from", "to"}},

@@ -41,11 +41,15 @@ type stageTimes struct {
 	// AllocBytes is go_memstats_alloc_bytes_total, the bytes of those
 	// allocations.
 	AllocBytes float64 `json:"heap_allocated_bytes"`
+	// OutboxReadRows is ingestd_publish_outbox_read_rows_total: rows the
+	// publisher read back instead of taking them from memory.
+	OutboxReadRows float64 `json:"outbox_read_rows"`
 }
 
 // scrapeStages reads ingestd_page_commit_seconds,
-// ingestd_publish_write_seconds, go_memstats_mallocs_total and
-// go_memstats_alloc_bytes_total from ingestd's /metrics. The histograms' _sum and _count are added up over all
+// ingestd_publish_write_seconds, ingestd_publish_outbox_read_rows_total,
+// go_memstats_mallocs_total and go_memstats_alloc_bytes_total from
+// ingestd's /metrics. The histograms' _sum and _count are added up over all
 // label sets.
 func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -65,12 +69,13 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	var st stageTimes
 	found := 0
 	fields := map[string]*float64{
-		"ingestd_page_commit_seconds_sum":     &st.CommitSeconds,
-		"ingestd_page_commit_seconds_count":   &st.Commits,
-		"ingestd_publish_write_seconds_sum":   &st.WriteSeconds,
-		"ingestd_publish_write_seconds_count": &st.Writes,
-		"go_memstats_mallocs_total":           &st.Mallocs,
-		"go_memstats_alloc_bytes_total":       &st.AllocBytes,
+		"ingestd_page_commit_seconds_sum":        &st.CommitSeconds,
+		"ingestd_page_commit_seconds_count":      &st.Commits,
+		"ingestd_publish_write_seconds_sum":      &st.WriteSeconds,
+		"ingestd_publish_write_seconds_count":    &st.Writes,
+		"go_memstats_mallocs_total":              &st.Mallocs,
+		"go_memstats_alloc_bytes_total":          &st.AllocBytes,
+		"ingestd_publish_outbox_read_rows_total": &st.OutboxReadRows,
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -105,7 +110,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
 	}
 	if found < len(fields) {
-		return nil, fmt.Errorf("read ingestd's metrics: ingestd_page_commit_seconds, ingestd_publish_write_seconds or go_memstats_* not exported")
+		return nil, fmt.Errorf("read ingestd's metrics: one of ingestd_page_commit_seconds, ingestd_publish_write_seconds, ingestd_publish_outbox_read_rows_total or go_memstats_* not exported")
 	}
 	return &st, nil
 }

@@ -177,6 +177,12 @@ func (r *report) rows() []tableRow {
 				}
 				return fmtF(c.Stages.WriteSeconds, 3)
 			})},
+			tableRow{label: "  rows the publisher read back from the outbox", cells: per(func(c catchUpResult) string {
+				if c.Stages == nil {
+					return "not exported"
+				}
+				return fmtInt(c.Stages.OutboxReadRows)
+			})},
 			tableRow{label: "raw limit: kafka-go produce (events/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawKafkaPerSec) })},
 			tableRow{label: "raw limit: PostgreSQL COPY, 1 commit/page (rows/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawPGPerSec) })},
 			tableRow{label: "ratio to the lower raw limit", cells: per(func(c catchUpResult) string { return fmtF(c.Ratio, 2) + " of " + shortLimit(c.Lower) }),

@@ -145,12 +145,13 @@ ingestd_publish_write_seconds_count{partition="1", note="a b"} 4
 # TYPE go_memstats_mallocs_total counter
 go_memstats_mallocs_total 1.234567e+06
 go_memstats_alloc_bytes_total 8.5e+08
+ingestd_publish_outbox_read_rows_total 3000
 `)
 	}))
 	defer srv.Close()
 	st, err := scrapeStages(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
 	require.NoError(t, err)
-	require.Equal(t, stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6, Mallocs: 1_234_567, AllocBytes: 850_000_000}, *st)
+	require.Equal(t, stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6, Mallocs: 1_234_567, AllocBytes: 850_000_000, OutboxReadRows: 3000}, *st)
 }
 
 func TestWithParams(t *testing.T) {

@@ -10,6 +10,7 @@ type metrics struct {
 	oldestAge     prometheus.Gauge
 	pruned        prometheus.Counter
 	reconciled    prometheus.Counter
+	outboxReads   prometheus.Counter
 	lag           prometheus.Histogram
 	lastPublished prometheus.Gauge
 }
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "ingestd_publish_reconciled_partitions_total",
 			Help: "Partitions whose watermark was raised from Kafka's read-back (records acknowledged before a crash or an ambiguous write).",
 		}),
+		outboxReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingestd_publish_outbox_read_rows_total",
+			Help: "Outbox rows the publisher read back from PostgreSQL because its in-memory queue did not hold them (start-up, recovery, a full queue, or rows committed by another instance).",
+		}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ingestd_e2e_lag_seconds",
 			Help:    "Publish time minus the upstream time of the change (occurred_at), per event.",
@@ -55,6 +60,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Unix time of the last batch acknowledged by Kafka.",
 		}),
 	}
-	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned, m.reconciled, m.lag, m.lastPublished)
+	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned, m.reconciled, m.outboxReads, m.lag, m.lastPublished)
 	return m
 }

@@ -255,6 +255,46 @@ func (p *Publisher) Committed(c cursor.Commit) {
 	p.Notify()
 }
 
+// memHandoffGrace is how long the publisher waits for the hand-off of rows
+// it sees committed but not queued before it reads them from the outbox.
+const memHandoffGrace = 20 * time.Millisecond
+
+// awaitHandoff waits up to memHandoffGrace for a commit to be handed over
+// and reports whether the queue now continues at memFrom.
+func (p *Publisher) awaitHandoff(ctx context.Context) bool {
+	t := time.NewTimer(memHandoffGrace)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		case <-p.wake:
+		}
+		if p.memContinues(p.memFrom) {
+			return true
+		}
+	}
+}
+
+// memContinues reports whether memTake(seq) would take rows: the first
+// queued commit not entirely below seq starts exactly at seq.
+func (p *Publisher) memContinues(seq int64) bool {
+	q := &p.mem
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.overflow {
+		return false
+	}
+	for _, b := range q.batches {
+		if b.LastSeq >= seq {
+			return b.FirstSeq == seq
+		}
+	}
+	return false
+}
+
 // memReset empties the queue and leaves overflow, before the publisher
 // reads the outbox up to a horizon: every commit after the horizon is then
 // queued.
@@ -498,6 +538,14 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 			if last < p.memFrom {
 				return nil, 0, 0, nil
 			}
+			// Usually they are this process's own: a poller hands its
+			// commit over a moment after COMMIT returns. Waiting that
+			// moment out spares reading a page back from PostgreSQL (a
+			// tenth of a catch-up's rows were); rows committed by another
+			// instance wait memHandoffGrace longer.
+			if p.awaitHandoff(ctx) {
+				return p.next(ctx, wm)
+			}
 		}
 		p.memFrom = 0
 	}
@@ -510,6 +558,7 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 	if err != nil {
 		return nil, 0, 0, err
 	}
+	p.m.outboxReads.Add(float64(len(rows)))
 	if len(rows) < p.cfg.BatchSize {
 		horizon = max(last, 1)
 		if len(rows) == 0 {

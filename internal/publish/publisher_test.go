@@ -289,6 +289,77 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
+// TestLateHandOffIsPublishedFromMemory: a poller hands its commit to the
+// publisher a moment after COMMIT returns. A publisher that wakes in that
+// moment sees rows committed but not queued; it waits for the hand-off
+// rather than reading the rows back from PostgreSQL.
+func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	kc := kafkatest.Start(t)
+	store := pgtest.Store(t)
+	reg := prometheus.NewRegistry()
+	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), reg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
+
+	l := hold(t, store, "source:yandex/default").Lease
+	const pages, perPage = 20, 10
+	prev := ""
+	var readBefore float64
+	for pg := range pages {
+		rows := make([]cursor.Row, perPage)
+		for i := range rows {
+			m := message(t, pg*perPage+i)
+			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+		}
+		cur := fmt.Sprintf("c%d", pg)
+		c, err := store.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+		require.NoError(t, err)
+		prev = cur
+		if pg > 0 {
+			// The publisher wakes between the commit and its hand-off,
+			// which comes late.
+			p.Notify()
+			time.Sleep(5 * time.Millisecond)
+		}
+		p.Committed(c)
+		// Each page is on Kafka before the next is committed.
+		kafkatest.ReadTopic(t, kc.Addr, "events", (pg+1)*perPage, 30*time.Second)
+		if pg == 0 {
+			// The first page may be read back: a publisher starts from
+			// the outbox.
+			readBefore = counter(t, reg, "ingestd_publish_outbox_read_rows_total")
+		}
+	}
+	read := counter(t, reg, "ingestd_publish_outbox_read_rows_total") - readBefore
+	t.Logf("%.0f of %d rows read back from the outbox", read, (pages-1)*perPage)
+	// A slow machine may miss the grace now and then; a publisher that
+	// does not wait reads nearly every page back.
+	require.LessOrEqual(t, read, float64(pages/4*perPage))
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// counter returns the value of the unlabelled counter name in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			require.Len(t, mf.GetMetric(), 1)
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
 // TestCheckingATopicNeverCreatesIt runs against a broker that creates
 // topics on any metadata request that allows it: readiness and
 // check-config must ask without allowing it.
