@@ -33,7 +33,10 @@ type Page struct {
 	PrevCursor string
 	// Cursor is the cursor to store, byte for byte. It must not be empty.
 	Cursor string
-	// Rows are the page's events in upstream order; Seq is assigned here.
+	// Rows are the page's events in upstream order. CommitPage sets their
+	// SourceID and Seq, and cuts their Time to microseconds, in place, and
+	// the Commit's Inserted may share their array: the rows belong to the
+	// commit (retrying the same Page is fine).
 	Rows []Row
 }
 
@@ -172,17 +175,30 @@ func (s *Store) insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows
 			skip[id] = struct{}{}
 		}
 	}
-	fresh := make([]Row, 0, len(rows))
-	for _, r := range rows {
-		if _, dup := skip[r.Msg.ID]; dup {
+	// fresh is rows itself unless a row is skipped (rare), which saves
+	// copying every row of every page.
+	var fresh []Row
+	for i := range rows {
+		id := rows[i].Msg.ID
+		if _, dup := skip[id]; dup {
+			if fresh == nil {
+				fresh = append(make([]Row, 0, len(rows)-1), rows[:i]...)
+			}
 			continue
 		}
-		skip[r.Msg.ID] = struct{}{} // a repeat later in the same page
-		r.SourceID = sourceID
+		skip[id] = struct{}{} // a repeat later in the same page
+		if fresh != nil {
+			fresh = append(fresh, rows[i])
+		}
+	}
+	if fresh == nil {
+		fresh = rows
+	}
+	for i := range fresh {
+		fresh[i].SourceID = sourceID
 		// PostgreSQL keeps microseconds: rows published straight from
 		// memory must carry the same ce_time as rows read back.
-		r.Msg.Time = r.Msg.Time.Truncate(time.Microsecond)
-		fresh = append(fresh, r)
+		fresh[i].Msg.Time = fresh[i].Msg.Time.Truncate(time.Microsecond)
 	}
 	c := Commit{Duplicates: len(rows) - len(fresh)}
 	if len(fresh) == 0 {
