@@ -232,14 +232,15 @@ type memQueue struct {
 const memBatches = 4
 
 // Committed hands over a committed page's rows and wakes the publisher. It
-// never blocks: when the queue is full the rows are dropped from it (they
-// are in the outbox) and the publisher reads the outbox until it caught up.
+// never blocks: when the queue is full, this commit and every later one are
+// left out of it (they are in the outbox). The publisher still takes what
+// is queued from memory, then reads the outbox until it has caught up.
 func (p *Publisher) Committed(c cursor.Commit) {
 	if len(c.Inserted) > 0 {
 		q := &p.mem
 		q.mu.Lock()
 		if q.overflow || q.rows+len(c.Inserted) > memBatches*p.cfg.BatchSize {
-			q.overflow, q.batches, q.rows = true, nil, 0
+			q.overflow = true
 		} else {
 			// Commits arrive almost always in seq order; two sources'
 			// notifications may cross.
@@ -284,9 +285,6 @@ func (p *Publisher) memContinues(seq int64) bool {
 	q := &p.mem
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.overflow {
-		return false
-	}
 	for _, b := range q.batches {
 		if b.LastSeq >= seq {
 			return b.FirstSeq == seq
@@ -313,9 +311,6 @@ func (p *Publisher) memTake(from int64) (rows []cursor.Row, next int64, ok bool)
 	q := &p.mem
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.overflow {
-		return nil, 0, false
-	}
 	for len(q.batches) > 0 && q.batches[0].LastSeq < from {
 		q.rows -= len(q.batches[0].Inserted)
 		q.batches = q.batches[1:]
@@ -331,8 +326,10 @@ func (p *Publisher) memTake(from int64) (rows []cursor.Row, next int64, ok bool)
 		q.rows -= len(b.Inserted)
 		q.batches = q.batches[1:]
 	}
-	if len(rows) == 0 && len(q.batches) > 0 {
-		return nil, 0, false // the next commit in the queue is not the next seq
+	if len(rows) == 0 && (len(q.batches) > 0 || q.overflow) {
+		// The next commit in the queue is not the next seq, or the queue
+		// ran out after it overflowed.
+		return nil, 0, false
 	}
 	return rows, next, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,31 @@ func config(addr string) publish.Config {
 	return cfg
 }
 
+// newPublisher returns a publisher of store's outbox, closed when the test
+// ends.
+func newPublisher(t *testing.T, cfg publish.Config, store *cursor.Store, reg prometheus.Registerer) *publish.Publisher {
+	t.Helper()
+	p, err := publish.New(context.Background(), cfg, store, zaptest.NewLogger(t), reg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// run runs p under the publisher lease until stop is called or the test
+// ends; stop returns Run's error.
+func run(t *testing.T, p *publish.Publisher, store *cursor.Store) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, hold(t, store, "publisher"), nil) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
 func message(t *testing.T, i int) event.Message {
 	t.Helper()
 	e := event.Event{
@@ -92,9 +118,7 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
 	store := pgtest.Store(t)
-	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := newPublisher(t, config(kc.Addr), store, prometheus.NewRegistry())
 
 	const pages, perPage = 5, 40
 	prev := ""
@@ -109,10 +133,7 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 		prev = cur
 	}
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
+	stop := run(t, p, store)
 	p.Notify()
 
 	before := time.Now().Add(-time.Second)
@@ -152,9 +173,7 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 	for part, seq := range lastSeq {
 		require.Equal(t, seq, wm[part])
 	}
-
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 }
 
 func TestDrainPublishesEverythingThenReturns(t *testing.T) {
@@ -241,14 +260,8 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	store := pgtest.Store(t)
 	cfg := config(kc.Addr)
 	cfg.BatchSize = 20 // a queue of memBatches*20 rows overflows quickly
-	p, err := publish.New(ctx, cfg, store, zaptest.NewLogger(t), prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
+	p := newPublisher(t, cfg, store, prometheus.NewRegistry())
+	stop := run(t, p, store)
 
 	l := hold(t, store, "source:yandex/default").Lease
 	prev, total := "", 0
@@ -285,8 +298,7 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 		require.Greater(t, seq, last[r.Partition])
 		last[r.Partition] = seq
 	}
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 }
 
 // TestLateHandOffIsPublishedFromMemory: a poller hands its commit to the
@@ -299,13 +311,8 @@ func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
 	kc := kafkatest.Start(t)
 	store := pgtest.Store(t)
 	reg := prometheus.NewRegistry()
-	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), reg)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx, hold(t, store, "publisher"), nil) }()
+	p := newPublisher(t, config(kc.Addr), store, reg)
+	stop := run(t, p, store)
 
 	l := hold(t, store, "source:yandex/default").Lease
 	const pages, perPage = 20, 10
@@ -341,8 +348,7 @@ func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
 	// A slow machine may miss the grace now and then; a publisher that
 	// does not wait reads nearly every page back.
 	require.LessOrEqual(t, read, float64(pages/4*perPage))
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 }
 
 // counter returns the value of the unlabelled counter name in reg.
