@@ -35,22 +35,25 @@ type stageTimes struct {
 	Commits       float64 `json:"page_commits"`
 	WriteSeconds  float64 `json:"kafka_write_seconds"`
 	Writes        float64 `json:"kafka_writes"`
+	// The counters below are nil when the binary does not export them (an
+	// older ingestd measured with --ingestd-bin).
+	//
 	// Mallocs is go_memstats_mallocs_total: every heap allocation of the
 	// process since it started, start-up included (a few thousand).
-	Mallocs float64 `json:"heap_allocations"`
+	Mallocs *float64 `json:"heap_allocations,omitempty"`
 	// AllocBytes is go_memstats_alloc_bytes_total, the bytes of those
 	// allocations.
-	AllocBytes float64 `json:"heap_allocated_bytes"`
+	AllocBytes *float64 `json:"heap_allocated_bytes,omitempty"`
 	// OutboxReadRows is ingestd_publish_outbox_read_rows_total: rows the
 	// publisher read back instead of taking them from memory.
-	OutboxReadRows float64 `json:"outbox_read_rows"`
+	OutboxReadRows *float64 `json:"outbox_read_rows,omitempty"`
 }
 
-// scrapeStages reads ingestd_page_commit_seconds,
-// ingestd_publish_write_seconds, ingestd_publish_outbox_read_rows_total,
-// go_memstats_mallocs_total and go_memstats_alloc_bytes_total from
-// ingestd's /metrics. The histograms' _sum and _count are added up over all
-// label sets.
+// scrapeStages reads ingestd_page_commit_seconds and
+// ingestd_publish_write_seconds (required), and
+// ingestd_publish_outbox_read_rows_total, go_memstats_mallocs_total and
+// go_memstats_alloc_bytes_total (when exported) from ingestd's /metrics.
+// The histograms' _sum and _count are added up over all label sets.
 func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -67,15 +70,16 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 		return nil, fmt.Errorf("read ingestd's metrics: %s", resp.Status)
 	}
 	var st stageTimes
-	found := 0
+	var mallocs, allocBytes, outboxReads float64
+	seen := map[string]bool{}
 	fields := map[string]*float64{
 		"ingestd_page_commit_seconds_sum":        &st.CommitSeconds,
 		"ingestd_page_commit_seconds_count":      &st.Commits,
 		"ingestd_publish_write_seconds_sum":      &st.WriteSeconds,
 		"ingestd_publish_write_seconds_count":    &st.Writes,
-		"go_memstats_mallocs_total":              &st.Mallocs,
-		"go_memstats_alloc_bytes_total":          &st.AllocBytes,
-		"ingestd_publish_outbox_read_rows_total": &st.OutboxReadRows,
+		"go_memstats_mallocs_total":              &mallocs,
+		"go_memstats_alloc_bytes_total":          &allocBytes,
+		"ingestd_publish_outbox_read_rows_total": &outboxReads,
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -104,13 +108,24 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 			return nil, fmt.Errorf("read ingestd's metrics: %s: %w", name, err)
 		}
 		*dst += v
-		found++
+		seen[name] = true
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
 	}
-	if found < len(fields) {
-		return nil, fmt.Errorf("read ingestd's metrics: one of ingestd_page_commit_seconds, ingestd_publish_write_seconds, ingestd_publish_outbox_read_rows_total or go_memstats_* not exported")
+	for _, name := range []string{"ingestd_page_commit_seconds_sum", "ingestd_page_commit_seconds_count", "ingestd_publish_write_seconds_sum", "ingestd_publish_write_seconds_count"} {
+		if !seen[name] {
+			return nil, fmt.Errorf("read ingestd's metrics: %s not exported", name)
+		}
+	}
+	if seen["go_memstats_mallocs_total"] {
+		st.Mallocs = &mallocs
+	}
+	if seen["go_memstats_alloc_bytes_total"] {
+		st.AllocBytes = &allocBytes
+	}
+	if seen["ingestd_publish_outbox_read_rows_total"] {
+		st.OutboxReadRows = &outboxReads
 	}
 	return &st, nil
 }

@@ -178,10 +178,10 @@ func (r *report) rows() []tableRow {
 				return fmtF(c.Stages.WriteSeconds, 3)
 			})},
 			tableRow{label: "  rows the publisher read back from the outbox", cells: per(func(c catchUpResult) string {
-				if c.Stages == nil {
+				if c.Stages == nil || c.Stages.OutboxReadRows == nil {
 					return "not exported"
 				}
-				return fmtInt(c.Stages.OutboxReadRows)
+				return fmtInt(*c.Stages.OutboxReadRows)
 			})},
 			tableRow{label: "raw limit: kafka-go produce (events/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawKafkaPerSec) })},
 			tableRow{label: "raw limit: PostgreSQL COPY, 1 commit/page (rows/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawPGPerSec) })},
@@ -191,16 +191,16 @@ func (r *report) rows() []tableRow {
 				target: "≤ " + strconv.Itoa(targetCPUUs), verdict: verdicts("ingestd CPU µs/event")},
 			tableRow{label: "ingestd CPU (s per 100,000 events)", cells: per(func(c catchUpResult) string { return fmtF(c.IngestdCPUPer100k, 3) })},
 			tableRow{label: "ingestd heap allocations (per event)", cells: per(func(c catchUpResult) string {
-				if c.Stages == nil {
+				if c.Stages == nil || c.Stages.Mallocs == nil {
 					return "not exported"
 				}
-				return fmtF(c.Stages.Mallocs/float64(c.Events), 2)
+				return fmtF(*c.Stages.Mallocs/float64(c.Events), 2)
 			})},
 			tableRow{label: "ingestd heap allocated (bytes per event)", cells: per(func(c catchUpResult) string {
-				if c.Stages == nil {
+				if c.Stages == nil || c.Stages.AllocBytes == nil {
 					return "not exported"
 				}
-				return fmtInt(c.Stages.AllocBytes / float64(c.Events))
+				return fmtInt(*c.Stages.AllocBytes / float64(c.Events))
 			})},
 			tableRow{label: "ingestd peak RSS (MiB)", cells: per(func(c catchUpResult) string { return fmtF(c.PeakRSSMiB, 1) }),
 				target: "≤ " + strconv.Itoa(targetRSSMiB), verdict: verdicts("ingestd peak RSS MiB")},

@@ -132,8 +132,7 @@ func TestFormatting(t *testing.T) {
 }
 
 func TestScrapeStages(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `# HELP ingestd_page_commit_seconds Time to commit one page.
+	const histograms = `# HELP ingestd_page_commit_seconds Time to commit one page.
 # TYPE ingestd_page_commit_seconds histogram
 ingestd_page_commit_seconds_bucket{le="0.1"} 3
 ingestd_page_commit_seconds_sum 1.5
@@ -142,16 +141,41 @@ ingestd_publish_write_seconds_sum{partition="0"} 0.25
 ingestd_publish_write_seconds_sum{partition="1", note="a b"} 0.5
 ingestd_publish_write_seconds_count{partition="0"} 2
 ingestd_publish_write_seconds_count{partition="1", note="a b"} 4
-# TYPE go_memstats_mallocs_total counter
+`
+	const counters = `# TYPE go_memstats_mallocs_total counter
 go_memstats_mallocs_total 1.234567e+06
 go_memstats_alloc_bytes_total 8.5e+08
 ingestd_publish_outbox_read_rows_total 3000
-`)
-	}))
-	defer srv.Close()
-	st, err := scrapeStages(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
-	require.NoError(t, err)
-	require.Equal(t, stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6, Mallocs: 1_234_567, AllocBytes: 850_000_000, OutboxReadRows: 3000}, *st)
+`
+	f := func(v float64) *float64 { return &v }
+	tests := []struct {
+		name    string
+		body    string
+		want    stageTimes
+		wantErr string
+	}{
+		{name: "everything", body: histograms + counters, want: stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6,
+			Mallocs: f(1_234_567), AllocBytes: f(850_000_000), OutboxReadRows: f(3000)}},
+		{name: "an older binary without the counters", body: histograms,
+			want: stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6}},
+		{name: "no write histogram", body: strings.Split(histograms, "ingestd_publish_write")[0] + counters,
+			wantErr: "ingestd_publish_write_seconds_sum not exported"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			st, err := scrapeStages(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, *st)
+		})
+	}
 }
 
 func TestWithParams(t *testing.T) {
