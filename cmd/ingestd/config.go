@@ -57,6 +57,7 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.IntVar(&c.Kafka.Partitions, "kafka-partitions", c.Kafka.Partitions, "partitions when creating the topic")
 	fs.IntVar(&c.Kafka.ReplicationFactor, "kafka-replication-factor", c.Kafka.ReplicationFactor, "replication factor when creating the topic (-1: broker default)")
 	fs.IntVar(&c.Kafka.BatchSize, "kafka-batch-size", c.Kafka.BatchSize, "most events per Kafka write")
+	fs.IntVar(&c.Kafka.BatchBytes, "kafka-batch-bytes", c.Kafka.BatchBytes, "most bytes of records per produce request to one partition (below the topic's max.message.bytes)")
 	fs.DurationVar(&c.Kafka.WriteTimeout, "kafka-write-timeout", c.Kafka.WriteTimeout, "timeout of one Kafka write")
 	fs.DurationVar(&c.Kafka.Retention, "outbox-retention", c.Kafka.Retention, "how long published events stay in the outbox (also the replay-dedupe window)")
 	fs.DurationVar(&c.Kafka.PruneInterval, "outbox-prune-interval", c.Kafka.PruneInterval, "how often old published events are deleted")

@@ -33,6 +33,12 @@ type Config struct {
 	// BatchSize is the most rows written per Kafka request round
 	// (INGESTD_KAFKA_BATCH_SIZE, default 1000).
 	BatchSize int
+	// BatchBytes is the most bytes of records sent to one partition in one
+	// produce request (INGESTD_KAFKA_BATCH_BYTES, default 1000000); a
+	// partition's share of a batch that is larger goes in several requests,
+	// one after another. It must stay below the topic's max.message.bytes
+	// (Kafka's default: 1048588), or the broker refuses the requests.
+	BatchBytes int
 	// WriteTimeout bounds one write to Kafka (INGESTD_KAFKA_WRITE_TIMEOUT,
 	// default 10s).
 	WriteTimeout time.Duration
@@ -60,6 +66,7 @@ func DefaultConfig() Config {
 		Partitions:        6,
 		ReplicationFactor: -1,
 		BatchSize:         1000,
+		BatchBytes:        1_000_000,
 		WriteTimeout:      10 * time.Second,
 		Retention:         168 * time.Hour,
 		PruneInterval:     time.Minute,
@@ -89,6 +96,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_BATCH_SIZE: must be between 1 and 100000, got %d", c.BatchSize))
+	}
+	if c.BatchBytes < 1024 || c.BatchBytes > 100<<20 {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_BATCH_BYTES: must be between 1024 and 104857600, got %d", c.BatchBytes))
 	}
 	for _, d := range []struct {
 		env string

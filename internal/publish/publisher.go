@@ -565,6 +565,28 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, me
 	return rows, 0, horizon, nil
 }
 
+// Upper bounds of a v2 record batch's encoding beyond its records' keys,
+// values and header strings: the batch header, and per record and header
+// the varint lengths, attributes and deltas.
+const (
+	batchOverhead  = 61
+	recordOverhead = 32
+	headerOverhead = 10
+)
+
+// chunkLen returns how many of the records whose estimated sizes are sizes
+// fit in one record batch of at most maxBytes; at least one, so that a
+// record larger than maxBytes still goes (alone) and the broker decides.
+func chunkLen(sizes []int, maxBytes int) int {
+	total := batchOverhead
+	n := 0
+	for n < len(sizes) && (n == 0 || total+sizes[n] <= maxBytes) {
+		total += sizes[n]
+		n++
+	}
+	return n
+}
+
 // perMsg is the number of headers of a record: seven CloudEvents headers,
 // seq and epoch.
 const perMsg = 9
@@ -627,6 +649,7 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		hdrs       = make([]event.Header, 0, perMsg)
 		first      = make([]int, p.partitions+1)
 		next       = make([]int, p.partitions)
+		sizes      = make([]int, len(rows)) // estimated encoded size of recs[k]
 	)
 	keyBytes := 0
 	for i := range rows {
@@ -650,8 +673,10 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 			event.Header{Key: HeaderSeq, Value: seqs[seqStart:len(seqs):len(seqs)]},
 			event.Header{Key: HeaderEpoch, Value: epochValue})
 		start := len(kh)
+		size := recordOverhead + len(r.Msg.Key) + len(r.Msg.Payload)
 		for _, h := range hdrs {
 			kh = append(kh, kafka.Header(h))
+			size += headerOverhead + len(h.Key) + len(h.Value)
 		}
 		keyStart := len(keys)
 		keys = append(keys, r.Msg.Key...)
@@ -662,6 +687,7 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		// The record time is the time of the write: Kafka's time-based
 		// retention and consumers' seeks by time go by it.
 		recs[k] = kafka.Record{Time: now, Key: key, Value: value, Headers: kh[start:len(kh):len(kh)]}
+		sizes[k] = size
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
@@ -670,20 +696,32 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 	errs := make([]error, p.partitions)
 	var wg sync.WaitGroup
 	for part := range p.partitions {
-		batch := recs[first[part]:first[part+1]]
+		batch, bsizes := recs[first[part]:first[part+1]], sizes[first[part]:first[part+1]]
 		if len(batch) == 0 {
 			continue
 		}
+		// A partition's records go in requests of at most BatchBytes, one
+		// after another: the broker refuses a larger record batch
+		// (MESSAGE_TOO_LARGE), and sending the next only after the last
+		// was acknowledged keeps one request in flight per partition. If
+		// one fails, the later ones are not sent, so what landed is a
+		// prefix of the partition's rows, which reconciliation finds.
 		wg.Go(func() {
-			res, err := p.producer.Produce(wctx, &kafka.ProduceRequest{
-				Topic: p.cfg.Topic, Partition: part, RequiredAcks: kafka.RequireAll,
-				Records: kafka.NewRecordReader(batch...),
-			})
-			switch {
-			case err != nil:
-				errs[part] = fmt.Errorf("partition %d: %w", part, err)
-			case res.Error != nil:
-				errs[part] = fmt.Errorf("partition %d: %w", part, res.Error)
+			for len(batch) > 0 {
+				n := chunkLen(bsizes, p.cfg.BatchBytes)
+				res, err := p.producer.Produce(wctx, &kafka.ProduceRequest{
+					Topic: p.cfg.Topic, Partition: part, RequiredAcks: kafka.RequireAll,
+					Records: kafka.NewRecordReader(batch[:n]...),
+				})
+				switch {
+				case err != nil:
+					errs[part] = fmt.Errorf("partition %d: %w", part, err)
+					return
+				case res.Error != nil:
+					errs[part] = fmt.Errorf("partition %d: %w", part, res.Error)
+					return
+				}
+				batch, bsizes = batch[n:], bsizes[n:]
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package publish_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -231,6 +232,7 @@ func TestConfigValidate(t *testing.T) {
 		{"partitions", func(c *publish.Config) { c.Partitions = 0 }, "INGESTD_KAFKA_PARTITIONS"},
 		{"replication", func(c *publish.Config) { c.ReplicationFactor = 0 }, "INGESTD_KAFKA_REPLICATION_FACTOR"},
 		{"batch", func(c *publish.Config) { c.BatchSize = 0 }, "INGESTD_KAFKA_BATCH_SIZE"},
+		{"batch bytes", func(c *publish.Config) { c.BatchBytes = 100 }, "INGESTD_KAFKA_BATCH_BYTES"},
 		{"write timeout", func(c *publish.Config) { c.WriteTimeout = 0 }, "INGESTD_KAFKA_WRITE_TIMEOUT"},
 		{"retention", func(c *publish.Config) { c.Retention = -time.Second }, "INGESTD_OUTBOX_RETENTION"},
 	}
@@ -245,6 +247,66 @@ func TestConfigValidate(t *testing.T) {
 				return
 			}
 			require.ErrorContains(t, err, tc.wantErr)
+		})
+	}
+}
+
+// TestLargeWritesAreSplitPerPartition: a partition's share of a write that
+// is larger than BatchBytes goes in several requests, in order. With one
+// partition, 1,500 events of 1.2 KB are 1.8 MB in one write, which the
+// broker refuses as one record batch (its max.message.bytes is about 1 MB,
+// as Kafka's); the publisher used to retry that forever.
+func TestLargeWritesAreSplitPerPartition(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		partitions int
+		batchBytes int
+		events     int
+		payload    int
+	}{
+		{name: "one partition, default bytes", partitions: 1, batchBytes: publish.DefaultConfig().BatchBytes, events: 1500, payload: 1200},
+		{name: "three partitions, small requests", partitions: 3, batchBytes: 4096, events: 90, payload: 300},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			kc := kafkatest.Start(t)
+			store := pgtest.Store(t)
+			cfg := config(kc.Addr)
+			cfg.Partitions = tc.partitions
+			cfg.BatchSize = tc.events
+			cfg.BatchBytes = tc.batchBytes
+			p := newPublisher(t, cfg, store, prometheus.NewRegistry())
+			rows := make([]cursor.Row, tc.events)
+			pad := bytes.Repeat([]byte("x"), tc.payload)
+			for i := range rows {
+				m := message(t, i)
+				m.Payload = append(append([]byte(nil), m.Payload[:len(m.Payload)-1]...), []byte(`,"pad":"`+string(pad)+`"}`)...)
+				rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+			}
+			commit(t, store, "", "c1", rows)
+			stop := run(t, p, store)
+			p.Notify()
+
+			recs := kafkatest.ReadTopic(t, kc.Addr, "events", tc.events, 30*time.Second)
+			require.Len(t, recs, tc.events)
+			ids := map[string]bool{}
+			last := map[int32]int64{}
+			for _, r := range recs {
+				require.False(t, ids[r.Header("ce_id")], "duplicate")
+				ids[r.Header("ce_id")] = true
+				seq, err := strconv.ParseInt(r.Header(publish.HeaderSeq), 10, 64)
+				require.NoError(t, err)
+				require.Greater(t, seq, last[r.Partition], "partition order is outbox order")
+				last[r.Partition] = seq
+			}
+			require.Eventually(t, func() bool {
+				b, err := store.Backlog(ctx)
+				return err == nil && b.Rows == 0
+			}, 10*time.Second, 20*time.Millisecond)
+			require.NoError(t, stop())
 		})
 	}
 }
