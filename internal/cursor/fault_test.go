@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/cursor"
@@ -33,31 +30,7 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	_, err := s.Target(ctx, "events", 4)
 	require.NoError(t, err)
 
-	killer, err := pgx.Connect(ctx, pgtest.BaseURL())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = killer.Close(ctx) })
-	var killed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	// Cleanups run last first: the killer stops before its connection closes,
-	// also when the test fails early.
-	stopKilling := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopKilling)
-	wg.Go(func() {
-		tick := time.NewTicker(75 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			var k int64
-			_ = killer.QueryRow(ctx,
-				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&k)
-			killed.Add(k)
-		}
-	})
+	killer := pgtest.TerminateBackends(t, app, 75*time.Millisecond)
 
 	const (
 		src     = "yandex/default"
@@ -93,9 +66,9 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 		}
 		prev = page.Cursor
 	}
-	stopKilling()
-	require.Positive(t, failures, "no commit was interrupted (%d backends terminated)", killed.Load())
-	t.Logf("%d pages committed through %d failed attempts; %d backends terminated", pages, failures, killed.Load())
+	killer.Stop()
+	require.Positive(t, failures, "no commit was interrupted (%d backends terminated)", killer.Killed())
+	t.Logf("%d pages committed through %d failed attempts; %d backends terminated", pages, failures, killer.Killed())
 
 	st, err := s.Source(ctx, src)
 	require.NoError(t, err)

@@ -9,12 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -204,30 +202,9 @@ func TestDatabaseConnectionsKilled(t *testing.T) {
 	s.cfg.Database.DatabaseURL = secret.New(withParam(t, s.cfg.Database.DatabaseURL.Reveal(), "application_name", app))
 	s.start(t)
 
-	conn, err := pgx.Connect(context.Background(), pgtest.BaseURL())
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(context.Background()) }()
-	var killed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			var k int64
-			_ = conn.QueryRow(context.Background(),
-				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&k)
-			killed.Add(k)
-		}
-	})
-	require.Eventually(t, func() bool { return s.sim.Available() == n && killed.Load() >= 10 }, 60*time.Second, 20*time.Millisecond)
-	close(stop)
-	wg.Wait()
+	killer := pgtest.TerminateBackends(t, app, 250*time.Millisecond)
+	require.Eventually(t, func() bool { return s.sim.Available() == n && killer.Killed() >= 10 }, 60*time.Second, 20*time.Millisecond)
+	killer.Stop()
 	s.waitDone(t, n)
 	s.requireExactlyOnce(t, n)
 }

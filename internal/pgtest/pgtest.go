@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"net/url"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,4 +114,52 @@ func StoreDSN(t testing.TB) (*cursor.Store, string) {
 	}
 	t.Cleanup(s.Close)
 	return s, dsn
+}
+
+// Killer terminates PostgreSQL backends of one application_name over and
+// over, as an administrator or a failover would; see TerminateBackends.
+type Killer struct {
+	killed atomic.Int64
+	stop   func()
+}
+
+// Killed returns how many backends it has terminated so far.
+func (k *Killer) Killed() int64 { return k.killed.Load() }
+
+// Stop stops it and waits until it has; it is safe to call twice.
+func (k *Killer) Stop() { k.stop() }
+
+// TerminateBackends terminates, every interval until Stop or the end of the
+// test, the backends whose application_name is app.
+func TerminateBackends(t testing.TB, app string, every time.Duration) *Killer {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, BaseURL())
+	if err != nil {
+		t.Fatalf("pgtest: connect to terminate backends: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	k := &Killer{}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	k.stop = sync.OnceFunc(func() { close(done); wg.Wait() })
+	// Cleanups run last first: the killer stops before its connection
+	// closes, also when the test fails early.
+	t.Cleanup(k.stop)
+	wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			var n int64
+			_ = conn.QueryRow(ctx,
+				`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+			k.killed.Add(n)
+		}
+	})
+	return k
 }

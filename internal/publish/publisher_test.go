@@ -60,6 +60,23 @@ func config(addr string) publish.Config {
 	return cfg
 }
 
+// requireOnceInOrder checks that recs are n records, each event once, and
+// each partition's in outbox (seq) order.
+func requireOnceInOrder(t *testing.T, recs []kafkatest.Record, n int) {
+	t.Helper()
+	require.Len(t, recs, n)
+	ids := map[string]bool{}
+	last := map[int32]int64{}
+	for _, r := range recs {
+		require.False(t, ids[r.Header("ce_id")], "duplicate %s", r.Header("ce_id"))
+		ids[r.Header("ce_id")] = true
+		seq, err := strconv.ParseInt(r.Header(publish.HeaderSeq), 10, 64)
+		require.NoError(t, err)
+		require.Greater(t, seq, last[r.Partition], "partition order is outbox order")
+		last[r.Partition] = seq
+	}
+}
+
 // newPublisher returns a publisher of store's outbox, closed when the test
 // ends.
 func newPublisher(t *testing.T, cfg publish.Config, store *cursor.Store, reg prometheus.Registerer) *publish.Publisher {
@@ -291,17 +308,7 @@ func TestLargeWritesAreSplitPerPartition(t *testing.T) {
 			p.Notify()
 
 			recs := kafkatest.ReadTopic(t, kc.Addr, "events", tc.events, 30*time.Second)
-			require.Len(t, recs, tc.events)
-			ids := map[string]bool{}
-			last := map[int32]int64{}
-			for _, r := range recs {
-				require.False(t, ids[r.Header("ce_id")], "duplicate")
-				ids[r.Header("ce_id")] = true
-				seq, err := strconv.ParseInt(r.Header(publish.HeaderSeq), 10, 64)
-				require.NoError(t, err)
-				require.Greater(t, seq, last[r.Partition], "partition order is outbox order")
-				last[r.Partition] = seq
-			}
+			requireOnceInOrder(t, recs, tc.events)
 			require.Eventually(t, func() bool {
 				b, err := store.Backlog(ctx)
 				return err == nil && b.Rows == 0
@@ -349,17 +356,7 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	}
 
 	recs := kafkatest.ReadTopic(t, kc.Addr, "events", total, 30*time.Second)
-	require.Len(t, recs, total)
-	ids := map[string]bool{}
-	last := map[int32]int64{}
-	for _, r := range recs {
-		require.False(t, ids[r.Header("ce_id")], "duplicate")
-		ids[r.Header("ce_id")] = true
-		seq, err := strconv.ParseInt(r.Header(publish.HeaderSeq), 10, 64)
-		require.NoError(t, err)
-		require.Greater(t, seq, last[r.Partition])
-		last[r.Partition] = seq
-	}
+	requireOnceInOrder(t, recs, total)
 	require.NoError(t, stop())
 }
 
