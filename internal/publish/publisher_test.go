@@ -199,9 +199,7 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
 	store := pgtest.Store(t)
-	p, err := publish.New(ctx, config(kc.Addr), store, zaptest.NewLogger(t), prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = p.Close() })
+	p := newPublisher(t, config(kc.Addr), store, prometheus.NewRegistry())
 
 	rows := make([]cursor.Row, 2500) // more than one BatchSize
 	for i := range rows {
