@@ -285,12 +285,17 @@ func (p *Publisher) memContinues(seq int64) bool {
 	q := &p.mem
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for _, b := range q.batches {
-		if b.LastSeq >= seq {
-			return b.FirstSeq == seq
-		}
+	q.dropBelow(seq)
+	return len(q.batches) > 0 && q.batches[0].FirstSeq == seq
+}
+
+// dropBelow forgets the queued commits entirely below seq: they are
+// published. q.mu must be held.
+func (q *memQueue) dropBelow(seq int64) {
+	for len(q.batches) > 0 && q.batches[0].LastSeq < seq {
+		q.rows -= len(q.batches[0].Inserted)
+		q.batches = q.batches[1:]
 	}
-	return false
 }
 
 // memReset empties the queue and leaves overflow, before the publisher
@@ -311,10 +316,7 @@ func (p *Publisher) memTake(from int64) (rows []cursor.Row, next int64, ok bool)
 	q := &p.mem
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.batches) > 0 && q.batches[0].LastSeq < from {
-		q.rows -= len(q.batches[0].Inserted)
-		q.batches = q.batches[1:]
-	}
+	q.dropBelow(from)
 	next = from
 	for len(q.batches) > 0 && q.batches[0].FirstSeq == next {
 		b := q.batches[0]
@@ -595,31 +597,34 @@ const perMsg = 9
 // write to the next so that publishing allocates per batch rather than per
 // record, and, once they have grown to a batch, not at all.
 type writeBufs struct {
-	kh      []kafka.Header
-	seqs    []byte
-	recs    []kafka.Record
+	kh   []kafka.Header
+	seqs []byte
+	recs []kafka.Record
+	// sizes[k] is the estimated encoded size of recs[k].
+	sizes   []int
 	readers []recordBytes
 	hvals   []byte
 	keys    []byte
 }
 
 // reset returns the buffers emptied and with room for n records whose keys
-// take keyBytes; recs and readers have length n.
-func (b *writeBufs) reset(n, keyBytes int) (kh []kafka.Header, seqs []byte, recs []kafka.Record, readers []recordBytes, hvals, keys []byte) {
+// take keyBytes; recs and sizes have length n, readers 2n.
+func (b *writeBufs) reset(n, keyBytes int) (kh []kafka.Header, seqs []byte, recs []kafka.Record, sizes []int, readers []recordBytes, hvals, keys []byte) {
 	if cap(b.recs) < n {
 		b.recs = make([]kafka.Record, n)
+		b.sizes = make([]int, n)
 		b.readers = make([]recordBytes, 2*n)
 	}
-	return slices.Grow(b.kh[:0], perMsg*n), slices.Grow(b.seqs[:0], 20*n), b.recs[:n], b.readers[:2*n],
+	return slices.Grow(b.kh[:0], perMsg*n), slices.Grow(b.seqs[:0], 20*n), b.recs[:n], b.sizes[:n], b.readers[:2*n],
 		slices.Grow(b.hvals[:0], headerBytesPerMsg*n), slices.Grow(b.keys[:0], keyBytes)
 }
 
 // keep stores the buffers as grown by a write. The records and readers are
 // cleared, so that the batch's payloads are not kept alive by them.
-func (b *writeBufs) keep(kh []kafka.Header, seqs []byte, recs []kafka.Record, readers []recordBytes, hvals, keys []byte) {
+func (b *writeBufs) keep(kh []kafka.Header, seqs []byte, recs []kafka.Record, sizes []int, readers []recordBytes, hvals, keys []byte) {
 	clear(recs)
 	clear(readers)
-	b.kh, b.seqs, b.recs, b.readers, b.hvals, b.keys = kh, seqs, recs, readers, hvals, keys
+	b.kh, b.seqs, b.recs, b.sizes, b.readers, b.hvals, b.keys = kh, seqs, recs, sizes, readers, hvals, keys
 }
 
 // headerBytesPerMsg is a first guess at a message's header values (ids,
@@ -649,7 +654,6 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		hdrs       = make([]event.Header, 0, perMsg)
 		first      = make([]int, p.partitions+1)
 		next       = make([]int, p.partitions)
-		sizes      = make([]int, len(rows)) // estimated encoded size of recs[k]
 	)
 	keyBytes := 0
 	for i := range rows {
@@ -659,7 +663,7 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		first[rows[i].Partition+1]++
 		keyBytes += len(rows[i].Msg.Key)
 	}
-	kh, seqs, recs, readers, hvals, keys := b.reset(len(rows), keyBytes)
+	kh, seqs, recs, sizes, readers, hvals, keys := b.reset(len(rows), keyBytes)
 	for part := range p.partitions {
 		first[part+1] += first[part]
 		next[part] = first[part]
@@ -731,7 +735,7 @@ func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
 	}
-	b.keep(kh, seqs, recs, readers, hvals, keys)
+	b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
 	p.bufs = b
 	acked := make(map[int]int64, p.partitions)
 	now = time.Now()
