@@ -145,16 +145,14 @@ func scanRows(rows pgx.Rows, capHint int) ([]Row, error) {
 	defer rows.Close()
 	out := make([]Row, 0, capHint)
 	var (
-		strs     event.Arena
-		interned map[string]string
-		fast     = -1 // unknown until the first row's field descriptions
+		strs event.Arena
+		fast = -1 // unknown until the first row's field descriptions
 	)
 	for rows.Next() {
 		if fast < 0 {
 			fast = 0
 			if binaryOutboxRows(rows.FieldDescriptions()) {
 				fast = 1
-				interned = make(map[string]string)
 			}
 		}
 		// Decoded in place: a local Row would escape through Scan's
@@ -162,7 +160,7 @@ func scanRows(rows pgx.Rows, capHint int) ([]Row, error) {
 		out = append(out, Row{})
 		r := &out[len(out)-1]
 		if fast == 1 {
-			if err := decodeOutboxRow(rows.RawValues(), r, &strs, interned); err != nil {
+			if err := decodeOutboxRow(rows.RawValues(), r, &strs); err != nil {
 				return nil, err
 			}
 			continue
@@ -199,7 +197,7 @@ func binaryOutboxRows(fields []pgconn.FieldDescription) bool {
 
 // decodeOutboxRow decodes one row of pendingSQL's columns in binary format
 // (see binaryOutboxRows) into r. Every column is NOT NULL.
-func decodeOutboxRow(v [][]byte, r *Row, strs *event.Arena, interned map[string]string) error {
+func decodeOutboxRow(v [][]byte, r *Row, strs *event.Arena) error {
 	if len(v) != len(outboxRowOIDs) {
 		return fmt.Errorf("outbox row has %d columns, want %d", len(v), len(outboxRowOIDs))
 	}
@@ -211,23 +209,13 @@ func decodeOutboxRow(v [][]byte, r *Row, strs *event.Arena, interned map[string]
 	if len(v[0]) != 8 || len(v[1]) != 4 || len(v[8]) != 8 {
 		return fmt.Errorf("outbox row has a seq, partition or ce_time of %d, %d, %d bytes, want 8, 4, 8", len(v[0]), len(v[1]), len(v[8]))
 	}
-	intern := func(b []byte) string {
-		if s, ok := interned[string(b)]; ok {
-			return s
-		}
-		s := string(b)
-		if len(interned) < maxInternedPerRead {
-			interned[s] = s
-		}
-		return s
-	}
 	r.Seq = int64(binary.BigEndian.Uint64(v[0]))
 	r.Partition = int(int32(binary.BigEndian.Uint32(v[1])))
-	r.SourceID = intern(v[2])
+	r.SourceID = strs.Intern(v[2])
 	r.Msg.ID = strs.String(v[3])
 	r.Msg.Key = strs.String(v[4])
-	r.Msg.Type = event.Type(intern(v[5]))
-	r.Msg.Source = intern(v[6])
+	r.Msg.Type = event.Type(strs.Intern(v[5]))
+	r.Msg.Source = strs.Intern(v[6])
 	r.Msg.Subject = strs.String(v[7])
 	// As pgx decodes a timestamptz: in the local time zone.
 	r.Msg.Time = time.UnixMicro(int64(binary.BigEndian.Uint64(v[8])) + pgEpochMicros)
@@ -235,9 +223,6 @@ func decodeOutboxRow(v [][]byte, r *Row, strs *event.Arena, interned map[string]
 	r.Msg.Payload = append(make([]byte, 0, len(v[9])), v[9]...)
 	return nil
 }
-
-// maxInternedPerRead bounds the distinct sources and types one read shares.
-const maxInternedPerRead = 64
 
 const markSQL = `
 UPDATE publish_progress AS p SET last_seq = v.seq, published_at = now()

@@ -23,7 +23,15 @@ type Arena struct {
 	// later writes append after it; a full block is replaced, not grown, so
 	// that no block is copied.
 	b strings.Builder
+	// interned maps the values given to Intern to their string, up to
+	// maxInterned of them.
+	interned map[string]string
 }
+
+// maxInterned bounds the distinct values an Arena interns, so that a field
+// thought to have few values but holding many costs a string each, not an
+// ever-growing map.
+const maxInterned = 256
 
 // reserve makes room for n more bytes in the current block.
 func (a *Arena) reserve(n int) {
@@ -45,6 +53,26 @@ func (a *Arena) String(b []byte) string {
 	start := a.b.Len()
 	a.b.Write(b)
 	return a.tail(start)
+}
+
+// Intern is String for a value likely to repeat (a status, a source): the
+// first occurrence of each of up to maxInterned values is stored, and later
+// ones return that same string without copying.
+func (a *Arena) Intern(b []byte) string {
+	if a == nil {
+		return string(b)
+	}
+	if s, ok := a.interned[string(b)]; ok {
+		return s
+	}
+	s := a.String(b)
+	if len(a.interned) < maxInterned {
+		if a.interned == nil {
+			a.interned = make(map[string]string)
+		}
+		a.interned[s] = s
+	}
+	return s
 }
 
 // Concat returns the concatenation of parts.

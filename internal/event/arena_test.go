@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -26,6 +27,7 @@ func TestArena(t *testing.T) {
 		{"concat of nothing", func(a *Arena) string { return a.Concat() }, ""},
 		{"larger than a block", func(a *Arena) string { return a.String([]byte(big)) }, big},
 		{"uuid", func(a *Arena) string { return a.UUID(u) }, u.String()},
+		{"intern", func(a *Arena) string { return a.Intern([]byte("delivered")) }, "delivered"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,4 +72,24 @@ func TestArenaAllocatesPerBlock(t *testing.T) {
 		}
 	})
 	require.LessOrEqual(t, allocs, 4.0, "4 blocks of strings cost at most 4 allocations")
+}
+
+// TestArenaInternSharesUpToItsBound: a repeated value is the same string,
+// not a copy, for up to maxInterned values; beyond them values are still
+// right, only no longer shared.
+func TestArenaInternSharesUpToItsBound(t *testing.T) {
+	t.Parallel()
+	var a Arena
+	first := a.Intern([]byte("yandex/default"))
+	again := a.Intern([]byte("yandex/default"))
+	require.Equal(t, "yandex/default", again)
+	require.Same(t, unsafe.StringData(first), unsafe.StringData(again))
+
+	for i := range maxInterned + 10 {
+		require.Equal(t, fmt.Sprint(i), a.Intern([]byte(fmt.Sprint(i))))
+	}
+	require.Len(t, a.interned, maxInterned)
+	over := []byte(fmt.Sprint(maxInterned + 5))
+	require.Equal(t, string(over), a.Intern(over))
+	require.NotSame(t, unsafe.StringData(a.Intern(over)), unsafe.StringData(a.Intern(over)))
 }

@@ -98,17 +98,12 @@ type parser struct {
 	// points backs the CurrentPointID pointers of a page in chunks, so that a
 	// page costs a few allocations for them rather than one per entry.
 	points []int64
-	// interned holds the page's values of fields with few distinct values
-	// (change type, status, currency, resolution, client), so that a page
-	// allocates each once rather than once per entry.
-	interned map[string]string
-	// strs holds the page's other strings (claim ids, change times), and
-	// later the strings the page's events and messages are built with.
+	// strs holds the page's strings: claim ids and change times, the
+	// interned values of fields with few distinct values (change type,
+	// status, currency, resolution, client), and later the strings the
+	// page's events and messages are built with.
 	strs *event.Arena
 }
-
-// maxInterned bounds the interned values of one page.
-const maxInterned = 256
 
 func (p *parser) ws() {
 	for p.i < len(p.b) {
@@ -334,20 +329,10 @@ func (p *parser) stringValueOf(intern bool) (string, error) {
 	}
 	content := tok[1 : len(tok)-1]
 	if !escaped && (!nonASCII || utf8.Valid(content)) {
-		if !intern {
-			return p.strs.String(content), nil
+		if intern {
+			return p.strs.Intern(content), nil
 		}
-		if s, ok := p.interned[string(content)]; ok {
-			return s, nil
-		}
-		s := string(content)
-		if len(p.interned) < maxInterned {
-			if p.interned == nil {
-				p.interned = make(map[string]string)
-			}
-			p.interned[s] = s
-		}
-		return s, nil
+		return p.strs.String(content), nil
 	}
 	var s string
 	if err := json.Unmarshal(tok, &s); err != nil {
