@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/pgtest"
-	"github.com/ingestd/ingestd/internal/secret"
 )
 
 // TestCommitPageSurvivesTerminatedBackends commits pages large enough that
@@ -26,7 +24,7 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	app := fmt.Sprintf("ingestd-cursor-fault-%d", time.Now().UnixNano())
-	s := storeWithParam(t, "application_name", app)
+	s := pgtest.StoreWithParam(t, "application_name", app)
 	_, err := s.Target(ctx, "events", 4)
 	require.NoError(t, err)
 
@@ -84,23 +82,4 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 		require.False(t, seen[r.Msg.ID], "event %s stored twice", r.Msg.ID)
 		seen[r.Msg.ID] = true
 	}
-}
-
-// storeWithParam is pgtest.Store with one more DSN parameter.
-func storeWithParam(t *testing.T, key, value string) *cursor.Store {
-	t.Helper()
-	ctx := context.Background()
-	u, err := url.Parse(pgtest.Schema(t))
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set(key, value)
-	u.RawQuery = q.Encode()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(u.String())
-	_, err = cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	s, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
 }

@@ -364,7 +364,7 @@ func TestCommitPageStoresEveryColumnExactly(t *testing.T) {
 	for _, mode := range []string{"cache_statement", "simple_protocol"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			storesEveryColumnExactly(t, storeWithParam(t, "default_query_exec_mode", mode))
+			storesEveryColumnExactly(t, pgtest.StoreWithParam(t, "default_query_exec_mode", mode))
 		})
 	}
 }
@@ -438,7 +438,7 @@ func TestPendingReadsWhatWasCommitted(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			s := storeWithParam(t, "default_query_exec_mode", mode)
+			s := pgtest.StoreWithParam(t, "default_query_exec_mode", mode)
 			_, err := s.Target(ctx, "events", 4)
 			require.NoError(t, err)
 			var want []cursor.Row

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,7 +198,7 @@ func TestDatabaseConnectionsKilled(t *testing.T) {
 	const n = 6000
 	s := newStack(t, sim.YandexConfig{Seed: 15, Backlog: 1000, Rate: 2000, MaxEntries: n})
 	app := fmt.Sprintf("ingestd-fault-%d", time.Now().UnixNano())
-	s.cfg.Database.DatabaseURL = secret.New(withParam(t, s.cfg.Database.DatabaseURL.Reveal(), "application_name", app))
+	s.cfg.Database.DatabaseURL = secret.New(pgtest.WithParam(t, s.cfg.Database.DatabaseURL.Reveal(), "application_name", app))
 	s.start(t)
 
 	killer := pgtest.TerminateBackends(t, app, 250*time.Millisecond)
@@ -207,16 +206,6 @@ func TestDatabaseConnectionsKilled(t *testing.T) {
 	killer.Stop()
 	s.waitDone(t, n)
 	s.requireExactlyOnce(t, n)
-}
-
-func withParam(t *testing.T, dsn, k, v string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set(k, v)
-	u.RawQuery = q.Encode()
-	return u.String()
 }
 
 // privatePostgres runs a PostgreSQL server of its own for a test that

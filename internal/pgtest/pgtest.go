@@ -71,12 +71,18 @@ func Schema(t testing.TB) string {
 // WithSearchPath returns dsn with its search_path set to schema.
 func WithSearchPath(t testing.TB, dsn, schema string) string {
 	t.Helper()
+	return WithParam(t, dsn, "search_path", schema)
+}
+
+// WithParam returns dsn, a URL, with the query parameter key set to value.
+func WithParam(t testing.TB, dsn, key, value string) string {
+	t.Helper()
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatalf("pgtest: INGESTD_TEST_DATABASE_URL must be a URL: %v", err)
 	}
 	q := u.Query()
-	q.Set("search_path", schema)
+	q.Set(key, value)
 	u.RawQuery = q.Encode()
 	return u.String()
 }
@@ -101,8 +107,22 @@ func Store(t testing.TB) *cursor.Store {
 // to it directly or hand it to a daemon.
 func StoreDSN(t testing.TB) (*cursor.Store, string) {
 	t.Helper()
-	ctx := context.Background()
 	dsn := Schema(t)
+	return open(t, dsn), dsn
+}
+
+// StoreWithParam is Store with one more DSN parameter (application_name,
+// default_query_exec_mode, ...).
+func StoreWithParam(t testing.TB, key, value string) *cursor.Store {
+	t.Helper()
+	return open(t, WithParam(t, Schema(t), key, value))
+}
+
+// open migrates the schema of dsn and opens a store on it, closed when the
+// test ends.
+func open(t testing.TB, dsn string) *cursor.Store {
+	t.Helper()
+	ctx := context.Background()
 	cfg := cursor.DefaultConfig()
 	cfg.DatabaseURL = secret.New(dsn)
 	if _, err := cursor.Migrate(ctx, cfg); err != nil {
@@ -113,7 +133,7 @@ func StoreDSN(t testing.TB) (*cursor.Store, string) {
 		t.Fatalf("pgtest: open store: %v", err)
 	}
 	t.Cleanup(s.Close)
-	return s, dsn
+	return s
 }
 
 // Killer terminates PostgreSQL backends of one application_name over and
