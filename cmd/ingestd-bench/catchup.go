@@ -14,9 +14,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/storage"
 )
 
 // monitorEvery is how often the harness checks whether the catch-up is
@@ -135,7 +136,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	}
 	defer func() { err = errors.Join(err, stopSim()) }()
 
-	store, err := cursor.Open(ctx, cursor.Config{DatabaseURL: secret.New(monitorDSN), MaxConns: 2})
+	store, err := storage.Open(ctx, pg.Config{DatabaseURL: secret.New(monitorDSN), MaxConns: 2})
 	if err != nil {
 		return r, fmt.Errorf("open the outbox for monitoring: %w", err)
 	}
@@ -191,7 +192,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 			}
 		}
 		if ingestedAt.IsZero() {
-			st, err := store.Source(ctx, sourceID)
+			st, err := store.Cursors.Source(ctx, sourceID)
 			if err != nil {
 				return r, err
 			}
@@ -203,7 +204,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 			}
 			ingestedAt = time.Now()
 		}
-		bl, err := store.Backlog(ctx)
+		bl, err := store.Outbox.Backlog(ctx)
 		if err != nil {
 			return r, err
 		}

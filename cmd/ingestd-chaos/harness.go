@@ -14,9 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/lease"
 )
 
 // Tuning of the rounds. Deadlines are generous because the machine may be
@@ -527,12 +527,12 @@ func (h *harness) end(ctx context.Context, c *child) (string, error) {
 }
 
 // leases returns the lease table by role name.
-func (h *harness) leases(ctx context.Context) (map[string]cursor.LeaseState, error) {
-	ls, err := h.env.store.Leases(ctx)
+func (h *harness) leases(ctx context.Context) (map[string]lease.State, error) {
+	ls, err := h.env.store.Leases.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[string]cursor.LeaseState, len(ls))
+	m := make(map[string]lease.State, len(ls))
 	for _, l := range ls {
 		m[l.Name] = l
 	}
@@ -1028,11 +1028,11 @@ type progress struct {
 }
 
 func (h *harness) progress(ctx context.Context) (progress, error) {
-	st, err := h.env.store.Source(ctx, sourceID)
+	st, err := h.env.store.Cursors.Source(ctx, sourceID)
 	if err != nil {
 		return progress{}, err
 	}
-	b, err := h.env.store.Backlog(ctx)
+	b, err := h.env.store.Outbox.Backlog(ctx)
 	if err != nil {
 		return progress{}, err
 	}

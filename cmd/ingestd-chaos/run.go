@@ -21,9 +21,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/storage"
 )
 
 // defaultDatabaseURL is the local server every test and the demo use.
@@ -246,7 +247,7 @@ type environment struct {
 	schema  string
 	dsn     string
 	pool    *pgxpool.Pool
-	store   *cursor.Store
+	store   *storage.Stores
 
 	kafka     *kfake.Cluster
 	kafkaAddr string
@@ -283,12 +284,12 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 	if env.dsn, err = withSearchPath(o.databaseURL, schema); err != nil {
 		return env, err
 	}
-	dbCfg := cursor.DefaultConfig()
+	dbCfg := pg.DefaultConfig()
 	dbCfg.DatabaseURL = secret.New(env.dsn)
-	if _, err := cursor.Migrate(ctx, dbCfg); err != nil {
+	if _, err := pg.Migrate(ctx, dbCfg); err != nil {
 		return env, fmt.Errorf("migrate schema %s: %w", schema, err)
 	}
-	if env.store, err = cursor.Open(ctx, dbCfg); err != nil {
+	if env.store, err = storage.Open(ctx, dbCfg); err != nil {
 		return env, fmt.Errorf("open the store: %w", err)
 	}
 	if env.pool, err = pgxpool.New(ctx, env.dsn); err != nil {

@@ -19,12 +19,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/storage"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 const (
@@ -84,12 +86,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dbCfg := cursor.DefaultConfig()
+	dbCfg := pg.DefaultConfig()
 	dbCfg.DatabaseURL = secret.New(dsn)
-	if _, err := cursor.Migrate(ctx, dbCfg); err != nil {
+	if _, err := pg.Migrate(ctx, dbCfg); err != nil {
 		return err
 	}
-	store, err := cursor.Open(ctx, dbCfg)
+	store, err := storage.Open(ctx, dbCfg)
 	if err != nil {
 		return err
 	}
@@ -132,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer func() { stopSim(); _ = waitBTS() }()
-	if _, err := store.TrackBTSOrders(ctx, "bts/default", b.Orders()); err != nil {
+	if _, err := store.Watchlist.Track(ctx, "bts/default", b.Orders()); err != nil {
 		return err
 	}
 	intervals, err := poller.ParseBTSIntervals("100=2h,800=15m,1100=2m,default=30m")
@@ -261,7 +263,7 @@ func printSample(w io.Writer, r *kgo.Record) {
 }
 
 // report prints one status line a second.
-func report(ctx context.Context, store *cursor.Store, y *sim.Yandex, received *atomic.Int64, w io.Writer) {
+func report(ctx context.Context, store *storage.Stores, y *sim.Yandex, received *atomic.Int64, w io.Writer) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	start := time.Now()
@@ -273,9 +275,9 @@ func report(ctx context.Context, store *cursor.Store, y *sim.Yandex, received *a
 		case <-t.C:
 		}
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err1 := store.Source(qctx, "yandex/default")
-		bl, err2 := store.Backlog(qctx)
-		bc, err3 := store.CountBTSOrders(qctx, "bts/default")
+		st, err1 := store.Cursors.Source(qctx, "yandex/default")
+		bl, err2 := store.Outbox.Backlog(qctx)
+		bc, err3 := store.Watchlist.Count(qctx, "bts/default")
 		cancel()
 		if err := errors.Join(err1, err2, err3); err != nil {
 			if ctx.Err() == nil {
@@ -286,7 +288,7 @@ func report(ctx context.Context, store *cursor.Store, y *sim.Yandex, received *a
 		now := received.Load()
 		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | yandex: %7d ingested of %7d, cursor %s | bts: %d active, %d terminal | outbox backlog: %d\n",
 			time.Since(start).Seconds(), now, now-last, st.EventsTotal, y.Available(), shorten(st.Cursor),
-			bc[cursor.BTSActive], bc[cursor.BTSTerminal], bl.Rows)
+			bc[watchlist.Active], bc[watchlist.Terminal], bl.Rows)
 		last = now
 	}
 }

@@ -15,9 +15,11 @@ import (
 
 	"github.com/ingestd/ingestd/internal/admin"
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/upstream"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 const btsUsage = `ingestd bts manages the BTS Express watch-list: the orders ingestd polls.
@@ -43,7 +45,7 @@ const btsListPage = 1000
 
 // btsFlags are the flags shared by the bts subcommands.
 type btsFlags struct {
-	db      cursor.Config
+	db      pg.Config
 	account string
 	json    bool
 	state   string
@@ -68,7 +70,7 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	sub, args := args[0], args[1:]
-	f := btsFlags{db: cursor.DefaultConfig(), account: bts.DefaultAccount}
+	f := btsFlags{db: pg.DefaultConfig(), account: bts.DefaultAccount}
 	fs := flag.NewFlagSet("ingestd bts "+sub, flag.ContinueOnError)
 	fs.Usage = func() { _, _ = fmt.Fprint(fs.Output(), btsUsage) }
 
@@ -99,7 +101,7 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if len(extra) > 0 {
 			return &usageError{fmt.Errorf("bts list takes no arguments, got %d (flags: --state, --json)", len(extra))}
 		}
-		if f.state != "" && !cursor.BTSState(f.state).Valid() {
+		if f.state != "" && !watchlist.State(f.state).Valid() {
 			return &usageError{fmt.Errorf("bts list: --state must be active, terminal or not_found, got %q", f.state)}
 		}
 	default:
@@ -113,7 +115,7 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 
-	store, err := cursor.Open(ctx, f.db)
+	store, err := storage.Open(ctx, f.db)
 	if err != nil {
 		return err
 	}
@@ -121,11 +123,11 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	source := bts.SourceID(f.account)
 	switch sub {
 	case "track":
-		return btsTrack(ctx, store, source, ids, f.json, stdout)
+		return btsTrack(ctx, store.Watchlist, source, ids, f.json, stdout)
 	case "untrack":
-		return btsUntrack(ctx, store, source, ids, f.json, stdout)
+		return btsUntrack(ctx, store.Watchlist, source, ids, f.json, stdout)
 	default:
-		return btsList(ctx, store, source, cursor.BTSState(f.state), f.json, stdout)
+		return btsList(ctx, store.Watchlist, source, watchlist.State(f.state), f.json, stdout)
 	}
 }
 
@@ -164,8 +166,8 @@ type btsUntracked struct {
 	NotTracked []string `json:"not_tracked"`
 }
 
-func btsTrack(ctx context.Context, store *cursor.Store, source string, ids []string, asJSON bool, w io.Writer) error {
-	added, err := store.TrackBTSOrders(ctx, source, ids)
+func btsTrack(ctx context.Context, store *watchlist.Store, source string, ids []string, asJSON bool, w io.Writer) error {
+	added, err := store.Track(ctx, source, ids)
 	if err != nil {
 		return err
 	}
@@ -184,8 +186,8 @@ func btsTrack(ctx context.Context, store *cursor.Store, source string, ids []str
 	return tw.Flush()
 }
 
-func btsUntrack(ctx context.Context, store *cursor.Store, source string, ids []string, asJSON bool, w io.Writer) error {
-	removed, err := store.UntrackBTSOrders(ctx, source, ids)
+func btsUntrack(ctx context.Context, store *watchlist.Store, source string, ids []string, asJSON bool, w io.Writer) error {
+	removed, err := store.Untrack(ctx, source, ids)
 	if err != nil {
 		return err
 	}
@@ -206,7 +208,7 @@ func btsUntrack(ctx context.Context, store *cursor.Store, source string, ids []s
 
 // btsList prints the watch-list page by page: a text table, or a JSON
 // array of the admin API's order objects.
-func btsList(ctx context.Context, store *cursor.Store, source string, state cursor.BTSState, asJSON bool, w io.Writer) error {
+func btsList(ctx context.Context, store *watchlist.Store, source string, state watchlist.State, asJSON bool, w io.Writer) error {
 	var (
 		tw    *tabwriter.Writer
 		enc   *json.Encoder
@@ -223,7 +225,7 @@ func btsList(ctx context.Context, store *cursor.Store, source string, state curs
 		_, _ = fmt.Fprintln(tw, "ORDER_ID\tSTATE\tCODE\tSTATUS\tCHANGES\tNEXT_POLL\tLAST_POLLED\tERRORS\tLAST_ERROR")
 	}
 	for {
-		page, err := store.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: source, State: state, After: after, Limit: btsListPage})
+		page, err := store.List(ctx, watchlist.ListQuery{SourceID: source, State: state, After: after, Limit: btsListPage})
 		if err != nil {
 			return err
 		}

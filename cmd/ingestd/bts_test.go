@@ -10,18 +10,20 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/storage"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // btsDB returns the DSN of a migrated schema.
 func btsDB(t *testing.T) string {
 	t.Helper()
 	dsn := pgtest.Schema(t)
-	cfg := cursor.DefaultConfig()
+	cfg := pg.DefaultConfig()
 	cfg.DatabaseURL = secret.New(dsn)
-	_, err := cursor.Migrate(context.Background(), cfg)
+	_, err := pg.Migrate(context.Background(), cfg)
 	require.NoError(t, err)
 	return dsn
 }
@@ -74,9 +76,9 @@ func TestBTSList(t *testing.T) {
 	t.Parallel()
 	dsn := btsDB(t)
 	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
+	cfg := pg.DefaultConfig()
 	cfg.DatabaseURL = secret.New(dsn)
-	store, err := cursor.Open(ctx, cfg)
+	store, err := storage.Open(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
 
@@ -85,11 +87,11 @@ func TestBTSList(t *testing.T) {
 	for i := range ids {
 		ids[i] = strconv.Itoa(5_000_000 + i)
 	}
-	_, err = store.TrackBTSOrders(ctx, "bts/default", ids)
+	_, err = store.Watchlist.Track(ctx, "bts/default", ids)
 	require.NoError(t, err)
-	claims, err := store.ClaimDueBTSOrders(ctx, "bts/default", 1, 60e9)
+	claims, err := store.Watchlist.ClaimDue(ctx, "bts/default", 1, 60e9)
 	require.NoError(t, err)
-	_, _, err = store.RecordBTSObservation(ctx, "bts/default", cursor.BTSObservation{
+	_, _, err = store.Watchlist.RecordObservation(ctx, "bts/default", watchlist.Observation{
 		OrderID: claims[0].OrderID, ChangeCount: 0, Token: claims[0].Token, NotFound: true,
 	})
 	require.NoError(t, err)

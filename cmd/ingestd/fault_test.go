@@ -12,12 +12,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
-	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -29,7 +27,7 @@ type procStack struct {
 	simURL string
 	kafka  *kafkatest.Cluster
 	dsn    string
-	store  *cursor.Store
+	store  *pgtest.Stores
 }
 
 func newProcStack(t *testing.T, sc sim.YandexConfig) *procStack {
@@ -40,15 +38,8 @@ func newProcStack(t *testing.T, sc sim.YandexConfig) *procStack {
 	require.NoError(t, err)
 	srv := httptest.NewServer(y)
 	t.Cleanup(srv.Close)
-	dsn := pgtest.Schema(t)
-	dbCfg := cursor.DefaultConfig()
-	dbCfg.DatabaseURL = secret.New(dsn)
-	_, err = cursor.Migrate(context.Background(), dbCfg)
-	require.NoError(t, err)
-	store, err := cursor.Open(context.Background(), dbCfg)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
-	return &procStack{bin: bin, sim: y, simURL: srv.URL, kafka: kafkatest.Start(t), dsn: dsn, store: store}
+	store := pgtest.Open(t)
+	return &procStack{bin: bin, sim: y, simURL: srv.URL, kafka: kafkatest.Start(t), dsn: store.DSN, store: store}
 }
 
 // proc is one running ingestd process.
@@ -114,11 +105,11 @@ func (s *procStack) finish(t *testing.T, n int) {
 	t.Helper()
 	p := s.spawn(t, "finisher")
 	require.Eventually(t, func() bool {
-		st, err := s.store.Source(context.Background(), "yandex/default")
+		st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 		if err != nil || st.Cursor != s.sim.CursorAfter(n) {
 			return false
 		}
-		b, err := s.store.Backlog(context.Background())
+		b, err := s.store.Outbox.Backlog(context.Background())
 		return err == nil && b.Rows == 0
 	}, 90*time.Second, 20*time.Millisecond, p.logs.String())
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
@@ -185,7 +176,7 @@ func TestPausedInstanceIsFenced(t *testing.T) {
 	s := newProcStack(t, sim.YandexConfig{Seed: 22, Backlog: 500, Rate: 1000, MaxEntries: n})
 	a := s.spawn(t, "a")
 	require.Eventually(t, func() bool {
-		st, err := s.store.Source(context.Background(), "yandex/default")
+		st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 		return err == nil && st.EventsTotal >= 300
 	}, 30*time.Second, 5*time.Millisecond, a.logs.String())
 	require.NoError(t, a.cmd.Process.Signal(syscall.SIGSTOP))
@@ -194,7 +185,7 @@ func TestPausedInstanceIsFenced(t *testing.T) {
 	deadlineB := time.Now().Add(30 * time.Second)
 	for holders(t, s.store)["b"] != 2 {
 		if time.Now().After(deadlineB) {
-			ls, _ := s.store.Leases(context.Background())
+			ls, _ := s.store.Leases.List(context.Background())
 			t.Fatalf("b did not take both leases once a's expired: %+v\n%s", ls, b.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -220,9 +211,9 @@ func TestPausedInstanceIsFenced(t *testing.T) {
 }
 
 // holders counts live leases per holder.
-func holders(t *testing.T, s *cursor.Store) map[string]int {
+func holders(t *testing.T, s *pgtest.Stores) map[string]int {
 	t.Helper()
-	ls, err := s.Leases(context.Background())
+	ls, err := s.Leases.List(context.Background())
 	require.NoError(t, err)
 	out := map[string]int{}
 	for _, l := range ls {

@@ -16,10 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
-	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -76,14 +74,8 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	srv := httptest.NewServer(y)
 	t.Cleanup(srv.Close)
 	kc := kafkatest.Start(t)
-	dsn := pgtest.Schema(t)
-	dbCfg := cursor.DefaultConfig()
-	dbCfg.DatabaseURL = secret.New(dsn)
-	_, err = cursor.Migrate(context.Background(), dbCfg)
-	require.NoError(t, err)
-	store, err := cursor.Open(context.Background(), dbCfg)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
+	store := pgtest.Open(t)
+	dsn := store.DSN
 
 	// The local server trusts every connection, so a password in the DSN is
 	// accepted and ignored: the run carries one that must never be logged.
@@ -113,7 +105,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 
 	// Mid-stream: some events committed, the journal still growing.
 	require.Eventually(t, func() bool {
-		st, err := store.Source(context.Background(), "yandex/default")
+		st, err := store.Cursors.Source(context.Background(), "yandex/default")
 		return err == nil && st.EventsTotal >= 3000
 	}, 30*time.Second, 5*time.Millisecond, logs.String())
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
@@ -124,10 +116,10 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		t.Fatalf("no exit within 20s of SIGTERM\n%s", logs.String())
 	}
 
-	st, err := store.Source(context.Background(), "yandex/default")
+	st, err := store.Cursors.Source(context.Background(), "yandex/default")
 	require.NoError(t, err)
 	require.Less(t, st.EventsTotal, int64(n), "stopped mid-stream")
-	b, err := store.Backlog(context.Background())
+	b, err := store.Outbox.Backlog(context.Background())
 	require.NoError(t, err)
 	require.Zero(t, b.Rows, "everything committed was published before exit")
 	recs := kafkatest.ReadTopic(t, kc.Addr, "delivery.status-changes", int(st.EventsTotal), 20*time.Second)

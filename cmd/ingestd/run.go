@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 )
 
@@ -95,7 +95,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := cursor.DefaultConfig()
+	cfg := pg.DefaultConfig()
 	fs := flag.NewFlagSet("ingestd migrate", flag.ContinueOnError)
 	fs.Var(secret.Flag{S: &cfg.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -104,7 +104,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := cfg.Validate(); err != nil {
 		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
-	applied, err := cursor.Migrate(ctx, cfg)
+	applied, err := pg.Migrate(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/ingestd/ingestd/internal/cursor"
-	"github.com/ingestd/ingestd/internal/daemon"
+	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/storage"
 )
 
 // toolLeaseTTL bounds how long an operator command holds a source's lease;
@@ -25,9 +27,9 @@ import (
 const toolLeaseTTL = 30 * time.Second
 
 // openStore parses the database flag (INGESTD_DATABASE_URL) plus the
-// command's own flags, and opens the store.
-func openStore(ctx context.Context, name string, args []string, stderr io.Writer, bind func(*flag.FlagSet)) (*cursor.Store, error) {
-	cfg := cursor.DefaultConfig()
+// command's own flags, and opens the stores.
+func openStore(ctx context.Context, name string, args []string, stderr io.Writer, bind func(*flag.FlagSet)) (*storage.Stores, error) {
+	cfg := pg.DefaultConfig()
 	fs := flag.NewFlagSet("ingestd "+name, flag.ContinueOnError)
 	fs.Var(secret.Flag{S: &cfg.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
 	bind(fs)
@@ -37,7 +39,7 @@ func openStore(ctx context.Context, name string, args []string, stderr io.Writer
 	if err := cfg.Validate(); err != nil {
 		return nil, &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
-	return cursor.Open(ctx, cfg)
+	return storage.Open(ctx, cfg)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -95,15 +97,15 @@ func cursorShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer store.Close()
-	states, err := store.Sources(ctx)
+	states, err := store.Cursors.Sources(ctx)
 	if err != nil {
 		return err
 	}
-	leases, err := store.Leases(ctx)
+	leases, err := store.Leases.List(ctx)
 	if err != nil {
 		return err
 	}
-	byName := map[string]cursor.LeaseState{}
+	byName := map[string]lease.State{}
 	for _, l := range leases {
 		byName[l.Name] = l
 	}
@@ -112,7 +114,7 @@ func cursorShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if source != "" && st.SourceID != source {
 			continue
 		}
-		l := byName[daemon.SourceLease(st.SourceID)]
+		l := byName[lease.Source(st.SourceID)]
 		views = append(views, sourceView{
 			Source: st.SourceID, Cursor: st.Cursor, EventsTotal: st.EventsTotal, UpdatedAt: st.UpdatedAt,
 			HaltedAt: st.HaltedAt, HaltedReason: st.HaltedReason, LeaseHolder: l.Holder, LeaseEpoch: l.Epoch, LeaseLive: l.Live,
@@ -156,7 +158,7 @@ func cursorHistory(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if source == "" {
 		return &usageError{errors.New("--source is required")}
 	}
-	hist, err := store.History(ctx, source, limit)
+	hist, err := store.Cursors.History(ctx, source, limit)
 	if err != nil {
 		return err
 	}
@@ -221,7 +223,7 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 		if err != nil {
 			return &usageError{fmt.Errorf("--to %q: not an RFC 3339 time such as 2026-11-22T10:00:00Z", to)}
 		}
-		h, err := store.HistoryAt(ctx, source, at)
+		h, err := store.Cursors.HistoryAt(ctx, source, at)
 		if err != nil {
 			return err
 		}
@@ -230,14 +232,14 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 	}
 
 	who := actor()
-	l, err := store.Steal(ctx, daemon.SourceLease(source), who, toolLeaseTTL)
+	l, err := store.Leases.Steal(ctx, lease.Source(source), who, toolLeaseTTL)
 	if err != nil {
 		return err
 	}
-	prev, err := store.SetCursor(ctx, cursor.CursorChange{Lease: l, SourceID: source, Cursor: value, Actor: who, Reason: reason})
+	prev, err := store.Cursors.SetCursor(ctx, cursor.CursorChange{Lease: l, SourceID: source, Cursor: value, Actor: who, Reason: reason})
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if rerr := store.Release(rctx, l); rerr != nil && err == nil {
+	if rerr := store.Leases.Release(rctx, l); rerr != nil && err == nil {
 		err = fmt.Errorf("cursor written, but releasing the lease failed (the daemon resumes when it expires in %s): %w", toolLeaseTTL, rerr)
 	}
 	if err != nil {
@@ -262,7 +264,7 @@ func runOutbox(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer store.Close()
-	st, err := store.Stats(ctx)
+	st, err := store.Outbox.Stats(ctx)
 	if err != nil {
 		return err
 	}
@@ -324,10 +326,10 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 		report.Checks["postgres"] = "ok"
-		if store, err := cursor.Open(cctx, cfg.Database); err != nil {
+		if db, err := pg.Open(cctx, cfg.Database); err != nil {
 			report.Checks["postgres"], failed = err.Error(), true
 		} else {
-			store.Close()
+			db.Close()
 		}
 		report.Checks["kafka"] = "ok"
 		if err := publish.CheckTopic(cctx, cfg.Kafka); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/storage"
 )
 
 type historyJSON struct {
@@ -74,11 +75,11 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 		require.NoError(t, <-done)
 	})
 
-	store, err := cursor.Open(context.Background(), cfg.Database)
+	store, err := storage.Open(context.Background(), cfg.Database)
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
 	atEnd := func() bool {
-		st, err := store.Source(context.Background(), "yandex/default")
+		st, err := store.Cursors.Source(context.Background(), "yandex/default")
 		return err == nil && st.Cursor == y.CursorAfter(n)
 	}
 	require.Eventually(t, atEnd, 60*time.Second, 10*time.Millisecond)

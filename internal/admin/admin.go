@@ -29,8 +29,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // EnvToken is the variable holding the admin token.
@@ -51,9 +51,9 @@ const (
 
 // Store is what the admin API needs of PostgreSQL.
 type Store interface {
-	TrackBTSOrders(ctx context.Context, sourceID string, orderIDs []string) ([]string, error)
-	UntrackBTSOrders(ctx context.Context, sourceID string, orderIDs []string) ([]string, error)
-	ListBTSOrders(ctx context.Context, q cursor.BTSListQuery) ([]cursor.BTSOrder, error)
+	Track(ctx context.Context, sourceID string, orderIDs []string) ([]string, error)
+	Untrack(ctx context.Context, sourceID string, orderIDs []string) ([]string, error)
+	List(ctx context.Context, q watchlist.ListQuery) ([]watchlist.Order, error)
 }
 
 // Config configures the admin API.
@@ -153,7 +153,7 @@ func (h *Handler) track(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	added, err := h.store.TrackBTSOrders(r.Context(), h.cfg.BTSSourceID, ids)
+	added, err := h.store.Track(r.Context(), h.cfg.BTSSourceID, ids)
 	if err != nil {
 		h.internalError(w, "track bts orders", err)
 		return
@@ -216,7 +216,7 @@ func (h *Handler) untrack(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a BTS order id", quote(id)))
 		return
 	}
-	removed, err := h.store.UntrackBTSOrders(r.Context(), h.cfg.BTSSourceID, []string{id})
+	removed, err := h.store.Untrack(r.Context(), h.cfg.BTSSourceID, []string{id})
 	if err != nil {
 		h.internalError(w, "untrack bts order", err)
 		return
@@ -247,7 +247,7 @@ type Order struct {
 
 // OrderOf converts a stored order for display; the CLI's --json output uses
 // it too, so that both speak the same shape.
-func OrderOf(o cursor.BTSOrder) Order {
+func OrderOf(o watchlist.Order) Order {
 	out := Order{
 		OrderID: o.OrderID, State: string(o.State), ChangeCount: o.ChangeCount,
 		NextPollAt: utc(o.NextPollAt), ClaimedUntil: utc(o.ClaimedUntil), LastPolledAt: utc(o.LastPolledAt),
@@ -286,7 +286,7 @@ type listResponse struct {
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	lq := cursor.BTSListQuery{SourceID: h.cfg.BTSSourceID, State: cursor.BTSState(q.Get("state")), After: q.Get("after"), Limit: DefaultListLimit}
+	lq := watchlist.ListQuery{SourceID: h.cfg.BTSSourceID, State: watchlist.State(q.Get("state")), After: q.Get("after"), Limit: DefaultListLimit}
 	if lq.State != "" && !lq.State.Valid() {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("state must be active, terminal or not_found, got %s", quote(string(lq.State))))
 		return
@@ -303,7 +303,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		}
 		lq.Limit = n
 	}
-	orders, err := h.store.ListBTSOrders(r.Context(), lq)
+	orders, err := h.store.List(r.Context(), lq)
 	if err != nil {
 		h.internalError(w, "list bts orders", err)
 		return

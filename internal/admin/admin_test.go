@@ -14,9 +14,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ingestd/ingestd/internal/admin"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 const (
@@ -26,16 +26,9 @@ const (
 
 // newServer serves the admin API over a migrated store; an empty tok
 // leaves the API disabled.
-func newServer(t *testing.T, tok string) (*httptest.Server, *cursor.Store) {
+func newServer(t *testing.T, tok string) (*httptest.Server, *watchlist.Store) {
 	t.Helper()
-	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(pgtest.Schema(t))
-	_, err := cursor.Migrate(ctx, cfg)
-	require.NoError(t, err)
-	store, err := cursor.Open(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
+	store := pgtest.Open(t).Watchlist
 	h := admin.New(admin.Config{Token: secret.New(tok), BTSSourceID: src}, store, zaptest.NewLogger(t))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -130,10 +123,10 @@ func TestTrackListUntrack(t *testing.T) {
 	require.Equal(t, []any{}, body["added"])
 
 	// They are in the store, for the configured source only.
-	page, err := store.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: src, Limit: 10})
+	page, err := store.List(ctx, watchlist.ListQuery{SourceID: src, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, page, 3)
-	other, err := store.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: "bts/default", Limit: 10})
+	other, err := store.List(ctx, watchlist.ListQuery{SourceID: "bts/default", Limit: 10})
 	require.NoError(t, err)
 	require.Empty(t, other)
 
@@ -226,15 +219,15 @@ type failingStore struct{}
 
 var errDB = errors.New("connection refused: postgres://ingestd:hunter2@db")
 
-func (failingStore) TrackBTSOrders(context.Context, string, []string) ([]string, error) {
+func (failingStore) Track(context.Context, string, []string) ([]string, error) {
 	return nil, errDB
 }
 
-func (failingStore) UntrackBTSOrders(context.Context, string, []string) ([]string, error) {
+func (failingStore) Untrack(context.Context, string, []string) ([]string, error) {
 	return nil, errDB
 }
 
-func (failingStore) ListBTSOrders(context.Context, cursor.BTSListQuery) ([]cursor.BTSOrder, error) {
+func (failingStore) List(context.Context, watchlist.ListQuery) ([]watchlist.Order, error) {
 	return nil, errDB
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/lease"
 )
 
 // ErrNoHistory means no cursor history entry matches a rewind request.
@@ -14,7 +16,7 @@ var ErrNoHistory = errors.New("no cursor history entry at or before that time")
 
 // Sources returns the stored state of every source.
 func (s *Store) Sources(ctx context.Context) ([]State, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+stateColumns+` FROM source_cursors ORDER BY source_id`)
+	rows, err := s.db.Query(ctx, `SELECT `+stateColumns+` FROM source_cursors ORDER BY source_id`)
 	if err != nil {
 		return nil, fmt.Errorf("list sources: %w", err)
 	}
@@ -27,7 +29,7 @@ func (s *Store) Sources(ctx context.Context) ([]State, error) {
 
 // CursorChange is an operator's change of a source's cursor.
 type CursorChange struct {
-	Lease    Lease
+	Lease    lease.Lease
 	SourceID string
 	Cursor   string
 	Actor    string
@@ -43,8 +45,8 @@ func (s *Store) SetCursor(ctx context.Context, c CursorChange) (prev string, err
 	if c.Cursor == "" {
 		return "", errors.New("set cursor: the new cursor is empty")
 	}
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := CheckFence(ctx, tx, c.Lease); err != nil {
+	err = s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := lease.CheckFence(ctx, tx, c.Lease); err != nil {
 			return err
 		}
 		var p *string
@@ -78,7 +80,7 @@ VALUES ($1, $2, $3, 0, $4, $5)`, c.SourceID, c.Cursor, nullable(prev), c.Actor, 
 // before t: the position to rewind to.
 func (s *Store) HistoryAt(ctx context.Context, sourceID string, t time.Time) (HistoryEntry, error) {
 	var h HistoryEntry
-	err := s.pool.QueryRow(ctx, `
+	err := s.db.QueryRow(ctx, `
 SELECT id, source_id, cursor, coalesce(prev_cursor, ''), event_count, recorded_at, actor, coalesce(reason, '')
 FROM cursor_history WHERE source_id = $1 AND recorded_at <= $2
 ORDER BY recorded_at DESC, id DESC LIMIT 1`, sourceID, t).
@@ -90,32 +92,4 @@ ORDER BY recorded_at DESC, id DESC LIMIT 1`, sourceID, t).
 		return HistoryEntry{}, fmt.Errorf("read cursor history of %s: %w", sourceID, err)
 	}
 	return h, nil
-}
-
-// OutboxStats describes the outbox.
-type OutboxStats struct {
-	Topic      string
-	Partitions int
-	LastSeq    int64
-	Rows       int64
-	Backlog    Backlog
-	Watermarks []int64
-}
-
-// Stats returns the outbox's size, backlog and per-partition progress.
-func (s *Store) Stats(ctx context.Context) (OutboxStats, error) {
-	var st OutboxStats
-	err := s.pool.QueryRow(ctx, `
-SELECT coalesce((SELECT topic FROM outbox_target), ''), coalesce((SELECT partitions FROM outbox_target), 0),
-       (SELECT last_seq FROM outbox_seq), (SELECT count(*) FROM outbox)`).Scan(&st.Topic, &st.Partitions, &st.LastSeq, &st.Rows)
-	if err != nil {
-		return OutboxStats{}, fmt.Errorf("read outbox stats: %w", err)
-	}
-	if st.Backlog, err = s.Backlog(ctx); err != nil {
-		return OutboxStats{}, err
-	}
-	if st.Watermarks, err = s.Watermarks(ctx); err != nil {
-		return OutboxStats{}, err
-	}
-	return st, nil
 }

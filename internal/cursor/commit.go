@@ -7,25 +7,32 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
+	"github.com/ingestd/ingestd/internal/pg"
 )
 
-// Row is one outbox row: an event's Kafka message with its place in the
-// outbox (Seq) and in the topic (Partition).
-type Row struct {
-	Seq       int64
-	Partition int
-	SourceID  string
-	Msg       event.Message
+// Store is the source positions of one database: per-source cursors, their
+// history and halt records.
+type Store struct {
+	db     *pg.DB
+	outbox *outbox.Store
 }
+
+// NewStore returns the cursors of db; a page's events go into ob, in the
+// transaction that moves the cursor.
+func NewStore(db *pg.DB, ob *outbox.Store) *Store { return &Store{db: db, outbox: ob} }
+
+// ErrCursorMoved means the stored cursor is not the one the page was fetched
+// with: another writer advanced it. The page must not be committed.
+var ErrCursorMoved = errors.New("stored cursor changed since the page was fetched")
 
 // Page is what one upstream page produced, to be committed atomically.
 type Page struct {
 	// Lease is the writer's lease on the source; the commit is refused with
-	// ErrFenced if it is no longer the current one.
-	Lease    Lease
+	// lease.ErrFenced if it is no longer the current one.
+	Lease    lease.Lease
 	SourceID string
 	// PrevCursor is the cursor the page was fetched with ("" when the source
 	// had none). The commit succeeds only if it is still the stored cursor,
@@ -35,31 +42,10 @@ type Page struct {
 	Cursor string
 	// Rows are the page's events in upstream order. CommitPage sets their
 	// SourceID and Seq, and cuts their Time to microseconds, in place, and
-	// the Commit's Inserted may share their array: the rows belong to the
+	// the result's Inserted may share their array: the rows belong to the
 	// commit (retrying the same Page is fine).
-	Rows []Row
+	Rows []outbox.Row
 }
-
-// Commit describes a committed page.
-type Commit struct {
-	// FirstSeq..LastSeq is the seq range of the inserted rows; the outbox
-	// sequence has no gaps, so it holds exactly len(Inserted) numbers.
-	FirstSeq, LastSeq int64
-	// Inserted are the rows that were new, with Seq set, in seq order.
-	Inserted []Row
-	// Duplicates counts rows skipped because their event was already stored.
-	Duplicates int
-}
-
-// existingSQL finds which of a page's events are already stored (a replayed
-// page). One indexed lookup per page is much cheaper than INSERT ... ON
-// CONFLICT per row, and lets the rows go in by COPY.
-const existingSQL = `SELECT event_id::text FROM outbox WHERE event_id = ANY($1::uuid[])`
-
-// allocSQL takes seq numbers for the page's new rows. The single counter row
-// also serializes concurrent commits, so seq order is commit order and the
-// sequence has no gaps.
-const allocSQL = `UPDATE outbox_seq SET last_seq = last_seq + $1 RETURNING last_seq - $1`
 
 // advanceCursorSQL stores the new cursor only if the stored one is still the
 // cursor the page was fetched with; no row back means another writer moved it.
@@ -80,7 +66,8 @@ INSERT INTO cursor_history (source_id, cursor, prev_cursor, event_count)
 VALUES ($1, $2, $3, $4)`
 
 // CommitPage inserts the page's new events into the outbox, advances the
-// source's cursor and appends a history row, all in one transaction.
+// source's cursor and appends a history row, all in one transaction that
+// first checks the page's lease: this is where a journal page is committed.
 //
 // A page is new in all but rare cases (a page replayed after a crash between
 // the commit and the upstream's next answer, or an operator's rewind), so
@@ -88,30 +75,31 @@ VALUES ($1, $2, $3, $4)`
 // index on event_id checks them anyway, as part of the insert. If it finds
 // one already stored, the transaction is rolled back and the page committed
 // again the careful way, skipping the stored events.
-func (s *Store) CommitPage(ctx context.Context, p Page) (Commit, error) {
+func (s *Store) CommitPage(ctx context.Context, p Page) (outbox.Appended, error) {
 	if p.Cursor == "" {
-		return Commit{}, errors.New("commit page: empty cursor")
+		return outbox.Appended{}, errors.New("commit page: empty cursor")
 	}
 	c, err := s.commitPage(ctx, p, false)
-	if isStoredEvent(err) {
+	if errors.Is(err, outbox.ErrEventStored) {
 		c, err = s.commitPage(ctx, p, true)
 	}
 	if err != nil {
-		return Commit{}, fmt.Errorf("commit page of %s: %w", p.SourceID, err)
+		return outbox.Appended{}, fmt.Errorf("commit page of %s: %w", p.SourceID, err)
 	}
 	return c, nil
 }
 
 // commitPage is one attempt of CommitPage; lookup says whether to skip
-// events already stored (else one makes the commit fail, see isStoredEvent).
-func (s *Store) commitPage(ctx context.Context, p Page, lookup bool) (Commit, error) {
-	var c Commit
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := CheckFence(ctx, tx, p.Lease); err != nil {
+// events already stored (else one makes the commit fail with
+// outbox.ErrEventStored).
+func (s *Store) commitPage(ctx context.Context, p Page, lookup bool) (outbox.Appended, error) {
+	var c outbox.Appended
+	err := s.db.InTx(ctx, func(tx pgx.Tx) error {
+		if err := lease.CheckFence(ctx, tx, p.Lease); err != nil {
 			return err
 		}
 		var err error
-		c, err = s.insertRows(ctx, tx, p.SourceID, p.Rows, lookup)
+		c, err = s.outbox.Append(ctx, tx, p.SourceID, p.Rows, lookup)
 		if err != nil {
 			return err
 		}
@@ -129,93 +117,6 @@ func (s *Store) commitPage(ctx context.Context, p Page, lookup bool) (Commit, er
 		return nil
 	})
 	return c, err
-}
-
-const (
-	// outboxEventIDKey is the unique constraint on outbox.event_id.
-	outboxEventIDKey = "outbox_event_id_key"
-	// uniqueViolation is PostgreSQL's SQLSTATE unique_violation.
-	uniqueViolation = "23505"
-)
-
-// isStoredEvent reports whether err is the unique violation of an event
-// already in the outbox.
-func isStoredEvent(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation && pgErr.ConstraintName == outboxEventIDKey
-}
-
-// insertRows inserts rows into the outbox under tx, skipping events repeated
-// within rows, and returns what it inserted. With lookup it skips events
-// already stored too; without, one of them fails the insert (isStoredEvent).
-// Every writer of the outbox (journal pages, BTS status changes) goes
-// through it, so seq allocation and deduplication have one implementation.
-// Callers hold the lease (or per-order compare-and-set) that makes them the
-// only writer of these event ids, so the lookup cannot race another insert
-// of them.
-func (s *Store) insertRows(ctx context.Context, tx pgx.Tx, sourceID string, rows []Row, lookup bool) (Commit, error) {
-	if len(rows) == 0 {
-		return Commit{}, nil
-	}
-	skip := make(map[string]struct{}, len(rows))
-	if lookup {
-		ids := make([]string, len(rows))
-		for i := range rows {
-			ids[i] = rows[i].Msg.ID
-		}
-		dbRows, err := tx.Query(ctx, existingSQL, ids)
-		if err != nil {
-			return Commit{}, fmt.Errorf("look up stored events: %w", err)
-		}
-		seen, err := pgx.CollectRows(dbRows, pgx.RowTo[string])
-		if err != nil {
-			return Commit{}, fmt.Errorf("look up stored events: %w", err)
-		}
-		for _, id := range seen {
-			skip[id] = struct{}{}
-		}
-	}
-	// fresh is rows itself unless a row is skipped (rare), which saves
-	// copying every row of every page.
-	var fresh []Row
-	for i := range rows {
-		id := rows[i].Msg.ID
-		if _, dup := skip[id]; dup {
-			if fresh == nil {
-				fresh = append(make([]Row, 0, len(rows)-1), rows[:i]...)
-			}
-			continue
-		}
-		skip[id] = struct{}{} // a repeat later in the same page
-		if fresh != nil {
-			fresh = append(fresh, rows[i])
-		}
-	}
-	if fresh == nil {
-		fresh = rows
-	}
-	for i := range fresh {
-		fresh[i].SourceID = sourceID
-		// PostgreSQL keeps microseconds: rows published straight from
-		// memory must carry the same ce_time as rows read back.
-		fresh[i].Msg.Time = fresh[i].Msg.Time.Truncate(time.Microsecond)
-	}
-	c := Commit{Duplicates: len(rows) - len(fresh)}
-	if len(fresh) == 0 {
-		return c, nil
-	}
-	var base int64
-	if err := tx.QueryRow(ctx, allocSQL, int64(len(fresh))).Scan(&base); err != nil {
-		return Commit{}, fmt.Errorf("allocate outbox seq: %w", err)
-	}
-	for i := range fresh {
-		fresh[i].Seq = base + int64(i) + 1
-	}
-	if err := s.copyOutbox(ctx, tx, fresh); err != nil {
-		return Commit{}, fmt.Errorf("copy outbox rows: %w", err)
-	}
-	c.FirstSeq, c.LastSeq, c.Inserted = base+1, base+int64(len(fresh)), fresh
-	return c, nil
 }
 
 // nullable maps the "no cursor" value to SQL NULL.
@@ -248,7 +149,7 @@ func scanState(row pgx.Row) (State, error) {
 // Source returns a source's stored state; a source never committed has an
 // empty cursor.
 func (s *Store) Source(ctx context.Context, sourceID string) (State, error) {
-	st, err := scanState(s.pool.QueryRow(ctx, `SELECT `+stateColumns+` FROM source_cursors WHERE source_id = $1`, sourceID))
+	st, err := scanState(s.db.QueryRow(ctx, `SELECT `+stateColumns+` FROM source_cursors WHERE source_id = $1`, sourceID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return State{SourceID: sourceID}, nil
 	}
@@ -266,7 +167,7 @@ ON CONFLICT (source_id) DO UPDATE SET halted_at = now(), halted_reason = EXCLUDE
 // Halt records that a source stopped on an error that needs an operator. The
 // cursor is left exactly as it is.
 func (s *Store) Halt(ctx context.Context, sourceID, reason string) error {
-	if _, err := s.pool.Exec(ctx, haltSQL, sourceID, reason); err != nil {
+	if _, err := s.db.Exec(ctx, haltSQL, sourceID, reason); err != nil {
 		return fmt.Errorf("record halt of %s: %w", sourceID, err)
 	}
 	return nil
@@ -290,7 +191,7 @@ FROM cursor_history WHERE source_id = $1 ORDER BY id DESC LIMIT $2`
 
 // History returns a source's most recent cursor changes, newest first.
 func (s *Store) History(ctx context.Context, sourceID string, limit int) ([]HistoryEntry, error) {
-	rows, err := s.pool.Query(ctx, historySQL, sourceID, limit)
+	rows, err := s.db.Query(ctx, historySQL, sourceID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read cursor history of %s: %w", sourceID, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
 )
 
@@ -24,8 +25,8 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	app := fmt.Sprintf("ingestd-cursor-fault-%d", time.Now().UnixNano())
-	s := pgtest.StoreWithParam(t, "application_name", app)
-	_, err := s.Target(ctx, "events", 4)
+	s := pgtest.OpenWithParam(t, "application_name", app)
+	_, err := s.Outbox.Target(ctx, "events", 4)
 	require.NoError(t, err)
 
 	killer := pgtest.TerminateBackends(t, app, 75*time.Millisecond)
@@ -39,7 +40,7 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	var failures int
 	prev := ""
 	for p := range pages {
-		rows := make([]cursor.Row, perPage)
+		rows := make([]outbox.Row, perPage)
 		for i := range rows {
 			rows[i] = row(p*perPage+i, i%4)
 			rows[i].Msg.Payload = payload
@@ -47,11 +48,11 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 		page := withLease(t, s, cursor.Page{SourceID: src, PrevCursor: prev, Cursor: fmt.Sprintf("c%d", p), Rows: rows})
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, err := s.CommitPage(ctx, page)
+			_, err := s.Cursors.CommitPage(ctx, page)
 			if errors.Is(err, cursor.ErrCursorMoved) {
 				// The connection broke after the commit landed: the
 				// cursor already is the page's.
-				st, serr := s.Source(ctx, src)
+				st, serr := s.Cursors.Source(ctx, src)
 				if serr == nil && st.Cursor == page.Cursor {
 					break
 				}
@@ -68,13 +69,13 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	require.Positive(t, failures, "no commit was interrupted (%d backends terminated)", killer.Killed())
 	t.Logf("%d pages committed through %d failed attempts; %d backends terminated", pages, failures, killer.Killed())
 
-	st, err := s.Source(ctx, src)
+	st, err := s.Cursors.Source(ctx, src)
 	require.NoError(t, err)
 	require.Equal(t, fmt.Sprintf("c%d", pages-1), st.Cursor)
 	require.Equal(t, int64(pages*perPage), st.EventsTotal)
-	marks, err := s.Watermarks(ctx)
+	marks, err := s.Outbox.Watermarks(ctx)
 	require.NoError(t, err)
-	stored, err := s.Pending(ctx, marks, 2*pages*perPage)
+	stored, err := s.Outbox.Pending(ctx, marks, 2*pages*perPage)
 	require.NoError(t, err)
 	require.Len(t, stored, pages*perPage)
 	seen := make(map[string]bool, len(stored))

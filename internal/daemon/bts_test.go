@@ -9,12 +9,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // TestBTSBesideYandexEndToEnd runs both sources in one daemon: BTS orders
@@ -43,18 +43,18 @@ func TestBTSBesideYandexEndToEnd(t *testing.T) {
 	s.cfg.BTSPoll.IdlePoll = 50 * time.Millisecond
 
 	ctx := context.Background()
-	added, err := s.store.TrackBTSOrders(ctx, "bts/default", b.Orders())
+	added, err := s.store.Watchlist.Track(ctx, "bts/default", b.Orders())
 	require.NoError(t, err)
 	require.Len(t, added, orders)
 	s.start(t)
 
 	require.Eventually(t, func() bool {
-		c, err := s.store.CountBTSOrders(ctx, "bts/default")
-		return err == nil && c[cursor.BTSActive] == 0
+		c, err := s.store.Watchlist.Count(ctx, "bts/default")
+		return err == nil && c[watchlist.Active] == 0
 	}, 90*time.Second, 50*time.Millisecond, "every order reaches a terminal state")
 	s.waitDone(t, journal)
 
-	stats, err := s.store.Stats(ctx)
+	stats, err := s.store.Outbox.Stats(ctx)
 	require.NoError(t, err)
 	recs := kafkatest.ReadTopic(t, s.kafka.Addr, s.cfg.Kafka.Topic, int(stats.Rows), 60*time.Second)
 	require.Len(t, recs, int(stats.Rows), "every outbox row reached Kafka once")

@@ -19,9 +19,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -30,7 +30,7 @@ import (
 
 // Config is the whole daemon's configuration: one struct per component.
 type Config struct {
-	Database cursor.Config
+	Database pg.Config
 	Kafka    publish.Config
 	Yandex   yandex.Config
 	BTS      bts.Config
@@ -92,7 +92,7 @@ type UpstreamConfig struct {
 // DefaultConfig returns every component's defaults.
 func DefaultConfig() Config {
 	return Config{
-		Database:        cursor.DefaultConfig(),
+		Database:        pg.DefaultConfig(),
 		Kafka:           publish.DefaultConfig(),
 		Yandex:          yandex.DefaultConfig(),
 		BTS:             bts.DefaultConfig(),

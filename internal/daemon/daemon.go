@@ -20,15 +20,23 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/storage"
+	"github.com/ingestd/ingestd/internal/watchlist"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
 
 // The store implements what each consumer declares it needs.
 var (
-	_ publish.Store        = (*cursor.Store)(nil)
+	_ publish.Store        = (*outbox.Store)(nil)
 	_ poller.JournalStore  = (*cursor.Store)(nil)
+	_ poller.BTSStore      = (*watchlist.Store)(nil)
+	_ poller.Halts         = (*cursor.Store)(nil)
+	_ poller.Backlog       = (*outbox.Store)(nil)
+	_ admin.Store          = (*watchlist.Store)(nil)
 	_ poller.Outbox        = (*publish.Publisher)(nil)
 	_ poller.CommitHandler = (*publish.Publisher)(nil)
 	_ poller.Journal       = (*yandex.Client)(nil)
@@ -36,11 +44,12 @@ var (
 
 // Daemon is a running ingestd.
 type Daemon struct {
-	cfg   Config
-	log   *zap.Logger
-	store *cursor.Store
-	pub   *publish.Publisher
-	reg   *prometheus.Registry
+	cfg    Config
+	log    *zap.Logger
+	db     *pg.DB
+	leases *lease.Store
+	pub    *publish.Publisher
+	reg    *prometheus.Registry
 
 	// sources run the pollers, publisher the relay, each under its lease.
 	sources   []*lease.Runner
@@ -70,14 +79,16 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := cursor.Open(ctx, cfg.Database)
+	db, err := pg.Open(ctx, cfg.Database)
 	if err != nil {
 		return nil, err
 	}
-	d.store = store
-	pub, err := publish.New(ctx, cfg.Kafka, store, log.Named("publish"), d.reg)
+	d.db = db
+	st := storage.New(db)
+	d.leases = st.Leases
+	pub, err := publish.New(ctx, cfg.Kafka, st.Outbox, log.Named("publish"), d.reg)
 	if err != nil {
-		store.Close()
+		db.Close()
 		return nil, err
 	}
 	d.pub = pub
@@ -104,7 +115,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 			CommitTimeout:  cfg.ShutdownTimeout / 2,
 			MaxBacklog:     cfg.MaxBacklog,
 			Failpoints:     fps,
-		}, client, store, pub, log.Named("yandex"), pm)
+		}, client, st.Cursors, st.Outbox, pub, log.Named("yandex"), pm)
 		d.sources = append(d.sources, d.runner(SourceLease(cfg.Yandex.SourceID()), log.Named("yandex"), lm,
 			func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
 				// A poller stops gracefully by cancellation: it still commits
@@ -125,13 +136,13 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 			d.closeAll()
 			return nil, err
 		}
-		d.bts, err = poller.NewBTS(cfg.btsPoll(), client, store, pub, log.Named("bts"), pm)
+		d.bts, err = poller.NewBTS(cfg.btsPoll(), client, st.Watchlist, st.Cursors, st.Outbox, pub, log.Named("bts"), pm)
 		if err != nil {
 			d.closeAll()
 			return nil, err
 		}
 	}
-	d.admin = admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, store, log.Named("admin"))
+	d.admin = admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, st.Watchlist, log.Named("admin"))
 	d.publisher = d.runner(PublisherLease, log.Named("publish"), lm, pub.Run)
 
 	if cfg.HTTP.enabled() {
@@ -145,15 +156,16 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	return d, nil
 }
 
-// Lease names: one single-writer role per source, and one for the relay.
-const PublisherLease = "publisher"
+// PublisherLease and SourceLease name the leases; they live in
+// internal/lease.
+const PublisherLease = lease.Publisher
 
-// SourceLease names the lease of a source's poller.
-func SourceLease(sourceID string) string { return "source:" + sourceID }
+// SourceLease names the lease of a journal source's poller.
+func SourceLease(sourceID string) string { return lease.Source(sourceID) }
 
 func (d *Daemon) runner(name string, log *zap.Logger, m *lease.Metrics, work lease.Work) *lease.Runner {
 	m.Declare(name)
-	return lease.NewRunner(name, d.cfg.Lease, d.store, work, log, m)
+	return lease.NewRunner(name, d.cfg.Lease, d.leases, work, log, m)
 }
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".
@@ -170,8 +182,8 @@ func (d *Daemon) closeAll() {
 			d.log.Warn("close kafka writer", zap.Error(err))
 		}
 	}
-	if d.store != nil {
-		d.store.Close()
+	if d.db != nil {
+		d.db.Close()
 	}
 	if d.listener != nil {
 		_ = d.listener.Close()
@@ -266,7 +278,7 @@ func (d *Daemon) handler() http.Handler {
 		defer cancel()
 		checks := map[string]string{"postgres": "ok", "kafka": "ok"}
 		status := http.StatusOK
-		if err := d.store.Ping(ctx); err != nil {
+		if err := d.db.Ping(ctx); err != nil {
 			checks["postgres"], status = err.Error(), http.StatusServiceUnavailable
 		}
 		if err := d.pub.Ping(ctx); err != nil {

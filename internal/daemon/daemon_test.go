@@ -27,7 +27,7 @@ const token = "e2e-token"
 
 type stack struct {
 	cfg   daemon.Config
-	store *cursor.Store // the test's own view of the database
+	store *pgtest.Stores // the test's own view of the database
 	sim   *sim.Yandex
 	kafka *kafkatest.Cluster
 }
@@ -41,7 +41,8 @@ func newStack(t *testing.T, sc sim.YandexConfig) *stack {
 	t.Cleanup(srv.Close)
 	kc := kafkatest.Start(t)
 
-	store, dsn := pgtest.StoreDSN(t)
+	store := pgtest.Open(t)
+	dsn := store.DSN
 	cfg := daemon.DefaultConfig()
 	cfg.Database.DatabaseURL = secret.New(dsn)
 	cfg.Kafka.Brokers = []string{kc.Addr}
@@ -94,7 +95,7 @@ func (r *running) stop(t *testing.T) {
 
 func (s *stack) sourceState(t *testing.T) cursor.State {
 	t.Helper()
-	st, err := s.store.Source(context.Background(), "yandex/default")
+	st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 	require.NoError(t, err)
 	return st
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -33,11 +32,11 @@ func (s *stack) waitDone(t *testing.T, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		// Errors are transient here: some tests restart PostgreSQL.
-		st, err := s.store.Source(context.Background(), "yandex/default")
+		st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 		if err != nil || st.Cursor != s.sim.CursorAfter(n) {
 			return false
 		}
-		b, err := s.store.Backlog(context.Background())
+		b, err := s.store.Outbox.Backlog(context.Background())
 		return err == nil && b.Rows == 0
 	}, 90*time.Second, 20*time.Millisecond)
 }
@@ -143,7 +142,7 @@ func TestBrokerDownThenBack(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return strings.Contains(get(t, base+"/metrics").body, `ingestd_polling_paused{source="yandex/default"} 1`)
 	}, 60*time.Second, 50*time.Millisecond, "polling pauses at the backlog bound")
-	est, err := s.store.BacklogEstimate(context.Background())
+	est, err := s.store.Outbox.BacklogEstimate(context.Background())
 	require.NoError(t, err)
 	// The page in hand and the one already prefetched may still commit.
 	require.Less(t, est, int64(1500+2*s.cfg.Yandex.PageLimit+1), "the outbox stops growing near the bound")
@@ -169,7 +168,7 @@ func TestTwoInstancesAtOnce(t *testing.T) {
 	// b starts once a holds both leases (publisher and source), so that a
 	// is the writer and b the stand-by, whatever the scheduling.
 	require.Eventually(t, func() bool {
-		leases, err := s.store.Leases(context.Background())
+		leases, err := s.store.Leases.List(context.Background())
 		live := 0
 		for _, l := range leases {
 			if l.Live {
@@ -183,7 +182,7 @@ func TestTwoInstancesAtOnce(t *testing.T) {
 	a.stop(t)
 	s.waitDone(t, n)
 	s.requireExactlyOnce(t, n)
-	leases, err := s.store.Leases(context.Background())
+	leases, err := s.store.Leases.List(context.Background())
 	require.NoError(t, err)
 	for _, l := range leases {
 		require.GreaterOrEqual(t, l.Epoch, int64(2), "lease %s was handed over", l.Name)
@@ -260,24 +259,19 @@ func TestPostgresRestarted(t *testing.T) {
 	if _, err := exec.LookPath("runuser"); err != nil {
 		t.Skip("runuser not available")
 	}
-	pg, dsn := startPrivatePostgres(t)
+	server, dsn := startPrivatePostgres(t)
 	const n = 6000
 	s := newStack(t, sim.YandexConfig{Seed: 16, Backlog: 1000, Rate: 1500, MaxEntries: n})
 	s.cfg.Database.DatabaseURL = secret.New(dsn)
-	_, err := cursor.Migrate(context.Background(), s.cfg.Database)
-	require.NoError(t, err)
-	store, err := cursor.Open(context.Background(), s.cfg.Database)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
-	s.store = store
+	s.store = pgtest.OpenDSN(t, dsn)
 	s.start(t)
 
 	for _, after := range []int64{1500, 3500} {
 		require.Eventually(t, func() bool {
-			st, err := s.store.Source(context.Background(), "yandex/default")
+			st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 			return err == nil && st.EventsTotal >= after
 		}, 60*time.Second, 10*time.Millisecond)
-		pg.ctl(t, "restart", "-m", "fast")
+		server.ctl(t, "restart", "-m", "fast")
 	}
 	s.waitDone(t, n)
 	s.requireExactlyOnce(t, n)

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ingestd/ingestd/internal/cursor"
-	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/pg"
+	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/storage"
 )
 
 // DefaultURL is the server used when INGESTD_TEST_DATABASE_URL is unset.
@@ -95,45 +97,54 @@ func redact(dsn string) string {
 	return u.Redacted()
 }
 
-// Store returns a store on a fresh, migrated schema, closed when the test
+// Stores are the stores of a test's database.
+type Stores struct {
+	*storage.Stores
+	// DSN is the database's DSN, for tests that also connect to it
+	// directly or hand it to a daemon.
+	DSN string
+}
+
+// Open returns the stores on a fresh, migrated schema, closed when the test
 // ends.
-func Store(t testing.TB) *cursor.Store {
+func Open(t testing.TB) *Stores {
 	t.Helper()
-	s, _ := StoreDSN(t)
-	return s
+	return OpenDSN(t, Schema(t))
 }
 
-// StoreDSN is Store, with the DSN of the schema for tests that also connect
-// to it directly or hand it to a daemon.
-func StoreDSN(t testing.TB) (*cursor.Store, string) {
-	t.Helper()
-	dsn := Schema(t)
-	return open(t, dsn), dsn
-}
-
-// StoreWithParam is Store with one more DSN parameter (application_name,
+// OpenWithParam is Open with one more DSN parameter (application_name,
 // default_query_exec_mode, ...).
-func StoreWithParam(t testing.TB, key, value string) *cursor.Store {
+func OpenWithParam(t testing.TB, key, value string) *Stores {
 	t.Helper()
-	return open(t, WithParam(t, Schema(t), key, value))
+	return OpenDSN(t, WithParam(t, Schema(t), key, value))
 }
 
-// open migrates the schema of dsn and opens a store on it, closed when the
-// test ends.
-func open(t testing.TB, dsn string) *cursor.Store {
+// Migrate applies the migrations to the database of dsn.
+func Migrate(t testing.TB, dsn string) {
 	t.Helper()
-	ctx := context.Background()
-	cfg := cursor.DefaultConfig()
-	cfg.DatabaseURL = secret.New(dsn)
-	if _, err := cursor.Migrate(ctx, cfg); err != nil {
+	if _, err := pg.Migrate(context.Background(), Config(dsn)); err != nil {
 		t.Fatalf("pgtest: migrate: %v", err)
 	}
-	s, err := cursor.Open(ctx, cfg)
+}
+
+// Config is the connection configuration of dsn with the default pool.
+func Config(dsn string) pg.Config {
+	cfg := pg.DefaultConfig()
+	cfg.DatabaseURL = secret.New(dsn)
+	return cfg
+}
+
+// OpenDSN migrates the database of dsn and opens the stores on it, closed
+// when the test ends.
+func OpenDSN(t testing.TB, dsn string) *Stores {
+	t.Helper()
+	Migrate(t, dsn)
+	db, err := pg.Open(context.Background(), Config(dsn))
 	if err != nil {
-		t.Fatalf("pgtest: open store: %v", err)
+		t.Fatalf("pgtest: open database: %v", err)
 	}
-	t.Cleanup(s.Close)
-	return s
+	t.Cleanup(db.Close)
+	return &Stores{Stores: storage.New(db), DSN: dsn}
 }
 
 // Killer terminates PostgreSQL backends of one application_name over and

@@ -7,9 +7,15 @@ import (
 	"go.uber.org/zap"
 )
 
-// backlogEstimator is what the backlog bound needs of PostgreSQL.
-type backlogEstimator interface {
+// Backlog estimates the outbox rows waiting for Kafka (outbox.Store), for
+// the backlog bound.
+type Backlog interface {
 	BacklogEstimate(ctx context.Context) (int64, error)
+}
+
+// Halts records that a source halted (cursor.Store).
+type Halts interface {
+	Halt(ctx context.Context, sourceID, reason string) error
 }
 
 // backlogBound pauses a source's polling while more than max outbox rows
@@ -18,13 +24,13 @@ type backlogEstimator interface {
 // one, used by one goroutine.
 type backlogBound struct {
 	max    int64 // 0: no bound
-	store  backlogEstimator
+	store  Backlog
 	gauge  prometheus.Gauge
 	log    *zap.Logger
 	paused bool
 }
 
-func newBacklogBound(maxRows int64, store backlogEstimator, m *Metrics, sourceID string, log *zap.Logger) *backlogBound {
+func newBacklogBound(maxRows int64, store Backlog, m *Metrics, sourceID string, log *zap.Logger) *backlogBound {
 	return &backlogBound{max: maxRows, store: store, gauge: m.paused.WithLabelValues(sourceID), log: log}
 }
 

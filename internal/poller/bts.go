@@ -18,23 +18,22 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/upstream"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // BTSStore is what the BTS watch-list poller needs of PostgreSQL.
 type BTSStore interface {
-	ClaimDueBTSOrders(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]cursor.BTSClaim, error)
-	NextBTSDue(ctx context.Context, sourceID string) (time.Duration, bool, error)
-	RecordBTSObservations(ctx context.Context, sourceID string, obs []cursor.BTSObservation) ([]cursor.BTSOutcome, cursor.Commit, error)
-	RescheduleBTSOrders(ctx context.Context, sourceID string, rs []cursor.BTSRetry) error
-	ReleaseBTSClaims(ctx context.Context, sourceID string, claims []cursor.BTSClaim) error
-	CountBTSOrders(ctx context.Context, sourceID string) (map[cursor.BTSState]int64, error)
-	SaveBTSStatuses(ctx context.Context, sourceID string, defs []cursor.BTSStatus) error
-	BTSStatuses(ctx context.Context, sourceID string) ([]cursor.BTSStatus, error)
-	Halt(ctx context.Context, sourceID, reason string) error
-	BacklogEstimate(ctx context.Context) (int64, error)
+	ClaimDue(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]watchlist.Claim, error)
+	NextDue(ctx context.Context, sourceID string) (time.Duration, bool, error)
+	RecordObservations(ctx context.Context, sourceID string, obs []watchlist.Observation) ([]watchlist.Outcome, outbox.Appended, error)
+	Reschedule(ctx context.Context, sourceID string, rs []watchlist.Retry) error
+	ReleaseClaims(ctx context.Context, sourceID string, claims []watchlist.Claim) error
+	Count(ctx context.Context, sourceID string) (map[watchlist.State]int64, error)
+	SaveStatuses(ctx context.Context, sourceID string, defs []watchlist.Status) error
+	Statuses(ctx context.Context, sourceID string) ([]watchlist.Status, error)
 }
 
 // BTSClient reads BTS: the status dictionary and one order's status.
@@ -69,11 +68,12 @@ const (
 // Concurrency workers poll them through the global rate limiter, and a
 // committer records the results in batched transactions and wakes the
 // publisher. Several replicas may run it on one watch-list: claims are
-// disjoint and every write is a compare-and-set (see internal/cursor/bts.go).
+// disjoint and every write is a compare-and-set (see internal/watchlist).
 type BTSPoller struct {
 	cfg         BTSConfig
 	client      BTSClient
 	store       BTSStore
+	halts       Halts
 	outbox      Outbox
 	log         *zap.Logger
 	m           *Metrics
@@ -102,7 +102,7 @@ type BTSPoller struct {
 
 // NewBTS returns a BTS poller; Run starts it. Its own metrics are
 // registered on the registry of m.
-func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, outbox Outbox, log *zap.Logger, m *Metrics) (*BTSPoller, error) {
+func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, halts Halts, backlog Backlog, outbox Outbox, log *zap.Logger, m *Metrics) (*BTSPoller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bts poller: %w", err)
 	}
@@ -111,6 +111,7 @@ func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, outbox Outbox, log 
 		cfg:         cfg,
 		client:      client,
 		store:       store,
+		halts:       halts,
 		outbox:      outbox,
 		log:         log.With(zap.String("source", cfg.SourceID), zap.String("account", cfg.Account)),
 		m:           m,
@@ -121,7 +122,7 @@ func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, outbox Outbox, log 
 		now:         time.Now,
 		kick:        make(chan struct{}, 1),
 	}
-	p.backlog = newBacklogBound(cfg.MaxBacklog, store, m, cfg.SourceID, p.log)
+	p.backlog = newBacklogBound(cfg.MaxBacklog, backlog, m, cfg.SourceID, p.log)
 	p.dict.Store(&btsDictionary{})
 	if as, ok := client.(interface{ AuthStats() bts.AuthStats }); ok {
 		// The client counts its logins and refreshes; exporting them shows
@@ -143,10 +144,10 @@ func NewBTS(cfg BTSConfig, client BTSClient, store BTSStore, outbox Outbox, log 
 
 // btsResult is what became of one claimed order, for the committer.
 type btsResult struct {
-	claim cursor.BTSClaim
+	claim watchlist.Claim
 	// Exactly one of obs, retry and release applies.
-	obs     *cursor.BTSObservation
-	retry   *cursor.BTSRetry
+	obs     *watchlist.Observation
+	retry   *watchlist.Retry
 	release bool
 }
 
@@ -177,7 +178,7 @@ func (p *BTSPoller) Run(ctx context.Context) error {
 		zap.Int("concurrency", p.cfg.Concurrency), zap.Int("max_in_flight", p.maxInFlight))
 
 	var (
-		work    = make(chan cursor.BTSClaim)
+		work    = make(chan watchlist.Claim)
 		results = make(chan btsResult, p.maxInFlight)
 		// slots holds one token per claimed order not yet recorded.
 		slots   = make(chan struct{}, p.maxInFlight)
@@ -229,7 +230,7 @@ func (p *BTSPoller) halt(ctx context.Context, cause error) error {
 	p.log.Error("BTS source halted; fix the cause (credentials, base URL) and restart", zap.Error(cause))
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.CommitTimeout)
 	defer cancel()
-	if err := p.store.Halt(hctx, src, cause.Error()); err != nil {
+	if err := p.halts.Halt(hctx, src, cause.Error()); err != nil {
 		p.log.Error("could not record the halt in PostgreSQL", zap.Error(err))
 	}
 	return &HaltError{SourceID: src, Err: cause}
@@ -237,7 +238,7 @@ func (p *BTSPoller) halt(ctx context.Context, cause error) error {
 
 // claimLoop claims due orders while there is room in flight and hands them
 // to the workers. It closes work when ctx ends.
-func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work chan<- cursor.BTSClaim, results chan<- btsResult) {
+func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work chan<- watchlist.Claim, results chan<- btsResult) {
 	defer close(work)
 	src := p.cfg.SourceID
 	bo := newBackoff(p.cfg.BackoffInitial, p.cfg.BackoffMax)
@@ -273,7 +274,7 @@ func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work cha
 				break fill
 			}
 		}
-		claims, err := p.store.ClaimDueBTSOrders(ctx, src, n, p.cfg.ClaimTimeout)
+		claims, err := p.store.ClaimDue(ctx, src, n, p.cfg.ClaimTimeout)
 		for range n - len(claims) {
 			<-slots
 		}
@@ -307,7 +308,7 @@ func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work cha
 		// Everything due is taken: sleep until the next order is due, or
 		// IdlePoll at most, or a kick.
 		wait := p.cfg.IdlePoll
-		if d, ok, err := p.store.NextBTSDue(ctx, src); err == nil && ok {
+		if d, ok, err := p.store.NextDue(ctx, src); err == nil && ok {
 			wait = min(max(d, 0), wait)
 		}
 		if wait <= 0 {
@@ -323,7 +324,7 @@ func (p *BTSPoller) claimLoop(ctx context.Context, slots chan struct{}, work cha
 }
 
 // poll polls one claimed order and returns what to record.
-func (p *BTSPoller) poll(ctx context.Context, c cursor.BTSClaim) btsResult {
+func (p *BTSPoller) poll(ctx context.Context, c watchlist.Claim) btsResult {
 	src := p.cfg.SourceID
 	if ctx.Err() != nil || p.gate.wait(ctx) != nil || p.lim.Wait(ctx) != nil {
 		return btsResult{claim: c, release: true}
@@ -339,19 +340,19 @@ func (p *BTSPoller) poll(ctx context.Context, c cursor.BTSClaim) btsResult {
 		p.m.errors.WithLabelValues(src, class.String()).Inc()
 		switch {
 		case class == upstream.NotFound:
-			return btsResult{claim: c, obs: &cursor.BTSObservation{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, NotFound: true}}
+			return btsResult{claim: c, obs: &watchlist.Observation{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, NotFound: true}}
 		case class.Halts():
 			p.triggerHalt(err)
 			// The order keeps the error and is due again at once when the
 			// source is restarted.
-			return btsResult{claim: c, retry: &cursor.BTSRetry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, Error: err.Error()}}
+			return btsResult{claim: c, retry: &watchlist.Retry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, Error: err.Error()}}
 		default:
 			wait := p.gate.fail(upstream.RetryAfterOf(err), p.now())
 			p.m.backoff.WithLabelValues(src).Set(wait.Seconds())
 			p.bm.polls.WithLabelValues(src, class.String()).Inc()
 			p.log.Debug("polling a BTS order failed; it stays due after a backoff",
 				zap.String("order_id", c.OrderID), zap.Error(err), zap.Duration("backoff", wait))
-			return btsResult{claim: c, retry: &cursor.BTSRetry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, After: wait, Error: err.Error()}}
+			return btsResult{claim: c, retry: &watchlist.Retry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, After: wait, Error: err.Error()}}
 		}
 	}
 	if p.gate.ok() {
@@ -365,7 +366,7 @@ func (p *BTSPoller) poll(ctx context.Context, c cursor.BTSClaim) btsResult {
 	if name == "" {
 		name = t.Name
 	}
-	obs := &cursor.BTSObservation{
+	obs := &watchlist.Observation{
 		OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token,
 		Code: t.Code, Name: name, NextPollIn: p.interval(t.Code),
 	}
@@ -379,14 +380,14 @@ func (p *BTSPoller) poll(ctx context.Context, c cursor.BTSClaim) btsResult {
 		wait := p.gate.fail(0, p.now())
 		p.m.errors.WithLabelValues(src, upstream.Retry.String()).Inc()
 		p.log.Warn("a BTS status could not be normalized; retrying", zap.String("order_id", c.OrderID), zap.Error(err))
-		return btsResult{claim: c, retry: &cursor.BTSRetry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, After: wait, Error: err.Error()}}
+		return btsResult{claim: c, retry: &watchlist.Retry{OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token, After: wait, Error: err.Error()}}
 	}
 	obs.Event, obs.Terminal = row, terminal
 	return btsResult{claim: c, obs: obs}
 }
 
 // event builds the outbox row of a status change.
-func (p *BTSPoller) event(t bts.Track, name string, changeCount int64, observed time.Time) (*cursor.Row, bool, error) {
+func (p *BTSPoller) event(t bts.Track, name string, changeCount int64, observed time.Time) (*outbox.Row, bool, error) {
 	ev, err := bts.Normalize(p.cfg.Account, t, name, changeCount, observed)
 	if err != nil {
 		return nil, false, err
@@ -395,7 +396,7 @@ func (p *BTSPoller) event(t bts.Track, name string, changeCount int64, observed 
 	if err != nil {
 		return nil, false, fmt.Errorf("encode event of bts order %s: %w", t.OrderID, err)
 	}
-	return &cursor.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg}, ev.Terminal, nil
+	return &outbox.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg}, ev.Terminal, nil
 }
 
 // interval is the jittered wait before polling an order seen at code again.
@@ -438,10 +439,10 @@ func (p *BTSPoller) commitLoop(ctx context.Context, results <-chan btsResult, sl
 func (p *BTSPoller) commit(cctx, runCtx context.Context, batch []btsResult) {
 	src := p.cfg.SourceID
 	var (
-		obs      []cursor.BTSObservation
-		claims   []cursor.BTSClaim
-		retries  []cursor.BTSRetry
-		releases []cursor.BTSClaim
+		obs      []watchlist.Observation
+		claims   []watchlist.Claim
+		retries  []watchlist.Retry
+		releases []watchlist.Claim
 		// soonest is the earliest any order of the batch is due again.
 		soonest = p.cfg.IdlePoll
 	)
@@ -463,13 +464,13 @@ func (p *BTSPoller) commit(cctx, runCtx context.Context, batch []btsResult) {
 
 	if len(obs) > 0 {
 		var (
-			outcomes []cursor.BTSOutcome
-			commit   cursor.Commit
+			outcomes []watchlist.Outcome
+			commit   outbox.Appended
 		)
 		started := time.Now()
 		err := p.retryWrite(cctx, "record BTS observations", func() error {
 			var err error
-			outcomes, commit, err = p.store.RecordBTSObservations(cctx, src, obs)
+			outcomes, commit, err = p.store.RecordObservations(cctx, src, obs)
 			return err
 		})
 		if err != nil {
@@ -484,13 +485,13 @@ func (p *BTSPoller) commit(cctx, runCtx context.Context, batch []btsResult) {
 	}
 	if len(retries) > 0 {
 		if err := p.retryWrite(cctx, "reschedule failed BTS polls", func() error {
-			return p.store.RescheduleBTSOrders(cctx, src, retries)
+			return p.store.Reschedule(cctx, src, retries)
 		}); err != nil {
 			p.bm.commitFailed.WithLabelValues(src).Inc()
 		}
 	}
 	if len(releases) > 0 {
-		if err := p.store.ReleaseBTSClaims(cctx, src, releases); err != nil {
+		if err := p.store.ReleaseClaims(cctx, src, releases); err != nil {
 			// Not worth a retry: the claims end by themselves.
 			p.log.Warn("releasing unpolled BTS claims failed; they return when the claims end", zap.Error(err))
 		}
@@ -506,16 +507,16 @@ func (p *BTSPoller) commit(cctx, runCtx context.Context, batch []btsResult) {
 }
 
 // observeOutcomes updates metrics for a recorded batch.
-func (p *BTSPoller) observeOutcomes(obs []cursor.BTSObservation, claims []cursor.BTSClaim, outcomes []cursor.BTSOutcome, commit cursor.Commit) {
+func (p *BTSPoller) observeOutcomes(obs []watchlist.Observation, claims []watchlist.Claim, outcomes []watchlist.Outcome, commit outbox.Appended) {
 	src := p.cfg.SourceID
 	dict := p.dict.Load()
 	for i, out := range outcomes {
 		p.bm.polls.WithLabelValues(src, out.String()).Inc()
 		switch out {
-		case cursor.BTSMarkedNotFound:
+		case watchlist.MarkedNotFound:
 			p.bm.notFound.WithLabelValues(src).Inc()
 			p.log.Warn("BTS does not know a tracked order; it is marked not_found", zap.String("order_id", obs[i].OrderID))
-		case cursor.BTSChanged:
+		case watchlist.Changed:
 			code := obs[i].Code
 			if st, _ := event.BTSStatus(code); st == event.StatusUnknown {
 				raw := strconv.Itoa(code)
@@ -555,7 +556,7 @@ func (p *BTSPoller) retryWrite(ctx context.Context, op string, write func() erro
 // loadDictionary starts from the stored dictionary, so that names are
 // right even if BTS cannot be reached at start.
 func (p *BTSPoller) loadDictionary(ctx context.Context) {
-	stored, err := p.store.BTSStatuses(ctx, p.cfg.SourceID)
+	stored, err := p.store.Statuses(ctx, p.cfg.SourceID)
 	if err != nil {
 		p.log.Warn("loading the stored BTS status dictionary failed", zap.Error(err))
 		return
@@ -583,9 +584,9 @@ func (p *BTSPoller) refreshDictionary(ctx context.Context) error {
 		return err
 	}
 	p.m.requests.WithLabelValues(src, "ok").Inc()
-	stored := make([]cursor.BTSStatus, len(defs))
+	stored := make([]watchlist.Status, len(defs))
 	for i, d := range defs {
-		stored[i] = cursor.BTSStatus{Code: d.Code, Name: d.Name, Description: d.Description, Next: d.Next}
+		stored[i] = watchlist.Status{Code: d.Code, Name: d.Name, Description: d.Description, Next: d.Next}
 	}
 	if len(stored) == 0 {
 		p.log.Warn("BTS returned an empty status dictionary; keeping the one in use")
@@ -594,7 +595,7 @@ func (p *BTSPoller) refreshDictionary(ctx context.Context) error {
 	p.dict.Store(newBTSDictionary(stored))
 	p.bm.dictionary.WithLabelValues(src, "ok").Inc()
 	p.bm.dictUpdated.WithLabelValues(src).Set(float64(time.Now().Unix()))
-	if err := p.store.SaveBTSStatuses(ctx, src, stored); err != nil && ctx.Err() == nil {
+	if err := p.store.SaveStatuses(ctx, src, stored); err != nil && ctx.Err() == nil {
 		p.log.Warn("storing the BTS status dictionary failed", zap.Error(err))
 	}
 	return nil
@@ -622,7 +623,7 @@ func (p *BTSPoller) dictionaryLoop(ctx context.Context) {
 func (p *BTSPoller) countLoop(ctx context.Context) {
 	src := p.cfg.SourceID
 	for {
-		counts, err := p.store.CountBTSOrders(ctx, src)
+		counts, err := p.store.Count(ctx, src)
 		if err == nil {
 			for state, n := range counts {
 				p.bm.orders.WithLabelValues(src, string(state)).Set(float64(n))
@@ -636,15 +637,15 @@ func (p *BTSPoller) countLoop(ctx context.Context) {
 
 // btsDictionary is the status dictionary in memory.
 type btsDictionary struct {
-	byCode map[int]cursor.BTSStatus
+	byCode map[int]watchlist.Status
 	// chained holds the codes some status lists as a next status: the main
 	// line of a delivery. Codes nobody lists (0, 1300, 1400) are exits that
 	// may follow any status and are never counted as skips.
 	chained map[int]bool
 }
 
-func newBTSDictionary(defs []cursor.BTSStatus) *btsDictionary {
-	d := &btsDictionary{byCode: make(map[int]cursor.BTSStatus, len(defs)), chained: map[int]bool{}}
+func newBTSDictionary(defs []watchlist.Status) *btsDictionary {
+	d := &btsDictionary{byCode: make(map[int]watchlist.Status, len(defs)), chained: map[int]bool{}}
 	for _, s := range defs {
 		d.byCode[s.Code] = s
 		for _, n := range s.Next {

@@ -23,15 +23,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/storage"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // BenchmarkBTSSchedule compares the adaptive schedule with a fixed 1-minute
@@ -268,14 +270,14 @@ func (r scheduleResult) callsPerLifecycle() float64 {
 
 // lagStore records how late claims came, from the claims themselves.
 type lagStore struct {
-	*cursor.Store
+	*watchlist.Store
 	record atomic.Bool
 	mu     sync.Mutex
 	lags   []time.Duration
 }
 
-func (s *lagStore) ClaimDueBTSOrders(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]cursor.BTSClaim, error) {
-	claims, err := s.Store.ClaimDueBTSOrders(ctx, sourceID, limit, claimFor)
+func (s *lagStore) ClaimDue(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]watchlist.Claim, error) {
+	claims, err := s.Store.ClaimDue(ctx, sourceID, limit, claimFor)
 	if s.record.Load() {
 		s.mu.Lock()
 		for _, c := range claims {
@@ -305,17 +307,17 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	ctx := context.Background()
 	// publisherFinish drains the publisher and stops it (Kafka runs only).
 	var publisherFinish func() error
-	cc := cursor.DefaultConfig()
+	cc := pg.DefaultConfig()
 	cc.DatabaseURL = secret.New(dsn)
-	if _, err := cursor.Migrate(ctx, cc); err != nil {
+	if _, err := pg.Migrate(ctx, cc); err != nil {
 		return scheduleResult{}, err
 	}
-	base, err := cursor.Open(ctx, cc)
+	base, err := storage.Open(ctx, cc)
 	if err != nil {
 		return scheduleResult{}, err
 	}
 	defer base.Close()
-	store := &lagStore{Store: base}
+	store := &lagStore{Store: base.Watchlist}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return scheduleResult{}, err
@@ -335,7 +337,7 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	}
 	ids := s.Orders()
 	for chunk := range slices.Chunk(ids, 10_000) {
-		if _, err := store.TrackBTSOrders(ctx, btsSrc, chunk); err != nil {
+		if _, err := store.Track(ctx, btsSrc, chunk); err != nil {
 			return scheduleResult{}, err
 		}
 	}
@@ -358,7 +360,7 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		defer func() { _ = finish() }()
 		outbox, publisherFinish = pub, finish
 	}
-	p, err := poller.NewBTS(cfg, client, store, outbox, zap.NewNop(), poller.NewMetrics(reg))
+	p, err := poller.NewBTS(cfg, client, store, base.Cursors, base.Outbox, outbox, zap.NewNop(), poller.NewMetrics(reg))
 	if err != nil {
 		return scheduleResult{}, err
 	}
@@ -481,16 +483,16 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 // startPublisher runs the real publisher on sc.topic, holding the publisher
 // lease, and returns it with a function that publishes everything committed,
 // then stops it; the function may be called more than once.
-func startPublisher(ctx context.Context, store *cursor.Store, sc scheduleScenario) (*publish.Publisher, func() error, error) {
+func startPublisher(ctx context.Context, store *storage.Stores, sc scheduleScenario) (*publish.Publisher, func() error, error) {
 	pc := publish.DefaultConfig()
 	pc.Brokers = []string{sc.kafka}
 	pc.Topic = sc.topic
 	pc.Partitions = 6
-	pub, err := publish.New(ctx, pc, store, zap.NewNop(), prometheus.NewRegistry())
+	pub, err := publish.New(ctx, pc, store.Outbox, zap.NewNop(), prometheus.NewRegistry())
 	if err != nil {
 		return nil, nil, err
 	}
-	l, ok, err := store.TryAcquire(ctx, "publisher", "bench", time.Hour)
+	l, ok, err := store.Leases.TryAcquire(ctx, "publisher", "bench", time.Hour)
 	if err != nil || !ok {
 		_ = pub.Close()
 		return nil, nil, fmt.Errorf("acquire the publisher lease: ok=%v err=%v", ok, err)

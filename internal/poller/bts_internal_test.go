@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 func TestParseBTSIntervals(t *testing.T) {
@@ -111,7 +111,7 @@ func TestBTSConfigValidate(t *testing.T) {
 
 func TestBTSDictionarySkips(t *testing.T) {
 	t.Parallel()
-	d := newBTSDictionary([]cursor.BTSStatus{
+	d := newBTSDictionary([]watchlist.Status{
 		{Code: 100, Name: "У отправителя", Next: []int{200}},
 		{Code: 200, Next: []int{300}},
 		{Code: 300, Next: []int{400}},

@@ -21,13 +21,13 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ingestd/ingestd/internal/bts"
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/upstream"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 const (
@@ -45,7 +45,7 @@ func (o *btsOutbox) Notify()                  { o.notified.Add(1) }
 
 // btsEnv is a BTS simulator and a migrated store.
 type btsEnv struct {
-	store  *cursor.Store
+	store  *pgtest.Stores
 	conn   *pgx.Conn
 	sim    *sim.BTS
 	srv    *httptest.Server
@@ -57,7 +57,8 @@ type btsEnv struct {
 func newBTSEnv(t *testing.T, sc sim.BTSConfig) *btsEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, dsn := pgtest.StoreDSN(t)
+	store := pgtest.Open(t)
+	dsn := store.DSN
 	conn, err := pgx.Connect(ctx, dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
@@ -108,7 +109,7 @@ func btsTestConfig(intervals string) poller.BTSConfig {
 // newPoller builds a poller on the env's store, registry and outbox.
 func (e *btsEnv) newPoller(t *testing.T, cfg poller.BTSConfig, client poller.BTSClient, log *zap.Logger) *poller.BTSPoller {
 	t.Helper()
-	p, err := poller.NewBTS(cfg, client, e.store, e.outbox, log, e.m)
+	p, err := poller.NewBTS(cfg, client, e.store.Watchlist, e.store.Cursors, e.store.Outbox, e.outbox, log, e.m)
 	require.NoError(t, err)
 	return p
 }
@@ -138,15 +139,15 @@ func startBTS(t *testing.T, p *poller.BTSPoller) (stop func() error, done <-chan
 // track adds orders to the watch-list.
 func (e *btsEnv) track(t *testing.T, ids ...string) {
 	t.Helper()
-	added, err := e.store.TrackBTSOrders(context.Background(), btsSrc, ids)
+	added, err := e.store.Watchlist.Track(context.Background(), btsSrc, ids)
 	require.NoError(t, err)
 	require.Len(t, added, len(ids))
 }
 
 // counts returns the watch-list's counts by state.
-func (e *btsEnv) counts(t *testing.T) map[cursor.BTSState]int64 {
+func (e *btsEnv) counts(t *testing.T) map[watchlist.State]int64 {
 	t.Helper()
-	c, err := e.store.CountBTSOrders(context.Background(), btsSrc)
+	c, err := e.store.Watchlist.Count(context.Background(), btsSrc)
 	require.NoError(t, err)
 	return c
 }
@@ -266,7 +267,7 @@ func TestBTSLifecyclesExactlyOnce(t *testing.T) {
 	unauthorizedBefore := e.sim.Unauthorized()
 	e.sim.ForceExpireTokens()
 
-	require.Eventually(t, func() bool { return e.counts(t)[cursor.BTSActive] == 0 }, 60*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return e.counts(t)[watchlist.Active] == 0 }, 60*time.Second, 50*time.Millisecond,
 		"every order reaches a terminal status")
 	// Terminal orders are not polled any more (the replicas keep running).
 	calls := e.sim.TotalCalls()
@@ -275,7 +276,7 @@ func TestBTSLifecyclesExactlyOnce(t *testing.T) {
 		require.NoError(t, stop())
 	}
 
-	require.Equal(t, map[cursor.BTSState]int64{cursor.BTSActive: 0, cursor.BTSTerminal: orders, cursor.BTSNotFound: 0}, e.counts(t))
+	require.Equal(t, map[watchlist.State]int64{watchlist.Active: 0, watchlist.Terminal: orders, watchlist.NotFound: 0}, e.counts(t))
 
 	// Each order's events: a subsequence of its upstream history, in order,
 	// revisions 1, 2, 3..., ending with the terminal status; each event
@@ -362,7 +363,7 @@ func TestBTSHaltsOnRejectedCredentials(t *testing.T) {
 	require.Equal(t, upstream.Auth, upstream.ClassOf(err))
 	require.NotContains(t, err.Error(), "wrong", "the password never appears")
 	require.Equal(t, 1.0, metric(t, e.reg, "ingestd_source_halted", map[string]string{"source": btsSrc}))
-	st, serr := e.store.Source(context.Background(), btsSrc)
+	st, serr := e.store.Cursors.Source(context.Background(), btsSrc)
 	require.NoError(t, serr)
 	require.NotNil(t, st.HaltedAt)
 	require.Contains(t, st.HaltedReason, "Incorrect login or password.")
@@ -387,10 +388,10 @@ func TestBTSHaltsOnPermanentError(t *testing.T) {
 	require.ErrorContains(t, err, "Order Id must be an integer.")
 
 	// The order stays active and shows why the source stopped.
-	page, lerr := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, Limit: 10})
+	page, lerr := e.store.Watchlist.List(context.Background(), watchlist.ListQuery{SourceID: btsSrc, Limit: 10})
 	require.NoError(t, lerr)
 	require.Len(t, page, 1)
-	require.Equal(t, cursor.BTSActive, page[0].State)
+	require.Equal(t, watchlist.Active, page[0].State)
 	require.Contains(t, page[0].LastError, "Order Id must be an integer.")
 	require.Empty(t, e.outboxRows(t))
 }
@@ -405,11 +406,11 @@ func TestBTSNotFoundOrdersLeaveTheActiveSet(t *testing.T) {
 
 	require.Eventually(t, func() bool {
 		c := e.counts(t)
-		return c[cursor.BTSNotFound] == 2 && len(e.outboxRows(t)) == 5
+		return c[watchlist.NotFound] == 2 && len(e.outboxRows(t)) == 5
 	}, 20*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
 	require.Equal(t, 2.0, metric(t, e.reg, "ingestd_bts_orders_not_found_total", nil))
-	page, err := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, State: cursor.BTSNotFound, Limit: 10})
+	page, err := e.store.Watchlist.List(context.Background(), watchlist.ListQuery{SourceID: btsSrc, State: watchlist.NotFound, Limit: 10})
 	require.NoError(t, err)
 	require.Equal(t, []string{"1", "no-such-order"}, []string{page[0].OrderID, page[1].OrderID})
 	for _, r := range e.outboxRows(t) {
@@ -455,7 +456,7 @@ func TestBTSBacksOffAndKeepsTheOrderDue(t *testing.T) {
 	require.GreaterOrEqual(t, times[1].Sub(times[0]), time.Second, "Retry-After is honoured")
 	require.Equal(t, 1.0, metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "rate_limited"}))
 	require.Equal(t, 3.0, metric(t, e.reg, "ingestd_upstream_errors_total", map[string]string{"class": "retry"}))
-	page, err := e.store.ListBTSOrders(context.Background(), cursor.BTSListQuery{SourceID: btsSrc, Limit: 1})
+	page, err := e.store.Watchlist.List(context.Background(), watchlist.ListQuery{SourceID: btsSrc, Limit: 1})
 	require.NoError(t, err)
 	require.Zero(t, page[0].ErrorCount, "a success clears the failures")
 	require.EqualValues(t, 1, page[0].ChangeCount)
@@ -482,11 +483,11 @@ func TestBTSStopReleasesClaimsAndReturnsNil(t *testing.T) {
 
 	// Nothing was recorded, and every order is due again at once.
 	require.Empty(t, e.outboxRows(t))
-	wait, ok, err := e.store.NextBTSDue(context.Background(), btsSrc)
+	wait, ok, err := e.store.Watchlist.NextDue(context.Background(), btsSrc)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.LessOrEqual(t, wait, time.Duration(0))
-	claims, err := e.store.ClaimDueBTSOrders(context.Background(), btsSrc, 100, time.Minute)
+	claims, err := e.store.Watchlist.ClaimDue(context.Background(), btsSrc, 100, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, claims, 40, "claims were released, not left to expire")
 }
@@ -502,7 +503,7 @@ func TestBTSDictionaryIsStoredAndRefreshed(t *testing.T) {
 		return metric(t, e.reg, "ingestd_bts_dictionary_refresh_total", map[string]string{"result": "ok"}) >= 3
 	}, 20*time.Second, 10*time.Millisecond)
 	require.NoError(t, stop())
-	defs, err := e.store.BTSStatuses(context.Background(), btsSrc)
+	defs, err := e.store.Watchlist.Statuses(context.Background(), btsSrc)
 	require.NoError(t, err)
 	require.Len(t, defs, 12, "all three pages")
 	require.Equal(t, "Курьер доставляет", defs[8].Name)
@@ -564,15 +565,15 @@ func TestBTSPausesAtTheBacklogBound(t *testing.T) {
 
 	// Publish everything whenever it pauses (as the publisher would): it
 	// resumes each time, and every order is polled in the end.
-	_, err := e.store.Target(ctx, "events", 4)
+	_, err := e.store.Outbox.Target(ctx, "events", 4)
 	require.NoError(t, err)
-	l, ok, err := e.store.TryAcquire(ctx, "publisher", "test", time.Minute)
+	l, ok, err := e.store.Leases.TryAcquire(ctx, "publisher", "test", time.Minute)
 	require.NoError(t, err)
 	require.True(t, ok)
 	publishAll := func() {
 		var last int64
 		require.NoError(t, e.conn.QueryRow(ctx, `SELECT last_seq FROM outbox_seq`).Scan(&last))
-		require.NoError(t, e.store.MarkPublished(ctx, l, map[int]int64{0: last, 1: last, 2: last, 3: last}))
+		require.NoError(t, e.store.Outbox.MarkPublished(ctx, l, map[int]int64{0: last, 1: last, 2: last, 3: last}))
 	}
 	resumed := 0
 	require.Eventually(t, func() bool {

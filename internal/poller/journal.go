@@ -14,6 +14,8 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/upstream"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
@@ -21,9 +23,8 @@ import (
 // JournalStore is what the journal poller needs of PostgreSQL.
 type JournalStore interface {
 	Source(ctx context.Context, sourceID string) (cursor.State, error)
-	CommitPage(ctx context.Context, p cursor.Page) (cursor.Commit, error)
+	CommitPage(ctx context.Context, p cursor.Page) (outbox.Appended, error)
 	Halt(ctx context.Context, sourceID, reason string) error
-	BacklogEstimate(ctx context.Context) (int64, error)
 }
 
 // Journal reads pages of an upstream journal after an opaque cursor.
@@ -42,7 +43,7 @@ type Outbox interface {
 // publisher of this process), so it need not read them back from
 // PostgreSQL. Committed must not block.
 type CommitHandler interface {
-	Committed(c cursor.Commit)
+	Committed(c outbox.Appended)
 }
 
 // JournalConfig configures one journal poller.
@@ -102,12 +103,12 @@ type JournalPoller struct {
 }
 
 // NewJournal returns a poller; Run starts it.
-func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Outbox, log *zap.Logger, m *Metrics) *JournalPoller {
+func NewJournal(cfg JournalConfig, client Journal, store JournalStore, backlog Backlog, outbox Outbox, log *zap.Logger, m *Metrics) *JournalPoller {
 	p := &JournalPoller{
 		cfg: cfg, client: client, store: store, outbox: outbox, m: m, now: time.Now,
 		log: log.With(zap.String("source", cfg.SourceID), zap.String("account", cfg.Account)),
 	}
-	p.backlog = newBacklogBound(cfg.MaxBacklog, store, m, cfg.SourceID, p.log)
+	p.backlog = newBacklogBound(cfg.MaxBacklog, backlog, m, cfg.SourceID, p.log)
 	p.lastAdvance.Store(time.Now().UnixNano())
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "ingestd_cursor_age_seconds",
@@ -123,7 +124,7 @@ func NewJournal(cfg JournalConfig, client Journal, store JournalStore, outbox Ou
 type fetched struct {
 	cursor string // the cursor the page was requested with
 	page   *yandex.Page
-	rows   []cursor.Row
+	rows   []outbox.Row
 	err    error // a classified upstream error, or a normalization error
 	normal bool  // err came from normalization, not from upstream
 }
@@ -173,8 +174,8 @@ func (pf *prefetch) abandon() {
 // Run polls under the source's lease until ctx is cancelled (returning nil),
 // the source halts (returning a *HaltError), or a commit is fenced because
 // another instance took the lease over (returning an error wrapping
-// cursor.ErrFenced). Transient failures are retried forever.
-func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
+// lease.ErrFenced). Transient failures are retried forever.
+func (p *JournalPoller) Run(ctx context.Context, l lease.Lease) error {
 	bo := newBackoff(p.cfg.BackoffInitial, p.cfg.BackoffMax)
 	src := p.cfg.SourceID
 	p.m.halted.WithLabelValues(src).Set(0)
@@ -282,7 +283,7 @@ func (p *JournalPoller) Run(ctx context.Context, l cursor.Lease) error {
 			// The prefetched page follows a cursor that is not stored.
 			next.abandon()
 			next = nil
-			if errors.Is(err, cursor.ErrFenced) {
+			if errors.Is(err, lease.ErrFenced) {
 				return err
 			}
 			if errors.Is(err, cursor.ErrCursorMoved) {
@@ -338,9 +339,9 @@ func (p *JournalPoller) backlogAllows(ctx context.Context, bo *backoff.Exponenti
 }
 
 // rows normalizes a page into outbox rows, in journal order.
-func (p *JournalPoller) rows(page *yandex.Page) ([]cursor.Row, error) {
+func (p *JournalPoller) rows(page *yandex.Page) ([]outbox.Row, error) {
 	observed := p.now().UTC()
-	rows := make([]cursor.Row, 0, len(page.Entries))
+	rows := make([]outbox.Row, 0, len(page.Entries))
 	// The events' strings join the page's entry strings in the page's
 	// arena: they all live until the page is published.
 	strs := page.Strings()
@@ -356,7 +357,7 @@ func (p *JournalPoller) rows(page *yandex.Page) ([]cursor.Row, error) {
 		if ev.Status == event.StatusUnknown {
 			p.m.unknown.WithLabelValues(p.cfg.SourceID, boundedLabel(ev.ProviderStatus)).Inc()
 		}
-		rows = append(rows, cursor.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg})
+		rows = append(rows, outbox.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg})
 	}
 	return rows, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -34,14 +35,14 @@ func (o *outbox) Notify()              { o.notified.Add(1) }
 
 // env is one poller wired to a real store and a simulated journal.
 type env struct {
-	store   *cursor.Store
+	store   *pgtest.Stores
 	sim     *sim.Yandex
 	poller  *poller.JournalPoller
 	reg     *prometheus.Registry
 	outbox  *outbox
 	srvURL  string
 	arrived *requestLog
-	lease   cursor.Lease
+	lease   lease.Lease
 }
 
 // requestLog records when each journal request arrived.
@@ -65,7 +66,7 @@ func (l *requestLog) snapshot() []time.Time {
 func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
-	store := pgtest.Store(t)
+	store := pgtest.Open(t)
 
 	sc.Token = token
 	y, err := sim.NewYandex(sc)
@@ -97,8 +98,8 @@ func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env
 		BackoffInitial: 5 * time.Millisecond,
 		BackoffMax:     50 * time.Millisecond,
 		CommitTimeout:  5 * time.Second,
-	}, client, store, ob, zaptest.NewLogger(t), poller.NewMetrics(reg))
-	l, ok, err := store.TryAcquire(ctx, "source:"+yc.SourceID(), "test", time.Hour)
+	}, client, store.Cursors, store.Outbox, ob, zaptest.NewLogger(t), poller.NewMetrics(reg))
+	l, ok, err := store.Leases.TryAcquire(ctx, "source:"+yc.SourceID(), "test", time.Hour)
 	require.NoError(t, err)
 	require.True(t, ok)
 	return &env{store: store, sim: y, poller: p, reg: reg, outbox: ob, srvURL: srv.URL, arrived: log, lease: l}
@@ -126,7 +127,7 @@ func (e *env) start(t *testing.T) (stop func() error) {
 
 func (e *env) state(t *testing.T) cursor.State {
 	t.Helper()
-	st, err := e.store.Source(context.Background(), "yandex/default")
+	st, err := e.store.Cursors.Source(context.Background(), "yandex/default")
 	require.NoError(t, err)
 	return st
 }
@@ -144,9 +145,9 @@ func (e *env) waitCursor(t *testing.T, n int) {
 func (e *env) requireExactlyOnce(t *testing.T, n int) {
 	t.Helper()
 	ctx := context.Background()
-	_, err := e.store.Target(ctx, "t", 1)
+	_, err := e.store.Outbox.Target(ctx, "t", 1)
 	require.NoError(t, err)
-	rows, err := e.store.Pending(ctx, []int64{0}, n+100)
+	rows, err := e.store.Outbox.Pending(ctx, []int64{0}, n+100)
 	require.NoError(t, err)
 	require.Len(t, rows, n)
 	for i, r := range rows {
@@ -156,7 +157,7 @@ func (e *env) requireExactlyOnce(t *testing.T, n int) {
 		require.Equal(t, ent.ClaimID, ev.OrderID, "row %d", i)
 		require.Equal(t, ent.Revision, ev.Revision, "row %d", i)
 	}
-	hist, err := e.store.History(ctx, "yandex/default", 100000)
+	hist, err := e.store.Cursors.History(ctx, "yandex/default", 100000)
 	require.NoError(t, err)
 	total := 0
 	for i := len(hist) - 1; i >= 0; i-- { // oldest first
@@ -191,9 +192,9 @@ func TestUnknownStatusIsPublishedAsUnknown(t *testing.T) {
 	require.NoError(t, stop())
 
 	ctx := context.Background()
-	_, err := e.store.Target(ctx, "t", 1)
+	_, err := e.store.Outbox.Target(ctx, "t", 1)
 	require.NoError(t, err)
-	rows, err := e.store.Pending(ctx, []int64{0}, n)
+	rows, err := e.store.Outbox.Pending(ctx, []int64{0}, n)
 	require.NoError(t, err)
 	unknown := 0
 	for i, r := range rows {
@@ -317,7 +318,7 @@ func TestStopFinishesThePageInFlight(t *testing.T) {
 	e.poller = poller.NewJournal(poller.JournalConfig{
 		SourceID: "yandex/default", Account: "default", PollInterval: 20 * time.Millisecond,
 		BackoffInitial: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond, CommitTimeout: 5 * time.Second,
-	}, mustClient(t, e.srvURL), e.store, e.outbox, zaptest.NewLogger(t), poller.NewMetrics(prometheus.NewRegistry()))
+	}, mustClient(t, e.srvURL), e.store.Cursors, e.store.Outbox, e.outbox, zaptest.NewLogger(t), poller.NewMetrics(prometheus.NewRegistry()))
 	stop = e.start(t)
 	e.waitCursor(t, n)
 	require.NoError(t, stop())

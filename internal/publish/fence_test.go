@@ -7,13 +7,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
 )
 
 func TestFencedConnRefusesToWriteOnceTheLeaseLapsed(t *testing.T) {
 	t.Parallel()
-	l := cursor.Lease{Name: "publisher", Holder: "x", Epoch: 3}
+	l := lease.Lease{Name: "publisher", Holder: "x", Epoch: 3}
 	tests := []struct {
 		name  string
 		held  *lease.Held

@@ -14,22 +14,22 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
 )
 
 // Store is what the publisher needs of the outbox.
 type Store interface {
 	Target(ctx context.Context, topic string, partitions int) (int, error)
 	Watermarks(ctx context.Context) ([]int64, error)
-	Pending(ctx context.Context, wm []int64, limit int) ([]cursor.Row, error)
-	MarkPublished(ctx context.Context, l cursor.Lease, marks map[int]int64) error
-	Row(ctx context.Context, seq int64) (*cursor.Row, error)
+	Pending(ctx context.Context, wm []int64, limit int) ([]outbox.Row, error)
+	MarkPublished(ctx context.Context, l lease.Lease, marks map[int]int64) error
+	Row(ctx context.Context, seq int64) (*outbox.Row, error)
 	LastSeq(ctx context.Context) (int64, error)
 	Prune(ctx context.Context, retention time.Duration, limit int) (int64, error)
-	Backlog(ctx context.Context) (cursor.Backlog, error)
+	Backlog(ctx context.Context) (outbox.Backlog, error)
 }
 
 // Headers ingestd adds to every record besides the CloudEvents ones.
@@ -223,7 +223,7 @@ func (p *Publisher) Partition(key string) int {
 // the publisher reads the outbox instead.
 type memQueue struct {
 	mu       sync.Mutex
-	batches  []cursor.Commit // ordered by FirstSeq
+	batches  []outbox.Appended // ordered by FirstSeq
 	rows     int
 	overflow bool
 }
@@ -235,7 +235,7 @@ const memBatches = 4
 // never blocks: when the queue is full, this commit and every later one are
 // left out of it (they are in the outbox). The publisher still takes what
 // is queued from memory, then reads the outbox until it has caught up.
-func (p *Publisher) Committed(c cursor.Commit) {
+func (p *Publisher) Committed(c outbox.Appended) {
 	if len(c.Inserted) > 0 {
 		q := &p.mem
 		q.mu.Lock()
@@ -312,7 +312,7 @@ func (p *Publisher) memReset() {
 // about BatchSize rows. ok is false when the queue cannot continue from
 // there (a gap: a commit it never saw, or an overflow). next is the seq
 // after the last row taken.
-func (p *Publisher) memTake(from int64) (rows []cursor.Row, next int64, ok bool) {
+func (p *Publisher) memTake(from int64) (rows []outbox.Row, next int64, ok bool) {
 	q := &p.mem
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -366,7 +366,7 @@ func (p *Publisher) resetProducer(h *lease.Held) {
 // Run relays the outbox to Kafka while h is held. It first reconciles with
 // what Kafka already holds, then publishes rows in outbox order. It returns
 // nil when ctx ends, or after publishing everything committed once stop is
-// closed; and an error wrapping cursor.ErrFenced when it can no longer prove
+// closed; and an error wrapping lease.ErrFenced when it can no longer prove
 // it holds the lease. Other failures are retried with backoff forever.
 func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
 	maintCtx, stopMaint := context.WithCancel(ctx)
@@ -414,7 +414,7 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 				return fmt.Errorf("stopped with a Kafka write of unknown outcome: %w", lease.ErrLetExpire)
 			}
 			return nil
-		case errors.Is(err, cursor.ErrFenced):
+		case errors.Is(err, lease.ErrFenced):
 			return err
 		default:
 			wait := bo.NextBackOff()
@@ -467,7 +467,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 	// certainly ours: a paused instance that wakes up past its lease must
 	// not produce after its successor's read-back.
 	if !h.Valid() {
-		return fmt.Errorf("lease %s epoch %d may have expired: %w", h.Lease.Name, h.Lease.Epoch, cursor.ErrFenced)
+		return fmt.Errorf("lease %s epoch %d may have expired: %w", h.Lease.Name, h.Lease.Epoch, lease.ErrFenced)
 	}
 	p.cfg.Failpoints.Hit(failpoint.BeforeWrite)
 	acked, werr := p.write(ctx, rows, h.Lease.Epoch)
@@ -510,7 +510,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 // once these rows are written everything up to horizon is published and
 // memory can take over from horizon+1. Rows at or below their partition's
 // watermark are never returned.
-func (p *Publisher) next(ctx context.Context, wm []int64) (rows []cursor.Row, memNext, horizon int64, err error) {
+func (p *Publisher) next(ctx context.Context, wm []int64) (rows []outbox.Row, memNext, horizon int64, err error) {
 	if p.memFrom > 0 {
 		taken, next, ok := p.memTake(p.memFrom)
 		switch {
@@ -637,7 +637,7 @@ const headerBytesPerMsg = 192
 // answered: at most one batch per partition is ever in flight, so partition
 // order is outbox order. If any request fails, write returns an error and no
 // acknowledgements; the caller reconciles with what Kafka holds.
-func (p *Publisher) write(ctx context.Context, rows []cursor.Row, epoch int64) (map[int]int64, error) {
+func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (map[int]int64, error) {
 	// The batch's records, their key and value readers, headers, header
 	// values, keys and seq values share a few allocations instead of taking
 	// several per message; each record gets capped windows of them. Records are grouped by partition, each partition's a

@@ -18,26 +18,27 @@ import (
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/publish"
 )
 
-var _ publish.Store = (*cursor.Store)(nil)
+var _ publish.Store = (*outbox.Store)(nil)
 
 // hold acquires name for the test, valid for an hour.
-func hold(t *testing.T, s *cursor.Store, name string) *lease.Held {
+func hold(t *testing.T, s *pgtest.Stores, name string) *lease.Held {
 	t.Helper()
-	l, ok, err := s.TryAcquire(context.Background(), name, "test", time.Hour)
+	l, ok, err := s.Leases.TryAcquire(context.Background(), name, "test", time.Hour)
 	require.NoError(t, err)
 	require.True(t, ok)
 	return lease.NewHeld(l, time.Now(), time.Hour)
 }
 
 // commit commits rows as one page of source yandex/default.
-func commit(t *testing.T, s *cursor.Store, prev, cur string, rows []cursor.Row) {
+func commit(t *testing.T, s *pgtest.Stores, prev, cur string, rows []outbox.Row) {
 	t.Helper()
-	l := cursor.Lease{Name: "source:yandex/default", Holder: "test"}
-	if st, err := s.Leases(context.Background()); err == nil {
+	l := lease.Lease{Name: "source:yandex/default", Holder: "test"}
+	if st, err := s.Leases.List(context.Background()); err == nil {
 		for _, x := range st {
 			if x.Name == l.Name {
 				l.Epoch = x.Epoch
@@ -47,7 +48,7 @@ func commit(t *testing.T, s *cursor.Store, prev, cur string, rows []cursor.Row) 
 	if l.Epoch == 0 {
 		l = hold(t, s, l.Name).Lease
 	}
-	_, err := s.CommitPage(context.Background(), cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+	_, err := s.Cursors.CommitPage(context.Background(), cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
 	require.NoError(t, err)
 }
 
@@ -79,9 +80,9 @@ func requireOnceInOrder(t *testing.T, recs []kafkatest.Record, n int) {
 
 // newPublisher returns a publisher of store's outbox, closed when the test
 // ends.
-func newPublisher(t *testing.T, cfg publish.Config, store *cursor.Store, reg prometheus.Registerer) *publish.Publisher {
+func newPublisher(t *testing.T, cfg publish.Config, store *pgtest.Stores, reg prometheus.Registerer) *publish.Publisher {
 	t.Helper()
-	p, err := publish.New(context.Background(), cfg, store, zaptest.NewLogger(t), reg)
+	p, err := publish.New(context.Background(), cfg, store.Outbox, zaptest.NewLogger(t), reg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	return p
@@ -89,7 +90,7 @@ func newPublisher(t *testing.T, cfg publish.Config, store *cursor.Store, reg pro
 
 // run runs p under the publisher lease until stop is called or the test
 // ends; stop returns Run's error.
-func run(t *testing.T, p *publish.Publisher, store *cursor.Store) (stop func() error) {
+func run(t *testing.T, p *publish.Publisher, store *pgtest.Stores) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -126,7 +127,7 @@ func TestMissingTopicIsAStartupError(t *testing.T) {
 	kc := kafkatest.Start(t)
 	cfg := config(kc.Addr)
 	cfg.CreateTopic = false
-	_, err := publish.New(context.Background(), cfg, pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	_, err := publish.New(context.Background(), cfg, pgtest.Open(t).Outbox, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.ErrorIs(t, err, publish.ErrTopicMissing)
 	require.ErrorContains(t, err, "INGESTD_KAFKA_CREATE_TOPIC")
 }
@@ -135,16 +136,16 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := pgtest.Store(t)
+	store := pgtest.Open(t)
 	p := newPublisher(t, config(kc.Addr), store, prometheus.NewRegistry())
 
 	const pages, perPage = 5, 40
 	prev := ""
 	for pg := range pages {
-		rows := make([]cursor.Row, perPage)
+		rows := make([]outbox.Row, perPage)
 		for i := range rows {
 			m := message(t, pg*perPage+i)
-			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+			rows[i] = outbox.Row{Partition: p.Partition(m.Key), Msg: m}
 		}
 		cur := fmt.Sprintf("c%d", pg)
 		commit(t, store, prev, cur, rows)
@@ -183,10 +184,10 @@ func TestPublishesOutboxInOrderWithHeaders(t *testing.T) {
 
 	// Watermarks reach the last seq of every partition.
 	require.Eventually(t, func() bool {
-		b, err := store.Backlog(ctx)
+		b, err := store.Outbox.Backlog(ctx)
 		return err == nil && b.Rows == 0
 	}, 10*time.Second, 20*time.Millisecond)
-	wm, err := store.Watermarks(ctx)
+	wm, err := store.Outbox.Watermarks(ctx)
 	require.NoError(t, err)
 	for part, seq := range lastSeq {
 		require.Equal(t, seq, wm[part])
@@ -198,20 +199,20 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := pgtest.Store(t)
+	store := pgtest.Open(t)
 	p := newPublisher(t, config(kc.Addr), store, prometheus.NewRegistry())
 
-	rows := make([]cursor.Row, 2500) // more than one BatchSize
+	rows := make([]outbox.Row, 2500) // more than one BatchSize
 	for i := range rows {
 		m := message(t, i)
-		rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+		rows[i] = outbox.Row{Partition: p.Partition(m.Key), Msg: m}
 	}
 	commit(t, store, "", "c", rows)
 
 	stop := make(chan struct{})
 	close(stop)
 	require.NoError(t, p.Run(ctx, hold(t, store, "publisher"), stop), "Run returns by itself once drained")
-	b, err := store.Backlog(ctx)
+	b, err := store.Outbox.Backlog(ctx)
 	require.NoError(t, err)
 	require.Zero(t, b.Rows)
 	require.NoError(t, p.Close())
@@ -221,7 +222,7 @@ func TestDrainPublishesEverythingThenReturns(t *testing.T) {
 func TestPartitionIsStableMurmur2(t *testing.T) {
 	t.Parallel()
 	kc := kafkatest.Start(t)
-	p, err := publish.New(context.Background(), config(kc.Addr), pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	p, err := publish.New(context.Background(), config(kc.Addr), pgtest.Open(t).Outbox, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
 	// The Java client's default partitioner is (murmur2(key) & 0x7fffffff) %
@@ -288,18 +289,18 @@ func TestLargeWritesAreSplitPerPartition(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			kc := kafkatest.Start(t)
-			store := pgtest.Store(t)
+			store := pgtest.Open(t)
 			cfg := config(kc.Addr)
 			cfg.Partitions = tc.partitions
 			cfg.BatchSize = tc.events
 			cfg.BatchBytes = tc.batchBytes
 			p := newPublisher(t, cfg, store, prometheus.NewRegistry())
-			rows := make([]cursor.Row, tc.events)
+			rows := make([]outbox.Row, tc.events)
 			pad := bytes.Repeat([]byte("x"), tc.payload)
 			for i := range rows {
 				m := message(t, i)
 				m.Payload = append(append([]byte(nil), m.Payload[:len(m.Payload)-1]...), []byte(`,"pad":"`+string(pad)+`"}`)...)
-				rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+				rows[i] = outbox.Row{Partition: p.Partition(m.Key), Msg: m}
 			}
 			commit(t, store, "", "c1", rows)
 			stop := run(t, p, store)
@@ -308,7 +309,7 @@ func TestLargeWritesAreSplitPerPartition(t *testing.T) {
 			recs := kafkatest.ReadTopic(t, kc.Addr, "events", tc.events, 30*time.Second)
 			requireOnceInOrder(t, recs, tc.events)
 			require.Eventually(t, func() bool {
-				b, err := store.Backlog(ctx)
+				b, err := store.Outbox.Backlog(ctx)
 				return err == nil && b.Rows == 0
 			}, 10*time.Second, 20*time.Millisecond)
 			require.NoError(t, stop())
@@ -324,7 +325,7 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := pgtest.Store(t)
+	store := pgtest.Open(t)
 	cfg := config(kc.Addr)
 	cfg.BatchSize = 20 // a queue of memBatches*20 rows overflows quickly
 	p := newPublisher(t, cfg, store, prometheus.NewRegistry())
@@ -337,14 +338,14 @@ func TestMemoryPathFallsBackOnGapsAndOverflow(t *testing.T) {
 		if pg >= 30 {
 			size = 60 // a burst larger than the queue
 		}
-		rows := make([]cursor.Row, size)
+		rows := make([]outbox.Row, size)
 		for i := range rows {
 			m := message(t, total+i)
-			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+			rows[i] = outbox.Row{Partition: p.Partition(m.Key), Msg: m}
 		}
 		total += size
 		cur := fmt.Sprintf("c%d", pg)
-		c, err := store.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+		c, err := store.Cursors.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
 		require.NoError(t, err)
 		prev = cur
 		if pg%4 == 3 {
@@ -366,7 +367,7 @@ func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	kc := kafkatest.Start(t)
-	store := pgtest.Store(t)
+	store := pgtest.Open(t)
 	reg := prometheus.NewRegistry()
 	p := newPublisher(t, config(kc.Addr), store, reg)
 	stop := run(t, p, store)
@@ -376,13 +377,13 @@ func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
 	prev := ""
 	var readBefore float64
 	for pg := range pages {
-		rows := make([]cursor.Row, perPage)
+		rows := make([]outbox.Row, perPage)
 		for i := range rows {
 			m := message(t, pg*perPage+i)
-			rows[i] = cursor.Row{Partition: p.Partition(m.Key), Msg: m}
+			rows[i] = outbox.Row{Partition: p.Partition(m.Key), Msg: m}
 		}
 		cur := fmt.Sprintf("c%d", pg)
-		c, err := store.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
+		c, err := store.Cursors.CommitPage(ctx, cursor.Page{Lease: l, SourceID: "yandex/default", PrevCursor: prev, Cursor: cur, Rows: rows})
 		require.NoError(t, err)
 		prev = cur
 		if pg > 0 {
@@ -435,6 +436,6 @@ func TestCheckingATopicNeverCreatesIt(t *testing.T) {
 	for range 2 {
 		require.ErrorIs(t, publish.CheckTopic(context.Background(), cfg), publish.ErrTopicMissing)
 	}
-	_, err := publish.New(context.Background(), cfg, pgtest.Store(t), zaptest.NewLogger(t), prometheus.NewRegistry())
+	_, err := publish.New(context.Background(), cfg, pgtest.Open(t).Outbox, zaptest.NewLogger(t), prometheus.NewRegistry())
 	require.ErrorIs(t, err, publish.ErrTopicMissing, "the topic was not created by the checks")
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/lease"
 )
 
 // ErrForeignRecord means a partition's last record does not match the
@@ -109,7 +109,7 @@ func readTail(ctx context.Context, d *kafka.Dialer, broker, topic string, part i
 // that rows acknowledged by Kafka but not yet recorded (a crash between the
 // two, an ambiguous write that did land) are never sent again. It returns
 // the watermarks to publish from.
-func (p *Publisher) reconcile(ctx context.Context, l cursor.Lease) ([]int64, error) {
+func (p *Publisher) reconcile(ctx context.Context, l lease.Lease) ([]int64, error) {
 	tails, err := p.readTails(ctx)
 	if err != nil {
 		return nil, err

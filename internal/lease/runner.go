@@ -1,7 +1,9 @@
-// Package lease runs single-writer roles (a source's poller, the outbox
-// publisher) under a PostgreSQL lease with a fencing epoch: an instance works
-// only while it holds the lease, steps down as soon as it loses it, and
-// releases it on a clean shutdown so a standby takes over at once.
+// Package lease runs single-writer roles (a journal source's poller, the
+// outbox publisher) under a PostgreSQL lease with a fencing epoch. The lease
+// table and the fencing check every write transaction makes are in
+// table.go; the Runner, in this file, makes an instance work only while it
+// holds the lease, step down as soon as it loses it, and release it on a
+// clean shutdown so a standby takes over at once.
 package lease
 
 import (
@@ -14,18 +16,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/ingestd/ingestd/internal/cursor"
 )
 
-// Store is the lease table.
-type Store interface {
-	TryAcquire(ctx context.Context, name, holder string, ttl time.Duration) (cursor.Lease, bool, error)
-	Renew(ctx context.Context, l cursor.Lease, ttl time.Duration) error
-	Release(ctx context.Context, l cursor.Lease) error
+// table is what a Runner needs of the lease table.
+type table interface {
+	TryAcquire(ctx context.Context, name, holder string, ttl time.Duration) (Lease, bool, error)
+	Renew(ctx context.Context, l Lease, ttl time.Duration) error
+	Release(ctx context.Context, l Lease) error
 }
 
-var _ Store = (*cursor.Store)(nil)
+var _ table = (*Store)(nil)
 
 // Config tunes lease timing.
 type Config struct {
@@ -39,7 +39,7 @@ type Config struct {
 
 // Held is a lease this instance holds, as seen by the work running under it.
 type Held struct {
-	Lease cursor.Lease
+	Lease Lease
 	// validUntil is the local monotonic deadline (unix nanos) before which
 	// no other instance can have taken the lease over: the start of the
 	// last successful renewal plus TTL, less a safety margin for clock rate
@@ -64,7 +64,7 @@ var ErrLetExpire = errors.New("leave the lease to expire")
 
 // Work is what runs while the lease is held. It must return when ctx ends
 // (returning nil), and finish gracefully and return nil when stop is closed.
-// It returns an error wrapping cursor.ErrFenced when a write was refused
+// It returns an error wrapping ErrFenced when a write was refused
 // because the lease was lost; any other error (a halted source) keeps the
 // lease held, idle, so that no standby repeats the failure, until the lease
 // is lost or the runner stops.
@@ -74,7 +74,7 @@ type Work func(ctx context.Context, h *Held, stop <-chan struct{}) error
 type Runner struct {
 	name  string
 	cfg   Config
-	store Store
+	store table
 	work  Work
 	log   *zap.Logger
 	m     *Metrics
@@ -84,7 +84,7 @@ type Runner struct {
 }
 
 // NewRunner returns a runner for the lease name.
-func NewRunner(name string, cfg Config, store Store, work Work, log *zap.Logger, m *Metrics) *Runner {
+func NewRunner(name string, cfg Config, store *Store, work Work, log *zap.Logger, m *Metrics) *Runner {
 	return &Runner{
 		name: name, cfg: cfg, store: store, work: work, m: m, stop: make(chan struct{}),
 		log: log.With(zap.String("lease", name), zap.String("holder", cfg.Holder)),
@@ -155,7 +155,7 @@ func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
 			case errors.Is(err, ErrLetExpire):
 				r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
 				return true
-			case errors.Is(err, cursor.ErrFenced):
+			case errors.Is(err, ErrFenced):
 				r.log.Warn("lease lost to a newer epoch; standing by", zap.Error(err))
 				return false
 			default:
@@ -171,7 +171,7 @@ func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
 			case err == nil:
 				h.extend(started, r.cfg.TTL)
 				continue
-			case errors.Is(err, cursor.ErrFenced):
+			case errors.Is(err, ErrFenced):
 				r.log.Warn("lease taken over; stepping down", zap.Int64("epoch", h.Lease.Epoch))
 			case ctx.Err() != nil:
 			case h.Valid():
@@ -284,7 +284,7 @@ func (m *Metrics) Declare(name string) { m.holder.WithLabelValues(name).Set(0) }
 // NewHeld wraps a lease acquired at acquiredAt for ttl, for callers that do
 // not use a Runner (operator tools, tests): it is Valid until ttl, less the
 // safety margin, after acquiredAt.
-func NewHeld(l cursor.Lease, acquiredAt time.Time, ttl time.Duration) *Held {
+func NewHeld(l Lease, acquiredAt time.Time, ttl time.Duration) *Held {
 	h := &Held{Lease: l, margin: ttl / 5}
 	h.extend(acquiredAt, ttl)
 	return h

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pgtest"
 )
@@ -76,7 +75,7 @@ func start(t *testing.T, r *lease.Runner) (cancel func()) {
 
 func TestOneActiveAndHandoverOnStop(t *testing.T) {
 	t.Parallel()
-	s := pgtest.Store(t)
+	s := pgtest.Open(t).Leases
 	tr := &tracker{active: map[string]bool{}}
 	reg := prometheus.NewRegistry()
 	m := lease.NewMetrics(reg)
@@ -106,7 +105,7 @@ func TestOneActiveAndHandoverOnStop(t *testing.T) {
 func TestDeadHolderIsReplacedAfterTTL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := pgtest.Store(t)
+	s := pgtest.Open(t).Leases
 	// A holder that died without releasing: its lease just stops renewing.
 	_, ok, err := s.TryAcquire(ctx, "source:x", "dead", time.Second)
 	require.NoError(t, err)
@@ -122,7 +121,7 @@ func TestDeadHolderIsReplacedAfterTTL(t *testing.T) {
 func TestStolenLeaseStopsTheWork(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s := pgtest.Store(t)
+	s := pgtest.Open(t).Leases
 	tr := &tracker{active: map[string]bool{}}
 	a := lease.NewRunner("source:x", lease.Config{TTL: 1500 * time.Millisecond, Holder: "a"}, s, tr.work("a"), zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
 	start(t, a)
@@ -144,11 +143,11 @@ func TestStolenLeaseStopsTheWork(t *testing.T) {
 
 func TestWorkFencedStandsBy(t *testing.T) {
 	t.Parallel()
-	s := pgtest.Store(t)
+	s := pgtest.Open(t).Leases
 	var runs atomic.Int64
 	work := func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
 		if runs.Add(1) == 1 {
-			return cursor.ErrFenced // the first epoch's write was refused
+			return lease.ErrFenced // the first epoch's write was refused
 		}
 		<-ctx.Done()
 		return nil

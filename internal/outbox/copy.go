@@ -1,4 +1,4 @@
-package cursor
+package outbox
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 // stable part of PostgreSQL's protocol:
 // https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4
 
-// copyOutboxSQL names the columns in the order appendOutboxRow writes them;
+// copyOutboxSQL names the columns in the order appendOutboxCopy writes them;
 // created_at takes its default.
 const copyOutboxSQL = `COPY outbox (seq, event_id, source_id, partition, msg_key, ce_type, ce_source, ce_subject, ce_time, payload) FROM STDIN (FORMAT binary)`
 
@@ -72,8 +72,8 @@ func (c *copyBufs) put(b *[]byte) {
 	}
 }
 
-// copyOutbox writes rows into the outbox under tx with one binary COPY.
-func (s *Store) copyOutbox(ctx context.Context, tx pgx.Tx, rows []Row) error {
+// copyRows writes rows into the outbox under tx with one binary COPY.
+func (s *Store) copyRows(ctx context.Context, tx pgx.Tx, rows []Row) error {
 	bp := s.copyBufs.get()
 	buf, err := appendOutboxCopy((*bp)[:0], rows)
 	*bp = buf

@@ -1,4 +1,4 @@
-package cursor
+package lease
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/pg"
 )
 
 // ErrFenced means the write was refused because the writer's lease epoch is
@@ -23,6 +25,23 @@ type Lease struct {
 
 // IsZero reports whether l is the zero Lease.
 func (l Lease) IsZero() bool { return l.Name == "" }
+
+// Names of the leases: one single-writer role per journal source, and one
+// for the outbox relay. BTS watch-list sources have no lease: their writes
+// are compare-and-set per order (internal/watchlist).
+const Publisher = "publisher"
+
+// Source names the lease of a journal source's poller.
+func Source(sourceID string) string { return "source:" + sourceID }
+
+// Store is the lease table (leases, migrations/00002): one row per role,
+// whose epoch grows by one with every takeover.
+type Store struct {
+	db *pg.DB
+}
+
+// NewStore returns the lease table of db.
+func NewStore(db *pg.DB) *Store { return &Store{db: db} }
 
 const acquireSQL = `
 INSERT INTO leases AS l (name, holder, epoch, expires_at)
@@ -41,7 +60,7 @@ RETURNING epoch`
 // holder's lease is still live.
 func (s *Store) TryAcquire(ctx context.Context, name, holder string, ttl time.Duration) (l Lease, ok bool, err error) {
 	var epoch int64
-	err = s.pool.QueryRow(ctx, acquireSQL, name, holder, ttl.Seconds()).Scan(&epoch)
+	err = s.db.QueryRow(ctx, acquireSQL, name, holder, ttl.Seconds()).Scan(&epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Lease{}, false, nil
 	}
@@ -60,7 +79,7 @@ RETURNING epoch`
 // lease was taken over or released meanwhile.
 func (s *Store) Renew(ctx context.Context, l Lease, ttl time.Duration) error {
 	var epoch int64
-	err := s.pool.QueryRow(ctx, renewSQL, l.Name, l.Holder, l.Epoch, ttl.Seconds()).Scan(&epoch)
+	err := s.db.QueryRow(ctx, renewSQL, l.Name, l.Holder, l.Epoch, ttl.Seconds()).Scan(&epoch)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("renew lease %s epoch %d: %w", l.Name, l.Epoch, ErrFenced)
 	}
@@ -70,11 +89,12 @@ func (s *Store) Renew(ctx context.Context, l Lease, ttl time.Duration) error {
 	return nil
 }
 
+const releaseSQL = `UPDATE leases SET holder = NULL, expires_at = now() WHERE name = $1 AND holder = $2 AND epoch = $3`
+
 // Release gives the lease up so that a standby can take it at once instead
 // of waiting for it to expire. Releasing a lease already lost is not an error.
 func (s *Store) Release(ctx context.Context, l Lease) error {
-	_, err := s.pool.Exec(ctx, `UPDATE leases SET holder = NULL, expires_at = now() WHERE name = $1 AND holder = $2 AND epoch = $3`, l.Name, l.Holder, l.Epoch)
-	if err != nil {
+	if _, err := s.db.Exec(ctx, releaseSQL, l.Name, l.Holder, l.Epoch); err != nil {
 		return fmt.Errorf("release lease %s: %w", l.Name, err)
 	}
 	return nil
@@ -93,14 +113,14 @@ RETURNING epoch`
 // that a manual cursor change cannot race the daemon.
 func (s *Store) Steal(ctx context.Context, name, holder string, ttl time.Duration) (Lease, error) {
 	var epoch int64
-	if err := s.pool.QueryRow(ctx, stealSQL, name, holder, ttl.Seconds()).Scan(&epoch); err != nil {
+	if err := s.db.QueryRow(ctx, stealSQL, name, holder, ttl.Seconds()).Scan(&epoch); err != nil {
 		return Lease{}, fmt.Errorf("take over lease %s: %w", name, err)
 	}
 	return Lease{Name: name, Holder: holder, Epoch: epoch}, nil
 }
 
-// LeaseState is a lease row as stored.
-type LeaseState struct {
+// State is a lease row as stored.
+type State struct {
 	Name       string
 	Holder     string // "" when released
 	Epoch      int64
@@ -110,16 +130,18 @@ type LeaseState struct {
 	Live       bool // held and not expired, by PostgreSQL's clock
 }
 
-// Leases lists every lease.
-func (s *Store) Leases(ctx context.Context) ([]LeaseState, error) {
-	rows, err := s.pool.Query(ctx, `
+const listSQL = `
 SELECT name, coalesce(holder, ''), epoch, expires_at, acquired_at, renewed_at, holder IS NOT NULL AND expires_at > now()
-FROM leases ORDER BY name`)
+FROM leases ORDER BY name`
+
+// List returns every lease.
+func (s *Store) List(ctx context.Context) ([]State, error) {
+	rows, err := s.db.Query(ctx, listSQL)
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LeaseState, error) {
-		var l LeaseState
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
+		var l State
 		err := r.Scan(&l.Name, &l.Holder, &l.Epoch, &l.ExpiresAt, &l.AcquiredAt, &l.RenewedAt, &l.Live)
 		return l, err
 	})

@@ -1,4 +1,4 @@
-package cursor
+package pg
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -19,68 +18,16 @@ import (
 	"github.com/ingestd/ingestd/migrations"
 )
 
-// ErrCursorMoved means the stored cursor is not the one the page was fetched
-// with: another writer advanced it. The page must not be committed.
-var ErrCursorMoved = errors.New("stored cursor changed since the page was fetched")
-
 // ErrNotMigrated means the schema is older than this binary needs.
 var ErrNotMigrated = errors.New("database schema is not migrated (run `ingestd migrate`)")
 
-// idleInTxTimeout is short against the lease TTL (default 15s) and long
-// against any gap between statements of a healthy transaction.
-const idleInTxTimeout = "5s"
-
-// Store is ingestd's PostgreSQL state.
-type Store struct {
-	pool     *pgxpool.Pool
-	copyBufs copyBufs
-}
-
-// Open connects to PostgreSQL and checks that the schema is migrated to the
-// version this binary embeds.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
-	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL.Reveal())
-	if err != nil {
-		return nil, errors.New("parse INGESTD_DATABASE_URL: not a valid PostgreSQL DSN")
-	}
-	pc.MaxConns = int32(cfg.MaxConns)
-	// A process frozen in the middle of a transaction (SIGSTOP, a VM pause,
-	// a partition) keeps its row locks: the lease row it fenced on and the
-	// outbox counter. Its successor's takeover and commits would wait for
-	// it indefinitely. PostgreSQL ends such a session after this long idle
-	// inside a transaction, releasing the locks (the transaction rolls back,
-	// so nothing half-done is kept).
-	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = idleInTxTimeout
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	s := &Store{pool: pool, copyBufs: newCopyBufs()}
-	if err := s.checkSchema(ctx); err != nil {
-		pool.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
-
-// Ping checks that PostgreSQL answers; /readyz uses it.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("ping PostgreSQL: %w", err)
-	}
-	return nil
-}
-
-func (s *Store) checkSchema(ctx context.Context) error {
+func (db *DB) checkSchema(ctx context.Context) error {
 	want, err := latestVersion()
 	if err != nil {
 		return err
 	}
 	var have int64
-	err = s.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&have)
+	err = db.pool.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM goose_db_version WHERE is_applied`).Scan(&have)
 	if err != nil {
 		var pgErr interface{ SQLState() string }
 		if errors.As(err, &pgErr) && pgErr.SQLState() == "42P01" { // undefined_table

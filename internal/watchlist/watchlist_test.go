@@ -1,4 +1,4 @@
-package cursor_test
+package watchlist_test
 
 import (
 	"context"
@@ -13,27 +13,28 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 const btsSource = "bts/default"
 
-// btsStore opens a migrated store in a fresh schema and a plain connection
+// btsStore opens the watch-list in a fresh schema and a plain connection
 // to the same schema for assertions.
-func btsStore(t *testing.T) (*cursor.Store, *pgx.Conn) {
+func btsStore(t *testing.T) (*watchlist.Store, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	s, dsn := pgtest.StoreDSN(t)
-	conn, err := pgx.Connect(ctx, dsn)
+	s := pgtest.Open(t)
+	conn, err := pgx.Connect(ctx, s.DSN)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return s, conn
+	return s.Watchlist, conn
 }
 
 // btsEvent builds the outbox row of a status change, as the poller does.
-func btsEvent(t *testing.T, orderID string, code int, changeCount int64) *cursor.Row {
+func btsEvent(t *testing.T, orderID string, code int, changeCount int64) *outbox.Row {
 	t.Helper()
 	st, terminal := event.BTSStatus(code)
 	now := time.Now().UTC()
@@ -52,13 +53,13 @@ func btsEvent(t *testing.T, orderID string, code int, changeCount int64) *cursor
 	}
 	msg, err := ev.Message()
 	require.NoError(t, err)
-	return &cursor.Row{Partition: 0, Msg: msg}
+	return &outbox.Row{Partition: 0, Msg: msg}
 }
 
 // change is an observation of a new status for a claim.
-func change(t *testing.T, c cursor.BTSClaim, code int) cursor.BTSObservation {
+func change(t *testing.T, c watchlist.Claim, code int) watchlist.Observation {
 	_, terminal := event.BTSStatus(code)
-	return cursor.BTSObservation{
+	return watchlist.Observation{
 		OrderID: c.OrderID, ChangeCount: c.ChangeCount, Token: c.Token,
 		Code: code, Name: fmt.Sprintf("name %d", code), Terminal: terminal, NextPollIn: time.Hour,
 		Event: btsEvent(t, c.OrderID, code, c.ChangeCount+1),
@@ -81,9 +82,9 @@ func outboxEvents(t *testing.T, conn *pgx.Conn) []event.Event {
 }
 
 // claimAll claims everything due.
-func claimAll(t *testing.T, s *cursor.Store) []cursor.BTSClaim {
+func claimAll(t *testing.T, s *watchlist.Store) []watchlist.Claim {
 	t.Helper()
-	c, err := s.ClaimDueBTSOrders(context.Background(), btsSource, 10_000, time.Minute)
+	c, err := s.ClaimDue(context.Background(), btsSource, 10_000, time.Minute)
 	require.NoError(t, err)
 	return c
 }
@@ -93,13 +94,13 @@ func TestBTSTrackUntrackList(t *testing.T) {
 	ctx := context.Background()
 	s, conn := btsStore(t)
 
-	added, err := s.TrackBTSOrders(ctx, btsSource, []string{"300", "100", "200", "100"})
+	added, err := s.Track(ctx, btsSource, []string{"300", "100", "200", "100"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"300", "100", "200"}, added, "duplicates collapse; order as given")
-	added, err = s.TrackBTSOrders(ctx, btsSource, []string{"200", "400"})
+	added, err = s.Track(ctx, btsSource, []string{"200", "400"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"400"}, added, "already tracked orders are not added again")
-	added, err = s.TrackBTSOrders(ctx, "bts/other", []string{"100"})
+	added, err = s.Track(ctx, "bts/other", []string{"100"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"100"}, added, "watch-lists are per source")
 
@@ -108,13 +109,13 @@ func TestBTSTrackUntrackList(t *testing.T) {
 		_, err = conn.Exec(ctx, `INSERT INTO bts_orders (source_id, order_id) VALUES ('bts/default', '12345') ON CONFLICT DO NOTHING;`)
 		require.NoError(t, err)
 	}
-	_, err = s.TrackBTSOrders(ctx, btsSource, []string{"ok", "not ok"})
+	_, err = s.Track(ctx, btsSource, []string{"ok", "not ok"})
 	require.Error(t, err, "the CHECK constraint rejects invalid ids")
 
 	var ids []string
 	after := ""
 	for {
-		page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, After: after, Limit: 2})
+		page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, After: after, Limit: 2})
 		require.NoError(t, err)
 		if len(page) == 0 {
 			break
@@ -122,7 +123,7 @@ func TestBTSTrackUntrackList(t *testing.T) {
 		require.LessOrEqual(t, len(page), 2)
 		for _, o := range page {
 			ids = append(ids, o.OrderID)
-			require.Equal(t, cursor.BTSActive, o.State)
+			require.Equal(t, watchlist.Active, o.State)
 			require.False(t, o.HasStatus)
 			require.NotNil(t, o.NextPollAt)
 			require.False(t, o.AddedAt.IsZero())
@@ -131,20 +132,20 @@ func TestBTSTrackUntrackList(t *testing.T) {
 	}
 	require.Equal(t, []string{"100", "12345", "200", "300", "400"}, ids)
 
-	counts, err := s.CountBTSOrders(ctx, btsSource)
+	counts, err := s.Count(ctx, btsSource)
 	require.NoError(t, err)
-	require.Equal(t, map[cursor.BTSState]int64{cursor.BTSActive: 5, cursor.BTSTerminal: 0, cursor.BTSNotFound: 0}, counts)
+	require.Equal(t, map[watchlist.State]int64{watchlist.Active: 5, watchlist.Terminal: 0, watchlist.NotFound: 0}, counts)
 
-	removed, err := s.UntrackBTSOrders(ctx, btsSource, []string{"999", "300", "100"})
+	removed, err := s.Untrack(ctx, btsSource, []string{"999", "300", "100"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"300", "100"}, removed)
-	page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, State: cursor.BTSActive, Limit: 100})
+	page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, State: watchlist.Active, Limit: 100})
 	require.NoError(t, err)
 	require.Len(t, page, 3)
 
-	_, err = s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, State: "bogus", Limit: 1})
+	_, err = s.List(ctx, watchlist.ListQuery{SourceID: btsSource, State: "bogus", Limit: 1})
 	require.ErrorContains(t, err, "unknown state")
-	_, err = s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, Limit: 0})
+	_, err = s.List(ctx, watchlist.ListQuery{SourceID: btsSource, Limit: 0})
 	require.ErrorContains(t, err, "limit")
 }
 
@@ -152,7 +153,7 @@ func TestBTSRecordObservationLifecycle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, conn := btsStore(t)
-	_, err := s.TrackBTSOrders(ctx, btsSource, []string{"1"})
+	_, err := s.Track(ctx, btsSource, []string{"1"})
 	require.NoError(t, err)
 
 	// First poll: the current status is the first change.
@@ -160,9 +161,9 @@ func TestBTSRecordObservationLifecycle(t *testing.T) {
 	require.Len(t, c, 1)
 	require.False(t, c[0].HasStatus)
 	require.Zero(t, c[0].ChangeCount)
-	out, commit, err := s.RecordBTSObservation(ctx, btsSource, change(t, c[0], 100))
+	out, commit, err := s.RecordObservation(ctx, btsSource, change(t, c[0], 100))
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSChanged, out)
+	require.Equal(t, watchlist.Changed, out)
 	require.Len(t, commit.Inserted, 1)
 	require.Positive(t, commit.Inserted[0].Seq)
 	require.Equal(t, btsSource, commit.Inserted[0].SourceID)
@@ -178,9 +179,9 @@ func TestBTSRecordObservationLifecycle(t *testing.T) {
 	require.Equal(t, "name 100", c[0].StatusName)
 	require.EqualValues(t, 1, c[0].ChangeCount)
 	same := change(t, c[0], 100)
-	out, commit, err = s.RecordBTSObservation(ctx, btsSource, same)
+	out, commit, err = s.RecordObservation(ctx, btsSource, same)
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSUnchanged, out, "an event offered for an unchanged status is not published")
+	require.Equal(t, watchlist.Unchanged, out, "an event offered for an unchanged status is not published")
 	require.Empty(t, commit.Inserted)
 
 	// A skip to 700, then the terminal status.
@@ -189,15 +190,15 @@ func TestBTSRecordObservationLifecycle(t *testing.T) {
 		require.NoError(t, err)
 		c = claimAll(t, s)
 		require.Len(t, c, 1)
-		out, _, err = s.RecordBTSObservation(ctx, btsSource, change(t, c[0], code))
+		out, _, err = s.RecordObservation(ctx, btsSource, change(t, c[0], code))
 		require.NoError(t, err)
-		require.Equal(t, cursor.BTSChanged, out)
+		require.Equal(t, watchlist.Changed, out)
 	}
-	page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, Limit: 10})
+	page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, page, 1)
 	o := page[0]
-	require.Equal(t, cursor.BTSTerminal, o.State)
+	require.Equal(t, watchlist.Terminal, o.State)
 	require.Equal(t, 1200, o.StatusCode)
 	require.EqualValues(t, 3, o.ChangeCount)
 	require.Nil(t, o.NextPollAt, "a terminal order leaves the active set")
@@ -207,7 +208,7 @@ func TestBTSRecordObservationLifecycle(t *testing.T) {
 	_, err = conn.Exec(ctx, `UPDATE bts_orders SET next_poll_at = now() WHERE state = 'active'`)
 	require.NoError(t, err)
 	require.Empty(t, claimAll(t, s), "terminal orders are never claimed again")
-	_, ok, err := s.NextBTSDue(ctx, btsSource)
+	_, ok, err := s.NextDue(ctx, btsSource)
 	require.NoError(t, err)
 	require.False(t, ok)
 
@@ -224,22 +225,22 @@ func TestBTSNotFoundAndRetrack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, conn := btsStore(t)
-	_, err := s.TrackBTSOrders(ctx, btsSource, []string{"404"})
+	_, err := s.Track(ctx, btsSource, []string{"404"})
 	require.NoError(t, err)
 	c := claimAll(t, s)
-	out, commit, err := s.RecordBTSObservation(ctx, btsSource, cursor.BTSObservation{OrderID: "404", ChangeCount: c[0].ChangeCount, Token: c[0].Token, NotFound: true})
+	out, commit, err := s.RecordObservation(ctx, btsSource, watchlist.Observation{OrderID: "404", ChangeCount: c[0].ChangeCount, Token: c[0].Token, NotFound: true})
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSMarkedNotFound, out)
+	require.Equal(t, watchlist.MarkedNotFound, out)
 	require.Empty(t, commit.Inserted)
 	require.Empty(t, outboxEvents(t, conn))
 
-	page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, State: cursor.BTSNotFound, Limit: 10})
+	page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, State: watchlist.NotFound, Limit: 10})
 	require.NoError(t, err)
 	require.Len(t, page, 1)
 	require.Contains(t, page[0].LastError, "404")
 	require.Nil(t, page[0].NextPollAt)
 
-	added, err := s.TrackBTSOrders(ctx, btsSource, []string{"404"})
+	added, err := s.Track(ctx, btsSource, []string{"404"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"404"}, added, "tracking a not_found order again reactivates it")
 	require.Len(t, claimAll(t, s), 1)
@@ -249,42 +250,42 @@ func TestBTSStaleObservationLosesCAS(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, conn := btsStore(t)
-	_, err := s.TrackBTSOrders(ctx, btsSource, []string{"7"})
+	_, err := s.Track(ctx, btsSource, []string{"7"})
 	require.NoError(t, err)
 
 	// Claimer A's claim runs out before it records (a long GC pause, say)...
-	a, err := s.ClaimDueBTSOrders(ctx, btsSource, 10, 50*time.Millisecond)
+	a, err := s.ClaimDue(ctx, btsSource, 10, 50*time.Millisecond)
 	require.NoError(t, err)
 	require.Len(t, a, 1)
-	var b []cursor.BTSClaim
+	var b []watchlist.Claim
 	require.Eventually(t, func() bool {
-		b, err = s.ClaimDueBTSOrders(ctx, btsSource, 10, time.Minute)
+		b, err = s.ClaimDue(ctx, btsSource, 10, time.Minute)
 		require.NoError(t, err)
 		return len(b) == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	require.NotEqual(t, a[0].Token, b[0].Token)
 
 	// ...so claimer B polled the order too, and records first.
-	out, _, err := s.RecordBTSObservation(ctx, btsSource, change(t, b[0], 200))
+	out, _, err := s.RecordObservation(ctx, btsSource, change(t, b[0], 200))
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSChanged, out)
+	require.Equal(t, watchlist.Changed, out)
 
 	// A's observations, whatever they say, lose the compare-and-set.
 	for _, code := range []int{100, 200, 300} {
-		out, commit, err := s.RecordBTSObservation(ctx, btsSource, change(t, a[0], code))
+		out, commit, err := s.RecordObservation(ctx, btsSource, change(t, a[0], code))
 		require.NoError(t, err)
-		require.Equal(t, cursor.BTSStale, out, "code %d", code)
+		require.Equal(t, watchlist.Stale, out, "code %d", code)
 		require.Empty(t, commit.Inserted)
 	}
-	out, _, err = s.RecordBTSObservation(ctx, btsSource, cursor.BTSObservation{OrderID: "7", ChangeCount: a[0].ChangeCount, Token: a[0].Token, NotFound: true})
+	out, _, err = s.RecordObservation(ctx, btsSource, watchlist.Observation{OrderID: "7", ChangeCount: a[0].ChangeCount, Token: a[0].Token, NotFound: true})
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSStale, out)
-	require.NoError(t, s.RescheduleBTSOrders(ctx, btsSource, []cursor.BTSRetry{{OrderID: "7", ChangeCount: a[0].ChangeCount, Token: a[0].Token, After: 0, Error: "stale"}}))
+	require.Equal(t, watchlist.Stale, out)
+	require.NoError(t, s.Reschedule(ctx, btsSource, []watchlist.Retry{{OrderID: "7", ChangeCount: a[0].ChangeCount, Token: a[0].Token, After: 0, Error: "stale"}}))
 
 	evs := outboxEvents(t, conn)
 	require.Len(t, evs, 1)
 	require.Equal(t, "200", evs[0].ProviderStatus)
-	page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, Limit: 1})
+	page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, Limit: 1})
 	require.NoError(t, err)
 	require.Empty(t, page[0].LastError, "the stale retry wrote nothing")
 	require.EqualValues(t, 1, page[0].ChangeCount)
@@ -299,9 +300,9 @@ func TestBTSStaleObservationLosesCAS(t *testing.T) {
 	old.Token++
 	o := change(t, old, 200)
 	o.Event = nil
-	out, _, err = s.RecordBTSObservation(ctx, btsSource, o)
+	out, _, err = s.RecordObservation(ctx, btsSource, o)
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSStale, out)
+	require.Equal(t, watchlist.Stale, out)
 }
 
 func TestBTSConcurrentClaimersNeverShareAnOrder(t *testing.T) {
@@ -313,7 +314,7 @@ func TestBTSConcurrentClaimersNeverShareAnOrder(t *testing.T) {
 	for i := range ids {
 		ids[i] = strconv.Itoa(100000 + i)
 	}
-	_, err := s.TrackBTSOrders(ctx, btsSource, ids)
+	_, err := s.Track(ctx, btsSource, ids)
 	require.NoError(t, err)
 
 	var (
@@ -324,7 +325,7 @@ func TestBTSConcurrentClaimersNeverShareAnOrder(t *testing.T) {
 	for range 6 {
 		wg.Go(func() {
 			for {
-				c, err := s.ClaimDueBTSOrders(ctx, btsSource, 37, time.Minute)
+				c, err := s.ClaimDue(ctx, btsSource, 37, time.Minute)
 				if !btsNoError(t, err) || len(c) == 0 {
 					return
 				}
@@ -347,17 +348,17 @@ func TestBTSClaimOrderLagAndRelease(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, conn := btsStore(t)
-	_, err := s.TrackBTSOrders(ctx, btsSource, []string{"a", "b", "c"})
+	_, err := s.Track(ctx, btsSource, []string{"a", "b", "c"})
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, `UPDATE bts_orders SET next_poll_at = now() - CASE order_id WHEN 'a' THEN interval '1 minute' WHEN 'b' THEN interval '3 minutes' ELSE interval '-1 hour' END`)
 	require.NoError(t, err)
 
-	wait, ok, err := s.NextBTSDue(ctx, btsSource)
+	wait, ok, err := s.NextDue(ctx, btsSource)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.InDelta(t, -3*time.Minute.Seconds(), wait.Seconds(), 5)
 
-	c, err := s.ClaimDueBTSOrders(ctx, btsSource, 1, time.Minute)
+	c, err := s.ClaimDue(ctx, btsSource, 1, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, c, 1)
 	require.Equal(t, "b", c[0].OrderID, "the most overdue first")
@@ -371,17 +372,17 @@ func TestBTSClaimOrderLagAndRelease(t *testing.T) {
 	// does nothing.
 	bogus := rest[0]
 	bogus.Token++
-	require.NoError(t, s.ReleaseBTSClaims(ctx, btsSource, []cursor.BTSClaim{bogus}))
-	require.NoError(t, s.ReleaseBTSClaims(ctx, btsSource, c))
+	require.NoError(t, s.ReleaseClaims(ctx, btsSource, []watchlist.Claim{bogus}))
+	require.NoError(t, s.ReleaseClaims(ctx, btsSource, c))
 	again := claimAll(t, s)
 	require.Len(t, again, 1)
 	require.Equal(t, "b", again[0].OrderID)
 
 	// A failed poll reschedules after the backoff and keeps the error.
-	require.NoError(t, s.RescheduleBTSOrders(ctx, btsSource, []cursor.BTSRetry{
+	require.NoError(t, s.Reschedule(ctx, btsSource, []watchlist.Retry{
 		{OrderID: "b", ChangeCount: 0, Token: again[0].Token, After: time.Hour, Error: "bts track order: retry: HTTP 503"},
 	}))
-	page, err := s.ListBTSOrders(ctx, cursor.BTSListQuery{SourceID: btsSource, After: "a", Limit: 1})
+	page, err := s.List(ctx, watchlist.ListQuery{SourceID: btsSource, After: "a", Limit: 1})
 	require.NoError(t, err)
 	require.Equal(t, "b", page[0].OrderID)
 	require.Equal(t, 1, page[0].ErrorCount)
@@ -394,24 +395,24 @@ func TestBTSBatchRecordsInOneTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, conn := btsStore(t)
-	_, err := s.TrackBTSOrders(ctx, btsSource, []string{"1", "2", "3", "4"})
+	_, err := s.Track(ctx, btsSource, []string{"1", "2", "3", "4"})
 	require.NoError(t, err)
 	c := claimAll(t, s)
 	require.Len(t, c, 4)
-	byID := map[string]cursor.BTSClaim{}
+	byID := map[string]watchlist.Claim{}
 	for _, cl := range c {
 		byID[cl.OrderID] = cl
 	}
-	obs := []cursor.BTSObservation{
+	obs := []watchlist.Observation{
 		change(t, byID["3"], 300),
 		change(t, byID["1"], 100),
 		{OrderID: "2", ChangeCount: 0, Token: byID["2"].Token, NotFound: true},
 		change(t, byID["4"], 0),
 		change(t, byID["1"], 200), // a repeat within the batch is stale
 	}
-	out, commit, err := s.RecordBTSObservations(ctx, btsSource, obs)
+	out, commit, err := s.RecordObservations(ctx, btsSource, obs)
 	require.NoError(t, err)
-	require.Equal(t, []cursor.BTSOutcome{cursor.BTSChanged, cursor.BTSChanged, cursor.BTSMarkedNotFound, cursor.BTSChanged, cursor.BTSStale}, out)
+	require.Equal(t, []watchlist.Outcome{watchlist.Changed, watchlist.Changed, watchlist.MarkedNotFound, watchlist.Changed, watchlist.Stale}, out)
 	require.Len(t, commit.Inserted, 3)
 	require.Equal(t, commit.FirstSeq, commit.Inserted[0].Seq)
 	require.Equal(t, commit.LastSeq, commit.Inserted[2].Seq)
@@ -422,16 +423,16 @@ func TestBTSBatchRecordsInOneTransaction(t *testing.T) {
 		got = append(got, ev.OrderID+"="+ev.ProviderStatus)
 	}
 	require.Equal(t, []string{"3=300", "1=100", "4=0"}, got, "events in observation order")
-	counts, err := s.CountBTSOrders(ctx, btsSource)
+	counts, err := s.Count(ctx, btsSource)
 	require.NoError(t, err)
-	require.Equal(t, map[cursor.BTSState]int64{cursor.BTSActive: 2, cursor.BTSTerminal: 1, cursor.BTSNotFound: 1}, counts)
+	require.Equal(t, map[watchlist.State]int64{watchlist.Active: 2, watchlist.Terminal: 1, watchlist.NotFound: 1}, counts)
 
 	// An order untracked while its poll was in flight records nothing.
-	_, err = s.UntrackBTSOrders(ctx, btsSource, []string{"3"})
+	_, err = s.Untrack(ctx, btsSource, []string{"3"})
 	require.NoError(t, err)
-	o, _, err := s.RecordBTSObservation(ctx, btsSource, change(t, cursor.BTSClaim{OrderID: "3", ChangeCount: 1}, 400))
+	o, _, err := s.RecordObservation(ctx, btsSource, change(t, watchlist.Claim{OrderID: "3", ChangeCount: 1}, 400))
 	require.NoError(t, err)
-	require.Equal(t, cursor.BTSStale, o)
+	require.Equal(t, watchlist.Stale, o)
 	require.Len(t, outboxEvents(t, conn), 3)
 }
 
@@ -439,18 +440,18 @@ func TestBTSStatusesRoundTrip(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := btsStore(t)
-	got, err := s.BTSStatuses(ctx, btsSource)
+	got, err := s.Statuses(ctx, btsSource)
 	require.NoError(t, err)
 	require.Empty(t, got)
-	require.Error(t, s.SaveBTSStatuses(ctx, btsSource, nil))
+	require.Error(t, s.SaveStatuses(ctx, btsSource, nil))
 
-	defs := []cursor.BTSStatus{
+	defs := []watchlist.Status{
 		{Code: 800, Name: "В офисе доставки", Description: "d", Next: []int{900, 1000, 1100}},
 		{Code: 1200, Name: "Доставлен", Next: []int{}},
 	}
-	require.NoError(t, s.SaveBTSStatuses(ctx, btsSource, defs))
-	require.NoError(t, s.SaveBTSStatuses(ctx, btsSource, []cursor.BTSStatus{{Code: 800, Name: "Yetkazib berish ofisida", Next: []int{1100}}}))
-	got, err = s.BTSStatuses(ctx, btsSource)
+	require.NoError(t, s.SaveStatuses(ctx, btsSource, defs))
+	require.NoError(t, s.SaveStatuses(ctx, btsSource, []watchlist.Status{{Code: 800, Name: "Yetkazib berish ofisida", Next: []int{1100}}}))
+	got, err = s.Statuses(ctx, btsSource)
 	require.NoError(t, err)
 	require.Len(t, got, 2)
 	require.Equal(t, 800, got[0].Code)
@@ -459,7 +460,7 @@ func TestBTSStatusesRoundTrip(t *testing.T) {
 	require.Equal(t, "Доставлен", got[1].Name, "codes no longer listed are kept")
 	require.Equal(t, []int{}, got[1].Next)
 	require.False(t, got[1].UpdatedAt.IsZero())
-	other, err := s.BTSStatuses(ctx, "bts/other")
+	other, err := s.Statuses(ctx, "bts/other")
 	require.NoError(t, err)
 	require.Empty(t, other)
 }
@@ -472,7 +473,7 @@ func TestBTSClaimUsesTheDueIndex(t *testing.T) {
 	for i := range ids {
 		ids[i] = strconv.Itoa(i)
 	}
-	_, err := s.TrackBTSOrders(ctx, btsSource, ids)
+	_, err := s.Track(ctx, btsSource, ids)
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, `ANALYZE bts_orders`)
 	require.NoError(t, err)
