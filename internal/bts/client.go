@@ -1,13 +1,11 @@
 package bts
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -31,10 +29,6 @@ const (
 )
 
 const (
-	// maxErrorBodyBytes bounds how much of an error response is read: only
-	// the provider's message is wanted, and an error page must not cost the
-	// full MaxResponseBytes.
-	maxErrorBodyBytes = 64 << 10
 	// refreshFraction is the part of an access token's life after which it
 	// is refreshed, so that a slow or failed refresh still leaves time to
 	// retry before requests start failing.
@@ -56,13 +50,9 @@ const (
 // in parallel, and logins and refreshes are serialized so that a burst of
 // requests finding the token expired renews it once.
 type Client struct {
-	hc       *http.Client
-	base     string
+	core     *upstream.Client
 	login    string
 	password secret.String
-	language string
-	timeout  time.Duration
-	maxBody  int64
 	tokenTTL time.Duration
 	// now is the clock that decides when the token is refreshed; tests
 	// replace it.
@@ -95,10 +85,9 @@ type token struct {
 
 // NewClient returns a client for cfg, which must be valid and enabled. The
 // caller supplies hc because TLS and proxy settings live there; nil means a
-// client with http.DefaultTransport. The client works on a copy of hc that
-// does not follow redirects: following one would turn a POST into a GET or
-// move the credentials to another host, and a redirect means the base URL is
-// wrong, which an operator must fix.
+// client with http.DefaultTransport. Redirects are not followed (see
+// upstream.NewClient): following one would turn a POST into a GET or move
+// the credentials to another host.
 func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 	if !cfg.Enabled() {
 		return nil, fmt.Errorf("bts client: %s and %s are not set", EnvLogin, EnvPassword)
@@ -106,25 +95,21 @@ func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bts client: %w", err)
 	}
-	base := strings.TrimRight(cfg.BaseURL, "/")
-	// Building a request once here turns a URL that net/http cannot use into
-	// a configuration error instead of a failure on every poll.
-	if _, err := http.NewRequest(http.MethodGet, base+StatusPath, nil); err != nil {
+	core, err := upstream.NewClient(upstream.ClientConfig{
+		BaseURL:   cfg.BaseURL,
+		Timeout:   cfg.RequestTimeout,
+		MaxBody:   cfg.MaxResponseBytes,
+		Header:    http.Header{"Language": {cfg.Language}},
+		ErrorBody: providerError,
+		Status:    orderNotFound,
+	}, hc)
+	if err != nil {
 		return nil, fmt.Errorf("bts client: %s: %w", EnvBaseURL, err)
 	}
-	var own http.Client
-	if hc != nil {
-		own = *hc
-	}
-	own.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{
-		hc:       &own,
-		base:     base,
+		core:     core,
 		login:    cfg.Login,
 		password: cfg.Password,
-		language: cfg.Language,
-		timeout:  cfg.RequestTimeout,
-		maxBody:  cfg.MaxResponseBytes,
 		tokenTTL: cfg.TokenTTL,
 		now:      time.Now,
 		authSem:  make(chan struct{}, 1),
@@ -155,15 +140,15 @@ func (c *Client) Statuses(ctx context.Context) ([]StatusDef, error) {
 	page := 1
 	for n := 0; ; n++ {
 		if n == maxStatusPages {
-			return nil, classify(ctx, outcome{op: opStatuses, malformed: fmt.Errorf("more than %d pages", maxStatusPages)})
+			return nil, upstream.Malformed(opStatuses, "response", 0, fmt.Errorf("more than %d pages", maxStatusPages))
 		}
-		data, err := c.get(ctx, opStatuses, StatusPath, url.Values{"page": {strconv.Itoa(page)}}, false)
+		data, err := c.get(ctx, opStatuses, StatusPath, url.Values{"page": {strconv.Itoa(page)}})
 		if err != nil {
 			return nil, err
 		}
 		defs, next, err := decodeStatusPage(data, page)
 		if err != nil {
-			return nil, classify(ctx, outcome{op: opStatuses, status: http.StatusOK, malformed: err})
+			return nil, upstream.Malformed(opStatuses, "response", http.StatusOK, err)
 		}
 		for _, d := range defs {
 			if !seen[d.Code] {
@@ -175,7 +160,7 @@ func (c *Client) Statuses(ctx context.Context) ([]StatusDef, error) {
 			return all, nil
 		}
 		if next <= page {
-			return nil, classify(ctx, outcome{op: opStatuses, status: http.StatusOK, malformed: fmt.Errorf("page %d links back to page %d", page, next)})
+			return nil, upstream.Malformed(opStatuses, "response", http.StatusOK, fmt.Errorf("page %d links back to page %d", page, next))
 		}
 		page = next
 	}
@@ -190,7 +175,7 @@ func (c *Client) Track(ctx context.Context, orderID string) (Track, error) {
 	}
 	t, err := decodeTrack(data, orderID)
 	if err != nil {
-		return Track{}, classify(ctx, outcome{op: opTrack, orderOp: true, status: http.StatusOK, malformed: err})
+		return Track{}, upstream.Malformed(opTrack, "response", http.StatusOK, err)
 	}
 	return t, nil
 }
@@ -204,7 +189,7 @@ func (c *Client) Detail(ctx context.Context, orderID string) (Detail, error) {
 	}
 	d, err := decodeDetail(data, orderID)
 	if err != nil {
-		return Detail{}, classify(ctx, outcome{op: opDetail, orderOp: true, status: http.StatusOK, malformed: err})
+		return Detail{}, upstream.Malformed(opDetail, "response", http.StatusOK, err)
 	}
 	return d, nil
 }
@@ -214,100 +199,46 @@ func (c *Client) order(ctx context.Context, op, path, orderID string) (json.RawM
 	if !ValidOrderID(orderID) {
 		// The watch-list only holds valid ids (a CHECK constraint), so this
 		// is a bug; halting makes it visible.
-		return nil, classify(ctx, outcome{op: op, internal: fmt.Errorf("invalid order id %q", upstream.Excerpt([]byte(orderID)))})
+		return nil, upstream.Internal(op, fmt.Errorf("invalid order id %q", upstream.Excerpt([]byte(orderID))))
 	}
-	return c.get(ctx, op, path, url.Values{"orderId": {orderID}}, true)
+	return c.get(ctx, op, path, url.Values{"orderId": {orderID}})
 }
 
 // get performs an authenticated GET and returns the answer's data. A 401
 // renews the token once (refresh, or login when the refresh fails) and
 // retries the request once; a second 401 is an Auth error.
-func (c *Client) get(ctx context.Context, op, path string, q url.Values, orderOp bool) (json.RawMessage, error) {
+func (c *Client) get(ctx context.Context, op, path string, q url.Values) (json.RawMessage, error) {
 	for attempt := 0; ; attempt++ {
 		access, gen, err := c.accessToken(ctx)
 		if err != nil {
 			return nil, err
 		}
-		data, o := c.exchange(ctx, exchange{op: op, method: http.MethodGet, path: path, query: q, bearer: access, orderOp: orderOp})
-		if o == nil {
+		data, err := c.exchange(ctx, upstream.Request{Op: op, Method: http.MethodGet, URL: c.core.URL(path, q), Bearer: access})
+		if err == nil {
 			return data, nil
 		}
-		if o.status == http.StatusUnauthorized && attempt == 0 && o.err == nil {
+		var ue *upstream.Error
+		if attempt == 0 && errors.As(err, &ue) && ue.StatusCode == http.StatusUnauthorized {
 			if _, _, err := c.renew(ctx, gen, true); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		return nil, redact(classify(ctx, *o), access)
+		return nil, redact(err, access)
 	}
 }
 
-// exchange is one HTTP request to BTS.
-type exchange struct {
-	op      string
-	method  string
-	path    string
-	query   url.Values
-	body    []byte
-	bearer  string
-	orderOp bool
-}
-
-// exchange sends one request and returns the data of a successful answer,
-// or the outcome to classify.
-func (c *Client) exchange(ctx context.Context, x exchange) (json.RawMessage, *outcome) {
-	fail := func(o outcome) (json.RawMessage, *outcome) {
-		o.op, o.orderOp, o.timeout = x.op, x.orderOp, c.timeout
-		return nil, &o
-	}
-	// The timeout covers reading the body too, so it is cancelled only when
-	// this call returns.
-	reqCtx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	u := c.base + x.path
-	if len(x.query) > 0 {
-		u += "?" + x.query.Encode()
-	}
-	var body io.Reader
-	if x.body != nil {
-		body = bytes.NewReader(x.body)
-	}
-	req, err := http.NewRequestWithContext(reqCtx, x.method, u, body)
+// exchange sends one request to BTS and returns the data of a successful
+// answer. Every failure is classified (see upstream.Client.Do); an answer
+// that BTS marks failed inside a 2xx is malformed (see decodeEnvelope).
+func (c *Client) exchange(ctx context.Context, r upstream.Request) (json.RawMessage, error) {
+	status, body, err := c.core.Do(ctx, r)
 	if err != nil {
-		return fail(outcome{internal: err})
+		return nil, err
 	}
-	if x.bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+x.bearer)
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("language", c.language)
-	req.Header.Set("User-Agent", "ingestd")
-
-	resp, err := c.hc.Do(req)
+	data, err := decodeEnvelope(body)
 	if err != nil {
-		return fail(outcome{err: err})
-	}
-	defer func() { _ = resp.Body.Close() }()
-
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		// A failed read of an error body changes nothing: the status alone
-		// decides the class, and what was read still helps the operator.
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, min(c.maxBody, maxErrorBodyBytes)))
-		return fail(outcome{status: resp.StatusCode, header: resp.Header, body: b, now: time.Now()})
-	}
-	// A declared length over the limit fails at once rather than after
-	// reading MaxResponseBytes.
-	if resp.ContentLength > c.maxBody {
-		return fail(outcome{status: resp.StatusCode, err: fmt.Errorf("%w (Content-Length %d, limit %d)", upstream.ErrBodyTooLarge, resp.ContentLength, c.maxBody)})
-	}
-	b, err := upstream.ReadBody(resp.Body, c.maxBody, resp.ContentLength)
-	if err != nil {
-		return fail(outcome{status: resp.StatusCode, err: err})
-	}
-	data, err := decodeEnvelope(b)
-	if err != nil {
-		return fail(outcome{status: resp.StatusCode, malformed: err})
+		return nil, upstream.Malformed(r.Op, "response", status, err)
 	}
 	return data, nil
 }
@@ -404,9 +335,9 @@ func (c *Client) renew(ctx context.Context, seen uint64, rejected bool) (string,
 
 // authenticate calls a login or refresh endpoint and returns the new token.
 func (c *Client) authenticate(ctx context.Context, op, path string, body []byte) (token, error) {
-	data, o := c.exchange(ctx, exchange{op: op, method: http.MethodPost, path: path, body: body})
-	if o != nil {
-		return token{}, redact(classify(ctx, *o), c.password.Reveal(), c.tokenSecrets())
+	data, err := c.exchange(ctx, upstream.Request{Op: op, Method: http.MethodPost, URL: c.core.URL(path, nil), Body: body})
+	if err != nil {
+		return token{}, redact(err, c.password.Reveal(), c.tokenSecrets())
 	}
 	var td struct {
 		Access  string `json:"access_token"`
@@ -414,7 +345,7 @@ func (c *Client) authenticate(ctx context.Context, op, path string, body []byte)
 	}
 	if err := json.Unmarshal(data, &td); err != nil || td.Access == "" {
 		// The message must not quote data: it holds tokens.
-		return token{}, classify(ctx, outcome{op: op, status: http.StatusOK, malformed: errors.New("data has no access_token")})
+		return token{}, upstream.Malformed(op, "response", http.StatusOK, errors.New("data has no access_token"))
 	}
 	now := c.now()
 	t := token{access: td.Access, refresh: td.Refresh}

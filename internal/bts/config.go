@@ -122,7 +122,7 @@ func (c Config) Validate() error {
 	case !c.Password.IsSet():
 		add(EnvPassword, "must be set when %s is set", EnvLogin)
 	}
-	if c.Login != "" && !validHeaderValue(c.Login) {
+	if c.Login != "" && !upstream.ValidHeaderValue(c.Login) {
 		add(EnvLogin, "must not contain control characters")
 	}
 	if err := upstream.ValidateBaseURL(c.BaseURL); err != nil {
@@ -131,7 +131,7 @@ func (c Config) Validate() error {
 	if !upstream.ValidAccount(c.Account) {
 		add(EnvAccount, "must match [a-z0-9][a-z0-9._-]{0,62}, got %q", c.Account)
 	}
-	if c.Language == "" || !validHeaderValue(c.Language) {
+	if c.Language == "" || !upstream.ValidHeaderValue(c.Language) {
 		add(EnvLanguage, "must be a non-empty header value without control characters, got %q", c.Language)
 	}
 	if c.RequestTimeout <= 0 {
@@ -164,17 +164,6 @@ func ValidOrderID(s string) bool {
 		switch {
 		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9', ch == '_', ch == '-':
 		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue reports whether s can be sent as an HTTP header value:
-// no control characters other than horizontal tab (RFC 9110, field-value).
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; (ch < ' ' && ch != '\t') || ch == 0x7f {
 			return false
 		}
 	}

@@ -70,8 +70,8 @@ func decodeEnvelope(body []byte) (json.RawMessage, error) {
 			return nil, fmt.Errorf("status is %s, not a boolean", upstream.Excerpt(env.Status))
 		}
 		if !ok {
-			msg := jsonText(env.Message)
-			if sc := jsonText(env.StatusCode); sc != "" {
+			msg := upstream.JSONText(env.Message)
+			if sc := upstream.JSONText(env.StatusCode); sc != "" {
 				msg = "status_code " + sc + ": " + msg
 			}
 			return nil, fmt.Errorf("status false: %s", msg)
@@ -178,7 +178,7 @@ func decodeOrder(data json.RawMessage, want string) (id string, code *int, name 
 	if ok {
 		code = &c
 	}
-	return id, code, jsonText(od.Status.Name), nil
+	return id, code, upstream.JSONText(od.Status.Name), nil
 }
 
 // decodeTrack parses the data of GET /v1/order/track for order want.
@@ -237,8 +237,8 @@ func decodeStatusPage(data json.RawMessage, page int) ([]StatusDef, int, error) 
 		}
 		defs = append(defs, StatusDef{
 			Code:        code,
-			Name:        jsonText(it.Name),
-			Description: jsonText(it.Description),
+			Name:        upstream.JSONText(it.Name),
+			Description: upstream.JSONText(it.Description),
 			Next:        append([]int{}, it.Next...),
 		})
 	}

@@ -1,9 +1,15 @@
 // Package upstream holds what every courier API client shares: the outcome
-// classes a poller acts on, Retry-After parsing and bounded response reading.
+// classes a poller acts on, the client core that sends requests and
+// classifies their failures (Client), Retry-After parsing and bounded
+// response reading.
 //
-// Each client (internal/yandex, internal/bts) maps its provider's responses to
-// an *Error with a Class in exactly one function; pollers act on the Class and
-// never look at HTTP status codes themselves.
+// Each provider's client (internal/yandex, internal/bts) configures a Client
+// rather than repeating it: its base URL, bounds and fixed headers, a parser
+// for its error bodies and a hook for the statuses it treats specially. What
+// happens on the wire is mapped to an *Error with a Class in one place,
+// Client.Do, and a 2xx body the provider cannot use is Retry through
+// Malformed; pollers act on the Class and never look at HTTP status codes
+// themselves.
 package upstream
 
 import (
@@ -278,6 +284,19 @@ func ValidateBaseURL(raw string) error {
 		return fmt.Errorf("must not contain a fragment, got %q", u.Redacted())
 	}
 	return nil
+}
+
+// ValidHeaderValue reports whether s can be sent as an HTTP header value: no
+// control characters other than horizontal tab (RFC 9110, field-value). A
+// setting that fails it would make every request fail in the transport,
+// which a poller would retry forever.
+func ValidHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; (ch < ' ' && ch != '\t') || ch == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // maxAccountLen bounds an account name.

@@ -116,3 +116,27 @@ func TestExcerpt(t *testing.T) {
 		})
 	}
 }
+
+func TestValidHeaderValue(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"empty", "", true},
+		{"plain", "ru", true},
+		{"space and tab", "Bearer a\tb", true},
+		{"UTF-8", "узбек", true},
+		{"newline", "ru\nX-Injected: 1", false},
+		{"carriage return", "ru\r", false},
+		{"NUL", "a\x00", false},
+		{"DEL", "a\x7f", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tc.want, ValidHeaderValue(tc.in))
+		})
+	}
+}

@@ -1,11 +1,9 @@
 package yandex
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/ingestd/ingestd/internal/upstream"
 )
@@ -13,99 +11,18 @@ import (
 // opFetch is the Op of every error Journal returns.
 const opFetch = "fetch journal page"
 
-// outcome is everything Journal learned about a failed call. Exactly one of
-// internal, badCursor, err, malformed or a non-2xx status describes the
-// failure.
-type outcome struct {
-	// internal is a failure of this client itself, such as a request that
-	// cannot be built although the configuration was validated.
-	internal error
-	// badCursor is set when the stored cursor could not even be encoded.
-	badCursor error
-	// err is a transport or body-read error; status is set when it happened
-	// while reading a response body.
-	err error
-	// timeout is the per-request timeout, named in timeout errors.
-	timeout time.Duration
-	// malformed is why a 2xx body is not a usable page.
-	malformed error
-	status    int
-	header    http.Header
-	body      []byte
-	now       time.Time
-}
-
-// classify is the one place that maps what happened to a journal request to
-// an *upstream.Error, whose Class the poller acts on. The only exception is
-// the caller's own cancellation: when ctx is done the result wraps ctx.Err(),
-// so that errors.Is(err, context.Canceled) (or DeadlineExceeded) tells the
-// poller to exit quietly instead of counting a failure.
-func classify(ctx context.Context, o outcome) error {
-	if o.internal != nil {
-		// Retrying a programming error would loop forever without a word;
-		// halting makes it visible.
-		return &upstream.Error{Class: upstream.Permanent, Op: opFetch, Message: "internal error", Err: o.internal}
+// cursorRejected is the client core's status hook. The one Yandex answer
+// the shared rules (see upstream.Client.Do) do not decide is a 400 about
+// the cursor: it must halt the source with the cursor kept for an operator
+// to repair, not pass for an ordinary client error. Every other 400 is left
+// to the shared rules, which make it Permanent.
+func cursorRejected(e *upstream.Error) upstream.Class {
+	// The documented codes are invalid_cursor and unknown_error with a
+	// message about the cursor ("Неправильный формат cursor").
+	if e.StatusCode == http.StatusBadRequest && (containsFold(e.Code, "cursor") || containsFold(e.Message, "cursor")) {
+		return upstream.BadCursor
 	}
-	if o.badCursor != nil {
-		return &upstream.Error{Class: upstream.BadCursor, Op: opFetch, Message: o.badCursor.Error()}
-	}
-	if o.err != nil {
-		return upstream.TransportError(ctx, opFetch, o.status, o.err, o.timeout)
-	}
-	if o.malformed != nil {
-		return &upstream.Error{
-			Class:      upstream.Retry,
-			Op:         opFetch,
-			StatusCode: o.status,
-			// The description quotes the body (keys, claim ids), so it is
-			// bounded and sanitised like any provider text.
-			Message: "malformed journal page: " + upstream.Excerpt([]byte(o.malformed.Error())),
-		}
-	}
-	return classifyStatus(o)
-}
-
-// classifyStatus handles a response with a non-2xx status.
-func classifyStatus(o outcome) *upstream.Error {
-	ue := &upstream.Error{Op: opFetch, StatusCode: o.status}
-	ue.Code, ue.Message = providerError(o.body)
-
-	switch s := o.status; {
-	case s == http.StatusBadRequest:
-		ue.Class = upstream.Permanent
-		// The documented codes are invalid_cursor and unknown_error with a
-		// message about the cursor ("Неправильный формат cursor").
-		if containsFold(ue.Code, "cursor") || containsFold(ue.Message, "cursor") {
-			ue.Class = upstream.BadCursor
-		}
-	case s == http.StatusUnauthorized, s == http.StatusForbidden:
-		ue.Class = upstream.Auth
-	case s == http.StatusRequestTimeout, s == http.StatusTooEarly:
-		ue.Class = upstream.Retry
-	case s == http.StatusTooManyRequests:
-		ue.Class = upstream.RateLimited
-		ue.RetryAfter = upstream.ParseRetryAfter(o.header.Get("Retry-After"), o.now)
-	case s >= 500 && s <= 599:
-		ue.Class = upstream.Retry
-		if s == http.StatusServiceUnavailable {
-			ue.RetryAfter = upstream.ParseRetryAfter(o.header.Get("Retry-After"), o.now)
-		}
-	case s >= 300 && s <= 499:
-		// Redirects are not followed (see NewClient) and land here with the
-		// other client errors: the base URL or the request is wrong, and
-		// retrying cannot fix either.
-		ue.Class = upstream.Permanent
-		if s < 400 {
-			// The body of a redirect is boilerplate; where it points is what
-			// the operator needs to fix the base URL.
-			ue.Message = upstream.Excerpt([]byte("redirected to " + o.header.Get("Location")))
-		}
-	default:
-		// 1xx that reached us, or a status outside the standard ranges: an
-		// odd proxy rather than a verdict on the request.
-		ue.Class = upstream.Retry
-	}
-	return ue
+	return 0
 }
 
 // providerError extracts the provider's {"code","message"} from an error
@@ -117,22 +34,11 @@ func providerError(body []byte) (code, message string) {
 		Message json.RawMessage `json:"message"`
 	}
 	if err := json.Unmarshal(body, &pe); err == nil && (pe.Code != nil || pe.Message != nil) {
-		return jsonText(pe.Code), jsonText(pe.Message)
+		code = upstream.Excerpt([]byte(upstream.JSONText(pe.Code)))
+		message = upstream.Excerpt([]byte(upstream.JSONText(pe.Message)))
+		return code, message
 	}
 	return "", upstream.Excerpt(body)
-}
-
-// jsonText renders a code or message value: strings unquoted, anything else
-// (a numeric code, say) as its JSON text, so no shape is rejected.
-func jsonText(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return upstream.Excerpt([]byte(s))
-	}
-	if string(raw) == "null" {
-		return ""
-	}
-	return upstream.Excerpt(raw)
 }
 
 // containsFold reports whether s contains substr, ignoring case.

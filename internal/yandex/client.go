@@ -1,16 +1,13 @@
 package yandex
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"strconv"
-	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/ingestd/ingestd/internal/event"
@@ -20,29 +17,21 @@ import (
 // journalPath is the journal endpoint relative to the base URL.
 const journalPath = "/b2b/cargo/integration/v2/claims/journal"
 
-// maxErrorBodyBytes bounds how much of an error response is read: only the
-// provider's code and message are wanted, and an error page must not cost
-// the full MaxResponseBytes.
-const maxErrorBodyBytes = 64 << 10
-
 // Client fetches pages of the Yandex claims journal. It is safe for
 // concurrent use, although a journal is walked by one poller at a time.
 type Client struct {
-	hc             *http.Client
-	url            string
-	auth           string
-	acceptLanguage string
-	timeout        time.Duration
-	maxBody        int64
-	pageLimit      int
+	core *upstream.Client
+	// url is the journal URL with the page limit, built once because every
+	// request is to it.
+	url       string
+	pageLimit int
 }
 
 // NewClient returns a client for cfg, which must be valid and enabled. The
 // caller supplies hc because TLS and proxy settings live there; nil means a
-// client with http.DefaultTransport. The client works on a copy of hc that
-// does not follow redirects: following one would turn the POST into a GET
-// or silently move the source to another host, and a redirect means the base
-// URL is wrong, which an operator must fix.
+// client with http.DefaultTransport. Redirects are not followed (see
+// upstream.NewClient): following one would turn the POST into a GET or
+// silently move the source to another host.
 func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 	if !cfg.Enabled() {
 		return nil, fmt.Errorf("yandex client: %s is not set", EnvToken)
@@ -50,26 +39,23 @@ func NewClient(cfg Config, hc *http.Client) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("yandex client: %w", err)
 	}
-	// Building a request once here turns a URL that net/http cannot use into
-	// a configuration error instead of a failure on every poll.
-	journalURL := strings.TrimRight(cfg.BaseURL, "/") + journalPath + "?limit=" + strconv.Itoa(cfg.PageLimit)
-	if _, err := http.NewRequest(http.MethodPost, journalURL, nil); err != nil {
+	core, err := upstream.NewClient(upstream.ClientConfig{
+		BaseURL: cfg.BaseURL,
+		Timeout: cfg.RequestTimeout,
+		MaxBody: cfg.MaxResponseBytes,
+		// The token never changes, so it is a fixed header rather than one
+		// built for every request.
+		Header:    http.Header{"Authorization": {"Bearer " + cfg.Token.Reveal()}, "Accept-Language": {cfg.AcceptLanguage}},
+		ErrorBody: providerError,
+		Status:    cursorRejected,
+	}, hc)
+	if err != nil {
 		return nil, fmt.Errorf("yandex client: %s: %w", EnvBaseURL, err)
 	}
-	var own http.Client
-	if hc != nil {
-		own = *hc
-	}
-	own.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
 	return &Client{
-		hc:             &own,
-		url:            journalURL,
-		auth:           "Bearer " + cfg.Token.Reveal(),
-		acceptLanguage: cfg.AcceptLanguage,
-		timeout:        cfg.RequestTimeout,
-		maxBody:        cfg.MaxResponseBytes,
-		pageLimit:      cfg.PageLimit,
+		core:      core,
+		url:       core.URL(journalPath, url.Values{"limit": {strconv.Itoa(cfg.PageLimit)}}),
+		pageLimit: cfg.PageLimit,
 	}, nil
 }
 
@@ -123,49 +109,17 @@ type Entry struct {
 func (c *Client) Journal(ctx context.Context, cursor string) (*Page, error) {
 	reqBody, err := requestBody(cursor)
 	if err != nil {
-		return nil, classify(ctx, outcome{badCursor: err})
+		// The stored cursor cannot be sent unchanged, which only an
+		// operator can repair.
+		return nil, &upstream.Error{Class: upstream.BadCursor, Op: opFetch, Message: err.Error()}
 	}
-
-	// The timeout covers reading the body too, so it is cancelled only when
-	// this call returns.
-	reqCtx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, c.url, bytes.NewReader(reqBody))
+	status, body, err := c.core.Do(ctx, upstream.Request{Op: opFetch, Method: http.MethodPost, URL: c.url, Body: reqBody})
 	if err != nil {
-		return nil, classify(ctx, outcome{internal: err})
-	}
-	req.Header.Set("Authorization", c.auth)
-	req.Header.Set("Accept-Language", c.acceptLanguage)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "ingestd")
-
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, classify(ctx, outcome{err: err, timeout: c.timeout})
-	}
-	defer func() { _ = resp.Body.Close() }()
-
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		// A failed read of an error body changes nothing: the status alone
-		// decides the class, and what was read still helps the operator.
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, min(c.maxBody, maxErrorBodyBytes)))
-		return nil, classify(ctx, outcome{status: resp.StatusCode, header: resp.Header, body: body, now: time.Now()})
-	}
-
-	// A declared length over the limit fails at once rather than after
-	// reading MaxResponseBytes.
-	if resp.ContentLength > c.maxBody {
-		err := fmt.Errorf("%w (Content-Length %d, limit %d)", upstream.ErrBodyTooLarge, resp.ContentLength, c.maxBody)
-		return nil, classify(ctx, outcome{status: resp.StatusCode, err: err})
-	}
-	body, err := upstream.ReadBody(resp.Body, c.maxBody, resp.ContentLength)
-	if err != nil {
-		return nil, classify(ctx, outcome{status: resp.StatusCode, err: err, timeout: c.timeout})
+		return nil, err
 	}
 	page, err := decodePage(body, c.pageLimit)
 	if err != nil {
-		return nil, classify(ctx, outcome{status: resp.StatusCode, malformed: err})
+		return nil, upstream.Malformed(opFetch, "journal page", status, err)
 	}
 	return page, nil
 }

@@ -107,7 +107,7 @@ func (c Config) Validate() error {
 
 	// A token that cannot be sent as a header value would make every request
 	// fail in the transport, which the poller would retry forever.
-	if !validHeaderValue(c.Token.Reveal()) || strings.ContainsAny(c.Token.Reveal(), " \t") {
+	if !upstream.ValidHeaderValue(c.Token.Reveal()) || strings.ContainsAny(c.Token.Reveal(), " \t") {
 		add(EnvToken, "must not contain whitespace or control characters")
 	}
 	if err := upstream.ValidateBaseURL(c.BaseURL); err != nil {
@@ -125,22 +125,11 @@ func (c Config) Validate() error {
 	if c.RequestTimeout <= 0 {
 		add(EnvRequestTimeout, "must be positive, got %s", c.RequestTimeout)
 	}
-	if c.AcceptLanguage == "" || !validHeaderValue(c.AcceptLanguage) {
+	if c.AcceptLanguage == "" || !upstream.ValidHeaderValue(c.AcceptLanguage) {
 		add(EnvAcceptLanguage, "must be a non-empty header value without control characters, got %q", c.AcceptLanguage)
 	}
 	if c.MaxResponseBytes <= 0 {
 		add(EnvMaxResponseBytes, "must be positive, got %d", c.MaxResponseBytes)
 	}
 	return errors.Join(errs...)
-}
-
-// validHeaderValue reports whether s can be sent as an HTTP header value:
-// no control characters other than horizontal tab (RFC 9110, field-value).
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if ch := s[i]; (ch < ' ' && ch != '\t') || ch == 0x7f {
-			return false
-		}
-	}
-	return true
 }
