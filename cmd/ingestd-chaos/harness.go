@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 )
@@ -117,7 +116,7 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 		// The harness's choices come from their own stream of the seed, so
 		// that they do not depend on the simulator's use of it.
 		rng:      rand.New(rand.NewPCG(uint64(o.seed), 0x6368616f73)),
-		roles:    []string{daemon.SourceLease(sourceID), daemon.PublisherLease},
+		roles:    []string{lease.Source(sourceID), lease.Publisher},
 		attempts: map[string]int{},
 		stats:    runStats{Kills: killCounts{Failpoints: map[string]int{}}},
 	}

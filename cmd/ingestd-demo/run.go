@@ -19,10 +19,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/pg"
-	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/storage"
@@ -137,7 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := store.Watchlist.Track(ctx, "bts/default", b.Orders()); err != nil {
 		return err
 	}
-	intervals, err := poller.ParseBTSIntervals("100=2h,800=15m,1100=2m,default=30m")
+	intervals, err := bts.ParseIntervals("100=2h,800=15m,1100=2m,default=30m")
 	if err != nil {
 		return err
 	}
@@ -147,8 +147,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.BTS.BaseURL = "http://" + btsAddr
 	cfg.BTS.Login = "demo"
 	cfg.BTS.Password = secret.New(demoToken)
-	cfg.BTSPoll.Intervals = intervals.Scaled(btsSpeed)
-	cfg.BTSPoll.IdlePoll = 200 * time.Millisecond
+	cfg.BTS.Schedule.Intervals = intervals.Scaled(btsSpeed)
+	cfg.BTS.Schedule.IdlePoll = 200 * time.Millisecond
 	cfg.Kafka.Brokers = []string{broker}
 	cfg.Kafka.Partitions = 3
 	cfg.Yandex.Token = secret.New(demoToken)

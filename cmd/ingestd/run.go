@@ -77,17 +77,17 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
-		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
-	}
-	log, err := newLogger(cfg.Log, stderr)
-	if err != nil {
-		return &usageError{err}
-	}
+	log := newLogger(cfg.Log, stderr)
 	defer func() { _ = log.Sync() }()
 	log.Info("starting ingestd", zap.String("version", buildVersion()))
 
+	// daemon.New validates the configuration, once, and names every
+	// problem, an unknown log level or format included.
 	d, err := daemon.New(ctx, cfg, log)
+	var invalid *daemon.ConfigError
+	if errors.As(err, &invalid) {
+		return &usageError{invalid}
+	}
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -120,10 +120,13 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-func newLogger(c daemon.LogConfig, w io.Writer) (*zap.Logger, error) {
+// newLogger returns the logger c describes. An invalid level or format falls
+// back to info and JSON, so that the configuration error, which daemon.New
+// reports with every other problem, can still be logged.
+func newLogger(c daemon.LogConfig, w io.Writer) *zap.Logger {
 	level, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
-		return nil, fmt.Errorf("INGESTD_LOG_LEVEL: %w", err)
+		level = zapcore.InfoLevel
 	}
 	var enc zapcore.Encoder
 	if c.Format == "console" {
@@ -133,7 +136,7 @@ func newLogger(c daemon.LogConfig, w io.Writer) (*zap.Logger, error) {
 	} else {
 		enc = zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	}
-	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.ErrorOutput(zapcore.AddSync(w))), nil
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level), zap.ErrorOutput(zapcore.AddSync(w)))
 }
 
 func buildVersion() string {

@@ -6,12 +6,15 @@
 //
 // BTS has no journal and no "changed since" endpoint, so ingestd cannot read
 // a stream of changes from it: the poller keeps a watch-list of orders and
-// asks for each one's current status on a schedule (internal/poller).
+// asks for each one's current status on a schedule (internal/poller/watch).
+// Every INGESTD_BTS_* setting, the client's and the schedule's, is in
+// this file.
 package bts
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/ingestd/ingestd/internal/secret"
@@ -29,6 +32,13 @@ const (
 	EnvRequestTimeout   = "INGESTD_BTS_REQUEST_TIMEOUT"
 	EnvMaxResponseBytes = "INGESTD_BTS_MAX_RESPONSE_BYTES"
 	EnvTokenTTL         = "INGESTD_BTS_TOKEN_TTL"
+
+	EnvPollIntervals     = "INGESTD_BTS_POLL_INTERVALS"
+	EnvRate              = "INGESTD_BTS_RATE"
+	EnvConcurrency       = "INGESTD_BTS_CONCURRENCY"
+	EnvClaimTimeout      = "INGESTD_BTS_CLAIM_TIMEOUT"
+	EnvDictionaryRefresh = "INGESTD_BTS_DICTIONARY_REFRESH"
+	EnvIdlePoll          = "INGESTD_BTS_IDLE_POLL"
 )
 
 // Defaults and bounds of the configuration.
@@ -47,6 +57,15 @@ const (
 	// minTokenTTL keeps a mistyped TTL ("23" meaning hours, parsed as an
 	// error, or "1s") from turning into a refresh storm.
 	minTokenTTL = time.Minute
+
+	DefaultRate              = 20.0
+	DefaultConcurrency       = 8
+	DefaultClaimTimeout      = 2 * time.Minute
+	DefaultDictionaryRefresh = time.Hour
+	DefaultIdlePoll          = time.Second
+
+	maxRate        = 100_000
+	maxConcurrency = 1024
 )
 
 // Config for the BTS source. Env var names appear in Validate errors.
@@ -75,6 +94,79 @@ type Config struct {
 	// read from the token itself (INGESTD_BTS_TOKEN_TTL), default 23h, at
 	// least 1m. The token is refreshed at 80% of its life either way.
 	TokenTTL time.Duration
+	// Schedule is how the watch-list is polled.
+	Schedule Schedule
+}
+
+// Schedule is how the BTS watch-list is polled: how often each order, and
+// how many requests BTS gets.
+type Schedule struct {
+	// Intervals is the adaptive schedule (INGESTD_BTS_POLL_INTERVALS),
+	// default DefaultPollIntervals. Each poll is jittered by ±10%.
+	Intervals Intervals
+	// Rate is the global request budget in requests per second
+	// (INGESTD_BTS_RATE), default 20. It must cover the schedule: with the
+	// default intervals an active order costs about 3 requests per hour
+	// (120 to 160 over its life, BenchmarkBTSSchedule), so 20 req/s serves
+	// about 25,000 active orders and 100,000 need about 80 req/s. A rate
+	// too low shows as a growing ingestd_bts_claim_lag_seconds.
+	Rate float64
+	// Concurrency bounds requests in flight (INGESTD_BTS_CONCURRENCY),
+	// default 8.
+	Concurrency int
+	// ClaimTimeout is how long a claimed order is reserved for the poller
+	// that claimed it (INGESTD_BTS_CLAIM_TIMEOUT), default 2m. Orders of a
+	// poller that dies are polled again after it. It must exceed
+	// INGESTD_BACKOFF_MAX, since a claimed order may wait out a backoff
+	// before its request.
+	ClaimTimeout time.Duration
+	// DictionaryRefresh is how often the status dictionary is fetched again
+	// (INGESTD_BTS_DICTIONARY_REFRESH), default 1h.
+	DictionaryRefresh time.Duration
+	// IdlePoll bounds the wait when nothing is due
+	// (INGESTD_BTS_IDLE_POLL), default 1s: orders added by another process
+	// are picked up within it.
+	IdlePoll time.Duration
+}
+
+// DefaultSchedule returns the schedule's defaults.
+func DefaultSchedule() Schedule {
+	return Schedule{
+		Intervals:         DefaultIntervals(),
+		Rate:              DefaultRate,
+		Concurrency:       DefaultConcurrency,
+		ClaimTimeout:      DefaultClaimTimeout,
+		DictionaryRefresh: DefaultDictionaryRefresh,
+		IdlePoll:          DefaultIdlePoll,
+	}
+}
+
+// Validate reports every problem of the schedule, each naming its
+// environment variable.
+func (s Schedule) Validate() error {
+	var errs []error
+	add := func(env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{env}, args...)...))
+	}
+	if s.Intervals.IsZero() {
+		add(EnvPollIntervals, "must be set, e.g. %s", DefaultPollIntervals)
+	}
+	if math.IsNaN(s.Rate) || s.Rate <= 0 || s.Rate > maxRate {
+		add(EnvRate, "must be between 0 and %d requests per second, got %v", maxRate, s.Rate)
+	}
+	if s.Concurrency < 1 || s.Concurrency > maxConcurrency {
+		add(EnvConcurrency, "must be between 1 and %d, got %d", maxConcurrency, s.Concurrency)
+	}
+	if s.ClaimTimeout <= 0 {
+		add(EnvClaimTimeout, "must be positive, got %s", s.ClaimTimeout)
+	}
+	if s.DictionaryRefresh <= 0 {
+		add(EnvDictionaryRefresh, "must be positive, got %s", s.DictionaryRefresh)
+	}
+	if s.IdlePoll <= 0 {
+		add(EnvIdlePoll, "must be positive, got %s", s.IdlePoll)
+	}
+	return errors.Join(errs...)
 }
 
 // DefaultConfig returns the configuration with every default filled in and
@@ -87,6 +179,7 @@ func DefaultConfig() Config {
 		RequestTimeout:   DefaultRequestTimeout,
 		MaxResponseBytes: DefaultMaxResponseBytes,
 		TokenTTL:         DefaultTokenTTL,
+		Schedule:         DefaultSchedule(),
 	}
 }
 
@@ -143,6 +236,7 @@ func (c Config) Validate() error {
 	if c.TokenTTL < minTokenTTL {
 		add(EnvTokenTTL, "must be at least %s, got %s", minTokenTTL, c.TokenTTL)
 	}
+	errs = append(errs, c.Schedule.Validate())
 	return errors.Join(errs...)
 }
 

@@ -173,6 +173,18 @@ func (s *Store) Halt(ctx context.Context, sourceID, reason string) error {
 	return nil
 }
 
+const clearHaltSQL = `
+UPDATE source_cursors SET halted_at = NULL, halted_reason = NULL
+WHERE source_id = $1 AND halted_at IS NOT NULL`
+
+// ClearHalt removes a source's halt record, when the source starts again.
+func (s *Store) ClearHalt(ctx context.Context, sourceID string) error {
+	if _, err := s.db.Exec(ctx, clearHaltSQL, sourceID); err != nil {
+		return fmt.Errorf("clear halt of %s: %w", sourceID, err)
+	}
+	return nil
+}
+
 // HistoryEntry is one recorded cursor change.
 type HistoryEntry struct {
 	ID         int64

@@ -9,9 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
-	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/watchlist"
@@ -36,11 +36,11 @@ func TestBTSBesideYandexEndToEnd(t *testing.T) {
 	s.cfg.BTS.BaseURL = srv.URL
 	s.cfg.BTS.Login = "ingestd"
 	s.cfg.BTS.Password = secret.New("pw")
-	iv, err := poller.ParseBTSIntervals("100=6h,800=4h,1100=1h,default=6h")
+	iv, err := bts.ParseIntervals("100=6h,800=4h,1100=1h,default=6h")
 	require.NoError(t, err)
-	s.cfg.BTSPoll.Intervals = iv.Scaled(speed)
-	s.cfg.BTSPoll.Rate = 500
-	s.cfg.BTSPoll.IdlePoll = 50 * time.Millisecond
+	s.cfg.BTS.Schedule.Intervals = iv.Scaled(speed)
+	s.cfg.BTS.Schedule.Rate = 500
+	s.cfg.BTS.Schedule.IdlePoll = 50 * time.Millisecond
 
 	ctx := context.Background()
 	added, err := s.store.Watchlist.Track(ctx, "bts/default", b.Orders())

@@ -22,8 +22,8 @@ import (
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pg"
-	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
@@ -33,17 +33,20 @@ type Config struct {
 	Database pg.Config
 	Kafka    publish.Config
 	Yandex   yandex.Config
-	BTS      bts.Config
-	// BTSPoll schedules the BTS watch-list (its SourceID and Account are
-	// filled from BTS).
-	BTSPoll poller.BTSConfig
+	// BTS is the BTS Express source: its client and its watch-list
+	// schedule.
+	BTS bts.Config
 	// AdminToken authenticates the admin API (INGESTD_ADMIN_TOKEN,
 	// default unset: the API refuses every request).
 	AdminToken secret.String
 	HTTP       HTTPConfig
 	Log        LogConfig
 	Upstream   UpstreamConfig
-	Lease      lease.Config
+	// Backoff bounds the wait after every failure: upstream requests,
+	// database writes, Kafka writes (INGESTD_BACKOFF_INITIAL,
+	// INGESTD_BACKOFF_MAX).
+	Backoff retry.Config
+	Lease   lease.Config
 	// MaxBacklog pauses polling while more than this many outbox rows wait
 	// for Kafka (INGESTD_OUTBOX_MAX_BACKLOG, default 1000000; 0 disables).
 	MaxBacklog int64
@@ -55,6 +58,8 @@ type Config struct {
 	// (INGESTD_SHUTDOWN_TIMEOUT, default 20s). Keep it below the pod's
 	// terminationGracePeriodSeconds.
 	ShutdownTimeout time.Duration
+	// Now is the clock of every component; nil means time.Now.
+	Now func() time.Time
 }
 
 // HTTPConfig configures the operational endpoints.
@@ -82,11 +87,6 @@ type UpstreamConfig struct {
 	// CABundle is a PEM file of extra trusted CAs, added to the system pool
 	// (INGESTD_CA_BUNDLE, default none). Certificates are always verified.
 	CABundle string
-	// BackoffInitial and BackoffMax bound the jittered exponential backoff
-	// after an upstream or database failure (INGESTD_BACKOFF_INITIAL,
-	// default 500ms; INGESTD_BACKOFF_MAX, default 30s).
-	BackoffInitial time.Duration
-	BackoffMax     time.Duration
 }
 
 // DefaultConfig returns every component's defaults.
@@ -96,10 +96,9 @@ func DefaultConfig() Config {
 		Kafka:           publish.DefaultConfig(),
 		Yandex:          yandex.DefaultConfig(),
 		BTS:             bts.DefaultConfig(),
-		BTSPoll:         poller.DefaultBTSConfig(bts.SourceID(bts.DefaultAccount), bts.DefaultAccount),
 		HTTP:            HTTPConfig{Addr: ":8080"},
 		Log:             LogConfig{Level: "info", Format: "json"},
-		Upstream:        UpstreamConfig{BackoffInitial: 500 * time.Millisecond, BackoffMax: 30 * time.Second},
+		Backoff:         retry.DefaultConfig(),
 		Lease:           lease.Config{TTL: 15 * time.Second, Holder: defaultInstanceID()},
 		MaxBacklog:      1_000_000,
 		ShutdownTimeout: 20 * time.Second,
@@ -122,9 +121,10 @@ func defaultInstanceID() string {
 // Validate reports every configuration problem at once, each naming its
 // environment variable.
 func (c Config) Validate() error {
-	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate()}
-	if c.BTS.Enabled() {
-		errs = append(errs, c.btsPoll().Validate())
+	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate(), c.Backoff.Validate()}
+	if c.BTS.Enabled() && c.BTS.Schedule.ClaimTimeout > 0 && c.BTS.Schedule.ClaimTimeout <= c.Backoff.Max {
+		// A claimed order may wait out a backoff before its request.
+		errs = append(errs, fmt.Errorf("%s: must be longer than %s (%s), got %s", bts.EnvClaimTimeout, retry.EnvMax, c.Backoff.Max, c.BTS.Schedule.ClaimTimeout))
 	}
 	if _, err := failpoint.Parse(c.Failpoints); err != nil {
 		errs = append(errs, err)
@@ -159,27 +159,10 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("INGESTD_CA_BUNDLE: %w", err))
 		}
 	}
-	if c.Upstream.BackoffInitial <= 0 {
-		errs = append(errs, fmt.Errorf("INGESTD_BACKOFF_INITIAL: must be positive, got %s", c.Upstream.BackoffInitial))
-	}
-	if c.Upstream.BackoffMax < c.Upstream.BackoffInitial {
-		errs = append(errs, fmt.Errorf("INGESTD_BACKOFF_MAX: must be at least INGESTD_BACKOFF_INITIAL (%s), got %s", c.Upstream.BackoffInitial, c.Upstream.BackoffMax))
-	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be positive, got %s", c.ShutdownTimeout))
 	}
 	return errors.Join(errs...)
-}
-
-// btsPoll is the BTS poller's configuration with its source taken from the
-// BTS account and the shared backoff.
-func (c Config) btsPoll() poller.BTSConfig {
-	p := c.BTSPoll
-	p.SourceID, p.Account = c.BTS.SourceID(), c.BTS.Account
-	p.BackoffInitial, p.BackoffMax = c.Upstream.BackoffInitial, c.Upstream.BackoffMax
-	p.CommitTimeout = c.ShutdownTimeout / 2
-	p.MaxBacklog = c.MaxBacklog
-	return p
 }
 
 func loadCABundle(path string) (*x509.CertPool, error) {

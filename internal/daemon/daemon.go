@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,59 +22,72 @@ import (
 	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/poller/journal"
+	"github.com/ingestd/ingestd/internal/poller/watch"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/service"
 	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/watchlist"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
 
-// The store implements what each consumer declares it needs.
+// Every implementation satisfies what its consumer declares it needs.
 var (
-	_ publish.Store        = (*outbox.Store)(nil)
-	_ poller.JournalStore  = (*cursor.Store)(nil)
-	_ poller.BTSStore      = (*watchlist.Store)(nil)
-	_ poller.Halts         = (*cursor.Store)(nil)
-	_ poller.Backlog       = (*outbox.Store)(nil)
-	_ admin.Store          = (*watchlist.Store)(nil)
-	_ poller.Outbox        = (*publish.Publisher)(nil)
-	_ poller.CommitHandler = (*publish.Publisher)(nil)
-	_ poller.Journal       = (*yandex.Client)(nil)
+	_ publish.Store   = (*outbox.Store)(nil)
+	_ journal.Client  = (*yandex.Client)(nil)
+	_ journal.Cursors = (*cursor.Store)(nil)
+	_ watch.Client    = (*bts.Client)(nil)
+	_ watch.Store     = (*watchlist.Store)(nil)
+	_ poller.Halts    = (*cursor.Store)(nil)
+	_ poller.Backlog  = (*outbox.Store)(nil)
+	_ poller.Outbox   = (*publish.Publisher)(nil)
+	_ admin.Store     = (*watchlist.Store)(nil)
+	_ lease.Work      = (*journal.Poller)(nil).Run
+	_ lease.Work      = (*publish.Publisher)(nil).Run
 )
+
+// ConfigError is an invalid configuration: New refuses to start, naming
+// every problem with its environment variable.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return "invalid configuration:\n" + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Daemon is a running ingestd.
 type Daemon struct {
-	cfg    Config
-	log    *zap.Logger
-	db     *pg.DB
-	leases *lease.Store
-	pub    *publish.Publisher
-	reg    *prometheus.Registry
+	cfg  Config
+	log  *zap.Logger
+	db   *pg.DB
+	pub  *publish.Publisher
+	reg  *prometheus.Registry
+	http *httpServer // nil when INGESTD_HTTP_ADDR is off
 
-	// sources run the pollers, publisher the relay, each under its lease.
-	sources   []*lease.Runner
-	publisher *lease.Runner
-	// bts polls the BTS watch-list. It runs on every instance: claims are
-	// taken with SKIP LOCKED and every write is compare-and-set per order,
-	// so replicas share the work instead of standing by.
-	bts      *poller.BTSPoller
-	admin    http.Handler
-	listener net.Listener
+	// services are every long-running component, in the order they start;
+	// they stop in the reverse order (see Run).
+	services []service.Service
 }
 
-// New connects to PostgreSQL and Kafka, checks the schema and the topic, and
-// builds every component. Nothing polls or publishes until Run.
+// New validates cfg (a *ConfigError says what is wrong), connects to
+// PostgreSQL and Kafka, checks the schema and the topic, and builds every
+// component. Nothing polls or publishes until Run.
 func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, &ConfigError{Err: err}
 	}
 	fps, err := failpoint.Parse(cfg.Failpoints)
 	if err != nil {
-		return nil, err
+		return nil, &ConfigError{Err: err}
 	}
 	if fps != nil {
 		log.Warn("failpoints armed: this process will kill itself at the given points", zap.String("failpoints", cfg.Failpoints))
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	cfg.Kafka.Failpoints = fps
+	cfg.Kafka.Backoff = cfg.Backoff
+	cfg.Kafka.Now = cfg.Now
+	cfg.Lease.Now = cfg.Now
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -84,96 +96,111 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.db = db
-	st := storage.New(db)
-	d.leases = st.Leases
-	pub, err := publish.New(ctx, cfg.Kafka, st.Outbox, log.Named("publish"), d.reg)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	d.pub = pub
-
-	hc, err := cfg.Upstream.httpClient(0)
-	if err != nil {
+	if err := d.build(ctx, storage.New(db), fps); err != nil {
 		d.closeAll()
 		return nil, err
-	}
-	pm := poller.NewMetrics(d.reg)
-	lm := lease.NewMetrics(d.reg)
-	if cfg.Yandex.Enabled() {
-		client, err := yandex.NewClient(cfg.Yandex, hc)
-		if err != nil {
-			d.closeAll()
-			return nil, err
-		}
-		jp := poller.NewJournal(poller.JournalConfig{
-			SourceID:       cfg.Yandex.SourceID(),
-			Account:        cfg.Yandex.Account,
-			PollInterval:   cfg.Yandex.PollInterval,
-			BackoffInitial: cfg.Upstream.BackoffInitial,
-			BackoffMax:     cfg.Upstream.BackoffMax,
-			CommitTimeout:  cfg.ShutdownTimeout / 2,
-			MaxBacklog:     cfg.MaxBacklog,
-			Failpoints:     fps,
-		}, client, st.Cursors, st.Outbox, pub, log.Named("yandex"), pm)
-		d.sources = append(d.sources, d.runner(SourceLease(cfg.Yandex.SourceID()), log.Named("yandex"), lm,
-			func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
-				// A poller stops gracefully by cancellation: it still commits
-				// the page it already fetched.
-				ctx, cancel := lease.StopContext(ctx, stop)
-				defer cancel()
-				return jp.Run(ctx, h.Lease)
-			}))
-	}
-	if cfg.BTS.Enabled() {
-		bhc, err := cfg.Upstream.httpClient(cfg.BTSPoll.Concurrency)
-		if err != nil {
-			d.closeAll()
-			return nil, err
-		}
-		client, err := bts.NewClient(cfg.BTS, bhc)
-		if err != nil {
-			d.closeAll()
-			return nil, err
-		}
-		d.bts, err = poller.NewBTS(cfg.btsPoll(), client, st.Watchlist, st.Cursors, st.Outbox, pub, log.Named("bts"), pm)
-		if err != nil {
-			d.closeAll()
-			return nil, err
-		}
-	}
-	d.admin = admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, st.Watchlist, log.Named("admin"))
-	d.publisher = d.runner(PublisherLease, log.Named("publish"), lm, pub.Run)
-
-	if cfg.HTTP.enabled() {
-		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-		if err != nil {
-			d.closeAll()
-			return nil, fmt.Errorf("listen on INGESTD_HTTP_ADDR %s: %w", cfg.HTTP.Addr, err)
-		}
-		d.listener = ln
 	}
 	return d, nil
 }
 
-// PublisherLease and SourceLease name the leases; they live in
-// internal/lease.
-const PublisherLease = lease.Publisher
+// build creates every component on st and lists the services in start
+// order: the HTTP server (probes answer from the start), the publisher
+// (ready before the first commit), then the sources.
+func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.Set) error {
+	cfg := d.cfg
+	pub, err := publish.New(ctx, cfg.Kafka, st.Outbox, d.log.Named("publish"), d.reg)
+	if err != nil {
+		return err
+	}
+	d.pub = pub
+	lm := lease.NewMetrics(d.reg)
+	pm := poller.NewMetrics(d.reg)
+	// Sources commit what they fetched before shutdown within half the
+	// shutdown timeout, which leaves the other half to the publisher.
+	commitTimeout := cfg.ShutdownTimeout / 2
 
-// SourceLease names the lease of a journal source's poller.
-func SourceLease(sourceID string) string { return lease.Source(sourceID) }
+	var sources service.Group
+	if cfg.Yandex.Enabled() {
+		hc, err := cfg.Upstream.httpClient(0)
+		if err != nil {
+			return err
+		}
+		client, err := yandex.NewClient(cfg.Yandex, hc)
+		if err != nil {
+			return err
+		}
+		jp, err := journal.New(journal.Config{
+			SourceID:      cfg.Yandex.SourceID(),
+			Account:       cfg.Yandex.Account,
+			PollInterval:  cfg.Yandex.PollInterval,
+			Backoff:       cfg.Backoff,
+			CommitTimeout: commitTimeout,
+			MaxBacklog:    cfg.MaxBacklog,
+			Failpoints:    fps,
+			Now:           cfg.Now,
+		}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex"), Metrics: pm})
+		if err != nil {
+			return err
+		}
+		// One instance walks a journal at a time: the poller runs under
+		// the source's lease.
+		r, err := lease.NewRunner(lease.Source(cfg.Yandex.SourceID()), cfg.Lease, st.Leases, jp.Run, d.log.Named("yandex"), lm)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, r)
+	}
+	if cfg.BTS.Enabled() {
+		hc, err := cfg.Upstream.httpClient(cfg.BTS.Schedule.Concurrency)
+		if err != nil {
+			return err
+		}
+		client, err := bts.NewClient(cfg.BTS, hc)
+		if err != nil {
+			return err
+		}
+		// The watch-list poller runs on every instance, without a lease:
+		// claims are taken with SKIP LOCKED and every write is
+		// compare-and-set per order, so replicas share the work instead
+		// of standing by.
+		wp, err := watch.New(watch.Config{
+			SourceID:      cfg.BTS.SourceID(),
+			Account:       cfg.BTS.Account,
+			Schedule:      cfg.BTS.Schedule,
+			Backoff:       cfg.Backoff,
+			CommitTimeout: commitTimeout,
+			MaxBacklog:    cfg.MaxBacklog,
+			Now:           cfg.Now,
+		}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts"), Metrics: pm})
+		if err != nil {
+			return err
+		}
+		sources = append(sources, wp)
+	}
+	publisher, err := lease.NewRunner(lease.Publisher, cfg.Lease, st.Leases, pub.Run, d.log.Named("publish"), lm)
+	if err != nil {
+		return err
+	}
 
-func (d *Daemon) runner(name string, log *zap.Logger, m *lease.Metrics, work lease.Work) *lease.Runner {
-	m.Declare(name)
-	return lease.NewRunner(name, d.cfg.Lease, d.leases, work, log, m)
+	if cfg.HTTP.enabled() {
+		ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+		if err != nil {
+			return fmt.Errorf("listen on INGESTD_HTTP_ADDR %s: %w", cfg.HTTP.Addr, err)
+		}
+		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, st.Watchlist, d.log.Named("admin"))
+		d.http = newHTTPServer(ln, d.handler(ad))
+		d.services = append(d.services, d.http)
+	}
+	d.services = append(d.services, publisher, sources)
+	return nil
 }
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".
 func (d *Daemon) HTTPAddr() string {
-	if d.listener == nil {
+	if d.http == nil {
 		return ""
 	}
-	return d.listener.Addr().String()
+	return d.http.ln.Addr().String()
 }
 
 func (d *Daemon) closeAll() {
@@ -185,90 +212,67 @@ func (d *Daemon) closeAll() {
 	if d.db != nil {
 		d.db.Close()
 	}
-	if d.listener != nil {
-		_ = d.listener.Close()
+	if d.http != nil {
+		_ = d.http.ln.Close()
 	}
 }
 
 // Run runs the daemon until ctx ends, then shuts down gracefully within
-// ShutdownTimeout. It returns nil after a clean shutdown; a halted source does
-// not stop the daemon (it stays visible in metrics and logs).
+// ShutdownTimeout. It returns nil after a clean shutdown. A halted source
+// does not stop the daemon: it stays visible in metrics and logs, and the
+// rest keeps running.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer d.closeAll()
 
-	fatal := make(chan error, 1)
-	var srv *http.Server
-	var srvDone sync.WaitGroup
-	if d.listener != nil {
-		srv = &http.Server{Handler: d.handler(), ReadHeaderTimeout: 5 * time.Second}
-		srvDone.Go(func() {
-			if err := srv.Serve(d.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				select {
-				case fatal <- fmt.Errorf("serve HTTP: %w", err):
-				default:
-				}
-			}
-		})
-	}
-
-	// The runners outlive ctx: on shutdown they are stopped in order, and
+	// The services outlive ctx: on shutdown they are stopped in order, and
 	// only cancelled outright when the shutdown timeout runs out.
 	runCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
-	var sourcesDone, publisherDone sync.WaitGroup
-	for _, r := range d.sources {
-		sourcesDone.Go(func() { _ = r.Run(runCtx) })
+	for i, s := range d.services {
+		if err := s.Start(runCtx); err != nil {
+			d.stop(d.services[:i])
+			return fmt.Errorf("start: %w", err)
+		}
 	}
-	btsCtx, stopBTS := context.WithCancel(runCtx)
-	defer stopBTS()
-	if d.bts != nil {
-		sourcesDone.Go(func() {
-			if err := d.bts.Run(btsCtx); err != nil {
-				d.log.Error("BTS source halted; fix the cause and restart", zap.Error(err))
-			}
-		})
-	}
-	publisherDone.Go(func() { _ = d.publisher.Run(runCtx) })
 	d.log.Info("ingestd running; competing for leases",
-		zap.Int("journal_sources", len(d.sources)), zap.Bool("bts", d.bts != nil), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.Bool("yandex", d.cfg.Yandex.Enabled()), zap.Bool("bts", d.cfg.BTS.Enabled()), zap.String("topic", d.cfg.Kafka.Topic),
 		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 
-	var runErr error
+	var (
+		runErr   error
+		httpDone <-chan struct{}
+	)
+	if d.http != nil {
+		httpDone = d.http.Done()
+	}
 	select {
 	case <-ctx.Done():
 		d.log.Info("shutting down")
-	case runErr = <-fatal:
-		d.log.Error("fatal error; shutting down", zap.Error(runErr))
+	case <-httpDone:
+		runErr = fmt.Errorf("serve HTTP: %w", d.http.Err())
+		d.log.Error("the HTTP server failed; shutting down", zap.Error(runErr))
 	}
 	deadline := time.AfterFunc(d.cfg.ShutdownTimeout, func() {
 		d.log.Warn("shutdown timeout reached; stopping now (what was not published is published on the next start)")
 		hardStop()
 	})
 	defer deadline.Stop()
-
-	// Stop polling first (each poller commits the page it already fetched
-	// and releases its lease), then let the publisher drain what was
-	// committed and release its lease, so a standby takes over at once.
-	for _, r := range d.sources {
-		r.Stop()
-	}
-	stopBTS()
-	sourcesDone.Wait()
-	d.publisher.Stop()
-	publisherDone.Wait()
-
-	if srv != nil {
-		// In-flight scrapes and probes are short; the listener closes at once.
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
-		srvDone.Wait()
-	}
+	d.stop(d.services)
 	d.log.Info("stopped")
 	return runErr
 }
 
-func (d *Daemon) handler() http.Handler {
+// stop stops services in the reverse of their start order: the sources
+// first (each commits the page it already fetched and releases its lease),
+// then the publisher (it publishes what was committed and releases its
+// lease, so a standby takes over at once), then the HTTP server.
+func (d *Daemon) stop(services []service.Service) {
+	for i := len(services) - 1; i >= 0; i-- {
+		services[i].Stop()
+	}
+}
+
+func (d *Daemon) handler(ad http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -287,7 +291,7 @@ func (d *Daemon) handler() http.Handler {
 		writeJSON(w, status, checks)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
-	mux.Handle("/v1/", d.admin)
+	mux.Handle("/v1/", ad)
 	return mux
 }
 
@@ -295,4 +299,40 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// httpServer serves the operational endpoints and the admin API as a
+// service.
+type httpServer struct {
+	service.Base
+	ln  net.Listener
+	srv *http.Server
+}
+
+var _ service.Service = (*httpServer)(nil)
+
+func newHTTPServer(ln net.Listener, h http.Handler) *httpServer {
+	return &httpServer{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+}
+
+// Start serves until Stop, ctx's end, or a failure of the listener.
+func (s *httpServer) Start(ctx context.Context) error {
+	return s.Go(ctx, func(ctx context.Context, stop <-chan struct{}) error {
+		served := make(chan error, 1)
+		go func() { served <- s.srv.Serve(s.ln) }()
+		select {
+		case err := <-served:
+			return err
+		case <-stop:
+		case <-ctx.Done():
+		}
+		// In-flight scrapes and probes are short; the listener closes at once.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = s.srv.Shutdown(sctx)
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 }

@@ -53,8 +53,8 @@ func newStack(t *testing.T, sc sim.YandexConfig) *stack {
 	cfg.Yandex.PageLimit = 250
 	cfg.Yandex.PollInterval = 50 * time.Millisecond
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Upstream.BackoffInitial = 10 * time.Millisecond
-	cfg.Upstream.BackoffMax = 100 * time.Millisecond
+	cfg.Backoff.Initial = 10 * time.Millisecond
+	cfg.Backoff.Max = 100 * time.Millisecond
 	cfg.ShutdownTimeout = 10 * time.Second
 	return &stack{cfg: cfg, store: store, sim: y, kafka: kc}
 }

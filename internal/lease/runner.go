@@ -10,12 +10,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/ingestd/ingestd/internal/retry"
+	"github.com/ingestd/ingestd/internal/service"
 )
 
 // table is what a Runner needs of the lease table.
@@ -35,6 +37,9 @@ type Config struct {
 	// Holder identifies this instance in the lease table
 	// (INGESTD_INSTANCE_ID, default hostname/pid/random).
 	Holder string
+	// Now is the clock; nil means time.Now. It must carry a monotonic
+	// reading (as time.Now's does), because lease validity is judged by it.
+	Now func() time.Time
 }
 
 // Held is a lease this instance holds, as seen by the work running under it.
@@ -46,14 +51,29 @@ type Held struct {
 	// differences and for the time between checking and acting.
 	validUntil atomic.Int64
 	margin     time.Duration
+	now        func() time.Time
 }
 
 // Valid reports whether the lease is certainly still held. Work that cannot
 // be fenced by PostgreSQL (writing to Kafka) checks it before acting.
-func (h *Held) Valid() bool { return time.Now().UnixNano() < h.validUntil.Load() }
+func (h *Held) Valid() bool { return h.now().UnixNano() < h.validUntil.Load() }
 
 func (h *Held) extend(from time.Time, ttl time.Duration) {
 	h.validUntil.Store(from.Add(ttl - h.margin).UnixNano())
+}
+
+// newHeld wraps l, acquired at acquiredAt for ttl, judged by now.
+func newHeld(l Lease, acquiredAt time.Time, ttl time.Duration, now func() time.Time) *Held {
+	h := &Held{Lease: l, margin: ttl / 5, now: now}
+	h.extend(acquiredAt, ttl)
+	return h
+}
+
+// NewHeld wraps a lease acquired at acquiredAt for ttl, for callers that do
+// not use a Runner (operator tools, tests): it is Valid until ttl, less the
+// safety margin, after acquiredAt.
+func NewHeld(l Lease, acquiredAt time.Time, ttl time.Duration) *Held {
+	return newHeld(l, acquiredAt, ttl, time.Now)
 }
 
 // ErrLetExpire, returned (wrapped) by Work, asks the runner not to release
@@ -62,110 +82,119 @@ func (h *Held) extend(from time.Time, ttl time.Duration) {
 // outcome is unknown), and expiry gives it time to settle.
 var ErrLetExpire = errors.New("leave the lease to expire")
 
-// Work is what runs while the lease is held. It must return when ctx ends
-// (returning nil), and finish gracefully and return nil when stop is closed.
-// It returns an error wrapping ErrFenced when a write was refused
-// because the lease was lost; any other error (a halted source) keeps the
-// lease held, idle, so that no standby repeats the failure, until the lease
-// is lost or the runner stops.
+// Work is what runs while the lease is held. It must return when ctx ends,
+// and finish gracefully and return when stop is closed, in both cases nil
+// (or an error wrapping ErrLetExpire). It returns an error wrapping
+// ErrFenced when a write was refused because the lease was lost. Work that
+// cannot go on (a halted source) stays inside Work, idle, until ctx ends or
+// stop is closed: the lease stays held, so that no standby repeats the
+// failure. Any other error is a failure of the work itself: the runner
+// logs it, releases the lease and competes for it again.
 type Work func(ctx context.Context, h *Held, stop <-chan struct{}) error
 
-// Runner competes for one lease and runs Work while holding it.
+// Runner competes for one lease and runs Work while holding it. It is a
+// service.Service: Stop makes its Work finish gracefully and releases the
+// lease, so that a standby takes over at once.
 type Runner struct {
+	service.Base
 	name  string
 	cfg   Config
 	store table
 	work  Work
 	log   *zap.Logger
 	m     *Metrics
-
-	stopOnce sync.Once
-	stop     chan struct{}
+	now   func() time.Time
 }
 
-// NewRunner returns a runner for the lease name.
-func NewRunner(name string, cfg Config, store *Store, work Work, log *zap.Logger, m *Metrics) *Runner {
-	return &Runner{
-		name: name, cfg: cfg, store: store, work: work, m: m, stop: make(chan struct{}),
-		log: log.With(zap.String("lease", name), zap.String("holder", cfg.Holder)),
+var _ service.Service = (*Runner)(nil)
+
+// NewRunner returns a runner for the lease name; Start starts it.
+func NewRunner(name string, cfg Config, store *Store, work Work, log *zap.Logger, m *Metrics) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("lease runner %s: %w", name, err)
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	m.Declare(name)
+	return &Runner{
+		name: name, cfg: cfg, store: store, work: work, m: m, now: now,
+		log: log.With(zap.String("lease", name), zap.String("holder", cfg.Holder)),
+	}, nil
 }
 
-// Stop asks the runner to finish: if it holds the lease, its Work is told to
-// stop gracefully and the lease is released afterwards; if not, Run returns
-// at once.
-func (r *Runner) Stop() { r.stopOnce.Do(func() { close(r.stop) }) }
+// Start competes for the lease in the background until ctx ends or Stop is
+// called.
+func (r *Runner) Start(ctx context.Context) error { return r.Go(ctx, r.run) }
 
-// Run competes for the lease until ctx ends or Stop is called. It returns
-// nil in both cases.
-func (r *Runner) Run(ctx context.Context) error {
-	retry := min(time.Second, r.cfg.TTL/5)
+func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
+	wait := min(time.Second, r.cfg.TTL/5)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-r.stop:
+		case <-stop:
 			return nil
 		default:
 		}
-		started := time.Now()
+		started := r.now()
 		l, ok, err := r.store.TryAcquire(ctx, r.name, r.cfg.Holder, r.cfg.TTL)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("acquire lease failed; retrying", zap.Error(err))
 		}
 		if err != nil || !ok {
-			if !r.wait(ctx, retry) {
+			if !retry.Sleep(ctx, wait, stop) {
 				return nil
 			}
 			continue
 		}
-		h := &Held{Lease: l, margin: r.cfg.TTL / 5}
-		h.extend(started, r.cfg.TTL)
+		h := newHeld(l, started, r.cfg.TTL, r.now)
 		r.m.acquired(r.name, l.Epoch)
 		r.log.Info("lease acquired; this instance is now active", zap.Int64("epoch", l.Epoch))
-		released := r.hold(ctx, h)
+		released := r.hold(ctx, h, stop)
 		r.m.lost(r.name)
 		if released {
+			return nil
+		}
+		// A failed Work (see hold) waits before competing again, so that a
+		// Work that fails at once does not spin.
+		if !retry.Sleep(ctx, wait, stop) {
 			return nil
 		}
 	}
 }
 
-// hold runs the work under h until the lease is lost (false) or the runner
-// is stopping (true, after releasing the lease).
-func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
+// hold runs the work under h until the lease is lost or the work failed
+// (false), or the runner is stopping (true, after releasing the lease).
+func (r *Runner) hold(ctx context.Context, h *Held, stop <-chan struct{}) (released bool) {
 	workCtx, cancelWork := context.WithCancel(ctx)
 	defer cancelWork()
 	done := make(chan error, 1)
-	go func() { done <- r.work(workCtx, h, r.stop) }()
+	go func() { done <- r.work(workCtx, h, stop) }()
 
 	renew := time.NewTicker(r.cfg.TTL / 3)
 	defer renew.Stop()
-	working := true
-	stop := r.stop
 	for {
 		select {
 		case err := <-done:
-			working = false
 			switch {
-			case err == nil:
-				// The work finished because we are stopping.
-				r.release(ctx, h)
-				return true
 			case errors.Is(err, ErrLetExpire):
 				r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
 				return true
 			case errors.Is(err, ErrFenced):
 				r.log.Warn("lease lost to a newer epoch; standing by", zap.Error(err))
 				return false
-			default:
-				// The work stopped on an error an operator must fix (it was
-				// logged where it happened). Keep the lease, idle, so a
-				// standby does not repeat the failure; an operator tool
-				// taking the lease over restarts the work.
+			case err != nil:
+				r.log.Error("the work under the lease failed; releasing the lease", zap.Error(err))
+				r.release(ctx, h)
+				return false
 			}
+			// The work finished because we are stopping.
+			r.release(ctx, h)
+			return true
 		case <-renew.C:
-			started := time.Now()
+			started := r.now()
 			err := r.store.Renew(ctx, h.Lease, r.cfg.TTL)
 			switch {
 			case err == nil:
@@ -182,24 +211,13 @@ func (r *Runner) hold(ctx context.Context, h *Held) (released bool) {
 			default:
 				r.log.Warn("lease expired without renewal; stepping down", zap.Error(err))
 			}
-			if working {
-				cancelWork()
-				<-done
-			}
+			cancelWork()
+			<-done
 			return false
-		case <-stop:
-			if !working {
-				r.release(ctx, h)
-				return true
-			}
-			// Work sees stop too and finishes gracefully; wait for it above.
-			stop = nil // a nil channel never fires again in this select
 		case <-ctx.Done():
-			if working {
-				if err := <-done; errors.Is(err, ErrLetExpire) {
-					r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
-					return true
-				}
+			if err := <-done; errors.Is(err, ErrLetExpire) {
+				r.log.Warn("leaving the lease to expire so that a write in flight settles before a successor starts", zap.Error(err))
+				return true
 			}
 			r.release(ctx, h)
 			return true
@@ -215,19 +233,6 @@ func (r *Runner) release(ctx context.Context, h *Held) {
 		return
 	}
 	r.log.Info("lease released", zap.Int64("epoch", h.Lease.Epoch))
-}
-
-func (r *Runner) wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-r.stop:
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // Validate checks the configuration, naming the environment variables.
@@ -280,32 +285,3 @@ func (m *Metrics) lost(name string) { m.holder.WithLabelValues(name).Set(0) }
 // Declare registers the holder gauge at 0 for a lease this instance competes
 // for, so a standby exports the series too.
 func (m *Metrics) Declare(name string) { m.holder.WithLabelValues(name).Set(0) }
-
-// NewHeld wraps a lease acquired at acquiredAt for ttl, for callers that do
-// not use a Runner (operator tools, tests): it is Valid until ttl, less the
-// safety margin, after acquiredAt.
-func NewHeld(l Lease, acquiredAt time.Time, ttl time.Duration) *Held {
-	h := &Held{Lease: l, margin: ttl / 5}
-	h.extend(acquiredAt, ttl)
-	return h
-}
-
-// StopContext returns a context that is cancelled when stop is closed or
-// ctx ends, for work that stops gracefully by cancellation. Call cancel when
-// done; it waits for the watcher goroutine.
-func StopContext(ctx context.Context, stop <-chan struct{}) (context.Context, context.CancelFunc) {
-	c, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-stop:
-			cancel()
-		case <-c.Done():
-		}
-	}()
-	return c, func() {
-		cancel()
-		<-done
-	}
-}

@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,17 +61,25 @@ func (tr *tracker) activeHolder() string {
 func start(t *testing.T, r *lease.Runner) (cancel func()) {
 	t.Helper()
 	ctx, c := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	require.NoError(t, r.Start(ctx))
 	var once sync.Once
 	cancel = func() {
 		once.Do(func() {
 			c()
-			require.NoError(t, <-done)
+			<-r.Done()
+			require.NoError(t, r.Err())
 		})
 	}
 	t.Cleanup(cancel)
 	return cancel
+}
+
+// newRunner is lease.NewRunner for a valid configuration.
+func newRunner(t *testing.T, name string, cfg lease.Config, s *lease.Store, work lease.Work, m *lease.Metrics) *lease.Runner {
+	t.Helper()
+	r, err := lease.NewRunner(name, cfg, s, work, zaptest.NewLogger(t), m)
+	require.NoError(t, err)
+	return r
 }
 
 func TestOneActiveAndHandoverOnStop(t *testing.T) {
@@ -80,8 +89,8 @@ func TestOneActiveAndHandoverOnStop(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := lease.NewMetrics(reg)
 	cfg := func(h string) lease.Config { return lease.Config{TTL: 3 * time.Second, Holder: h} }
-	a := lease.NewRunner("publisher", cfg("a"), s, tr.work("a"), zaptest.NewLogger(t), m)
-	b := lease.NewRunner("publisher", cfg("b"), s, tr.work("b"), zaptest.NewLogger(t), m)
+	a := newRunner(t, "publisher", cfg("a"), s, tr.work("a"), m)
+	b := newRunner(t, "publisher", cfg("b"), s, tr.work("b"), m)
 	start(t, a)
 	require.Eventually(t, func() bool { return tr.activeHolder() == "a" }, 5*time.Second, 5*time.Millisecond)
 	start(t, b)
@@ -112,7 +121,7 @@ func TestDeadHolderIsReplacedAfterTTL(t *testing.T) {
 	require.True(t, ok)
 
 	tr := &tracker{active: map[string]bool{}}
-	b := lease.NewRunner("source:x", lease.Config{TTL: 2 * time.Second, Holder: "b"}, s, tr.work("b"), zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
+	b := newRunner(t, "source:x", lease.Config{TTL: 2 * time.Second, Holder: "b"}, s, tr.work("b"), lease.NewMetrics(prometheus.NewRegistry()))
 	start(t, b)
 	require.Eventually(t, func() bool { return tr.activeHolder() == "b" }, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, []int64{2}, tr.epochs)
@@ -123,7 +132,7 @@ func TestStolenLeaseStopsTheWork(t *testing.T) {
 	ctx := context.Background()
 	s := pgtest.Open(t).Leases
 	tr := &tracker{active: map[string]bool{}}
-	a := lease.NewRunner("source:x", lease.Config{TTL: 1500 * time.Millisecond, Holder: "a"}, s, tr.work("a"), zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
+	a := newRunner(t, "source:x", lease.Config{TTL: 1500 * time.Millisecond, Holder: "a"}, s, tr.work("a"), lease.NewMetrics(prometheus.NewRegistry()))
 	start(t, a)
 	require.Eventually(t, func() bool { return tr.activeHolder() == "a" }, 5*time.Second, 5*time.Millisecond)
 
@@ -152,10 +161,41 @@ func TestWorkFencedStandsBy(t *testing.T) {
 		<-ctx.Done()
 		return nil
 	}
-	r := lease.NewRunner("publisher", lease.Config{TTL: time.Second, Holder: "a"}, s, work, zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
+	r := newRunner(t, "publisher", lease.Config{TTL: time.Second, Holder: "a"}, s, work, lease.NewMetrics(prometheus.NewRegistry()))
 	start(t, r)
 	// It stands by until its own lease expires, then acquires it again.
 	require.Eventually(t, func() bool { return runs.Load() == 2 }, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestFailedWorkReleasesAndCompetesAgain: work that fails (rather than
+// being fenced or stopping) has its lease released and runs again under a
+// new epoch.
+func TestFailedWorkReleasesAndCompetesAgain(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Open(t).Leases
+	var (
+		runs   atomic.Int64
+		epochs = make(chan int64, 2)
+	)
+	work := func(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
+		epochs <- h.Lease.Epoch
+		if runs.Add(1) == 1 {
+			return errors.New("the work broke")
+		}
+		<-ctx.Done()
+		return nil
+	}
+	r := newRunner(t, "publisher", lease.Config{TTL: time.Minute, Holder: "a"}, s, work, lease.NewMetrics(prometheus.NewRegistry()))
+	start(t, r)
+	first, second := <-epochs, <-epochs
+	require.Equal(t, first+1, second, "released and taken again, not left to expire (TTL 1m)")
+}
+
+func TestNewRunnerValidates(t *testing.T) {
+	t.Parallel()
+	_, err := lease.NewRunner("publisher", lease.Config{TTL: time.Millisecond}, nil, nil, zaptest.NewLogger(t), lease.NewMetrics(prometheus.NewRegistry()))
+	require.ErrorContains(t, err, "INGESTD_LEASE_TTL")
+	require.ErrorContains(t, err, "INGESTD_INSTANCE_ID")
 }
 
 func TestConfigValidate(t *testing.T) {

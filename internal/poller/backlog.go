@@ -7,22 +7,11 @@ import (
 	"go.uber.org/zap"
 )
 
-// Backlog estimates the outbox rows waiting for Kafka (outbox.Store), for
-// the backlog bound.
-type Backlog interface {
-	BacklogEstimate(ctx context.Context) (int64, error)
-}
-
-// Halts records that a source halted (cursor.Store).
-type Halts interface {
-	Halt(ctx context.Context, sourceID, reason string) error
-}
-
-// backlogBound pauses a source's polling while more than max outbox rows
+// BacklogBound pauses a source's polling while more than max outbox rows
 // wait for Kafka, so that an outage of Kafka cannot grow the table without
 // bound, and reports the pause on ingestd_polling_paused. Each poller has
 // one, used by one goroutine.
-type backlogBound struct {
+type BacklogBound struct {
 	max    int64 // 0: no bound
 	store  Backlog
 	gauge  prometheus.Gauge
@@ -30,13 +19,14 @@ type backlogBound struct {
 	paused bool
 }
 
-func newBacklogBound(maxRows int64, store Backlog, m *Metrics, sourceID string, log *zap.Logger) *backlogBound {
-	return &backlogBound{max: maxRows, store: store, gauge: m.paused.WithLabelValues(sourceID), log: log}
+// NewBacklogBound returns the bound of src at maxRows (0: no bound).
+func NewBacklogBound(maxRows int64, store Backlog, src *Source) *BacklogBound {
+	return &BacklogBound{max: maxRows, store: store, gauge: src.m.paused.WithLabelValues(src.id), log: src.log}
 }
 
-// room checks the backlog against the bound without waiting, and logs
+// Room checks the backlog against the bound without waiting, and logs
 // pausing and resuming once each.
-func (b *backlogBound) room(ctx context.Context) (bool, error) {
+func (b *BacklogBound) Room(ctx context.Context) (bool, error) {
 	if b.max <= 0 {
 		return true, nil
 	}

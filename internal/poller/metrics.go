@@ -1,6 +1,3 @@
-// Package poller runs the loops that read upstream sources and commit what
-// they read to the outbox: the Yandex journal walk (and the BTS watch-list),
-// with backoff, pacing and halting. It knows nothing of Kafka.
 package poller
 
 import (
@@ -72,6 +69,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(m.paused, m.ingested, m.duplicates, m.pages, m.requests, m.errors, m.unknown, m.halted, m.backoff, m.commitSecs)
 	return m
 }
+
+// Registerer is where the metrics are registered, for a loop's own.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
 
 // maxLabelLen bounds label values taken from upstream data, so a provider
 // sending garbage statuses cannot blow up the metric's memory per series.

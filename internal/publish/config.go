@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/retry"
 )
 
 // Config configures the Kafka side of ingestd.
@@ -53,9 +54,24 @@ type Config struct {
 	// publisher (INGESTD_OUTBOX_IDLE_POLL, default 1s). Commits in this
 	// process wake it at once; this only catches rows written by others.
 	IdlePoll time.Duration
+	// Backoff bounds the waits after a failed write or read-back (the
+	// shared INGESTD_BACKOFF_INITIAL and INGESTD_BACKOFF_MAX).
+	Backoff retry.Config
 	// Failpoints crash the process at armed points (chaos tests only; set
 	// from INGESTD_FAILPOINTS by the daemon).
 	Failpoints *failpoint.Set
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// setDefaults fills the fields whose zero value means "the default".
+func (c *Config) setDefaults() {
+	if c.Backoff == (retry.Config{}) {
+		c.Backoff = retry.DefaultConfig()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // DefaultConfig returns the defaults; Brokers has none.
@@ -71,6 +87,7 @@ func DefaultConfig() Config {
 		Retention:         168 * time.Hour,
 		PruneInterval:     time.Minute,
 		IdlePoll:          time.Second,
+		Backoff:           retry.DefaultConfig(),
 	}
 }
 
@@ -115,6 +132,7 @@ func (c Config) Validate() error {
 	if c.Retention < 0 {
 		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_RETENTION: must not be negative, got %s", c.Retention))
 	}
+	errs = append(errs, c.Backoff.Validate())
 	return errors.Join(errs...)
 }
 

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -18,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
+	"github.com/ingestd/ingestd/internal/retry"
 )
 
 // Store is what the publisher needs of the outbox.
@@ -80,13 +80,20 @@ type Publisher struct {
 	partitionIDs []int
 
 	wake chan struct{}
+	now  func() time.Time
 }
 
-// New checks the topic (creating it when allowed and missing), records the
-// outbox target. It does not publish until Run.
+// New checks cfg (filling in the defaults of zero Backoff and Now), checks
+// the topic (creating it when allowed and missing) and records the outbox
+// target. It does not publish until Run.
 func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
 	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
 	p := &Publisher{
+		now:    cfg.Now,
 		cfg:    cfg,
 		store:  store,
 		log:    log,
@@ -380,7 +387,7 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 		<-maintDone
 	}()
 
-	bo := newBackoff()
+	bo := p.cfg.Backoff.New()
 	p.resetProducer(h)
 	// A new lease term trusts nothing from the last one: reconcile with
 	// Kafka and read the outbox before taking rows from memory again.
@@ -417,9 +424,9 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 		case errors.Is(err, lease.ErrFenced):
 			return err
 		default:
-			wait := bo.NextBackOff()
+			wait := bo.Next()
 			p.log.Warn("publish failed; reconciling with Kafka before retrying", zap.Error(err), zap.Duration("backoff", wait))
-			sleep(ctx, wait)
+			retry.Sleep(ctx, wait)
 		}
 	}
 }
@@ -435,7 +442,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 			// Let a write of unknown outcome land (or fail) before reading
 			// back what Kafka holds; otherwise it could land after the
 			// read-back and be sent twice.
-			sleep(ctx, time.Until(p.settleAt))
+			retry.Sleep(ctx, p.settleAt.Sub(p.now()))
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -477,7 +484,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		// reconcile with what Kafka holds.
 		if ambiguous(werr) {
 			p.unsettled = true
-			p.settleAt = time.Now().Add(p.cfg.WriteTimeout)
+			p.settleAt = p.now().Add(p.cfg.WriteTimeout)
 		}
 		p.resetProducer(h)
 		*wm = nil
@@ -499,7 +506,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		return err
 	}
 	clear(unsaved)
-	p.m.lastPublished.Set(float64(time.Now().Unix()))
+	p.m.lastPublished.Set(float64(p.now().Unix()))
 	return nil
 }
 
@@ -649,7 +656,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 		b = new(writeBufs)
 	}
 	var (
-		now        = time.Now()
+		now        = p.now()
 		epochValue = strconv.AppendInt(nil, epoch, 10)
 		hdrs       = make([]event.Header, 0, perMsg)
 		first      = make([]int, p.partitions+1)
@@ -696,7 +703,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	started := time.Now()
+	started := p.now()
 	errs := make([]error, p.partitions)
 	var wg sync.WaitGroup
 	for part := range p.partitions {
@@ -730,7 +737,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 		})
 	}
 	wg.Wait()
-	p.m.writeSeconds.Observe(time.Since(started).Seconds())
+	p.m.writeSeconds.Observe(p.now().Sub(started).Seconds())
 	if err := errors.Join(errs...); err != nil {
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
@@ -738,7 +745,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 	b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
 	p.bufs = b
 	acked := make(map[int]int64, p.partitions)
-	now = time.Now()
+	now = p.now()
 	// The per-source counter is added to once per run of rows of one
 	// source, not looked up by label for every row.
 	run, runSource := 0, ""
@@ -775,15 +782,10 @@ func ambiguous(err error) bool {
 	return !errors.As(err, &kerr)
 }
 
+// idle waits for a commit's wake-up, a stop, or IdlePoll, whichever comes
+// first.
 func (p *Publisher) idle(ctx context.Context, stop <-chan struct{}) {
-	t := time.NewTimer(p.cfg.IdlePoll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-p.wake:
-	case <-stop:
-	case <-t.C:
-	}
+	retry.Sleep(ctx, p.cfg.IdlePoll, p.wake, stop)
 }
 
 // maintain prunes the outbox and refreshes the backlog gauges.
@@ -829,23 +831,6 @@ func (p *Publisher) refreshBacklog(ctx context.Context) {
 	if b.Oldest.IsZero() {
 		p.m.oldestAge.Set(0)
 	} else {
-		p.m.oldestAge.Set(time.Since(b.Oldest).Seconds())
-	}
-}
-
-func newBackoff() *backoff.ExponentialBackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 10 * time.Second
-	b.MaxElapsedTime = 0 // never give up: the outbox holds the events until Kafka takes them
-	return b
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+		p.m.oldestAge.Set(p.now().Sub(b.Oldest).Seconds())
 	}
 }

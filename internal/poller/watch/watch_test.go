@@ -1,4 +1,4 @@
-package poller_test
+package watch_test
 
 import (
 	"context"
@@ -18,13 +18,19 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/poller/watch"
+	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/service"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/upstream"
 	"github.com/ingestd/ingestd/internal/watchlist"
@@ -40,8 +46,8 @@ const (
 // partitions and counts wake-ups.
 type btsOutbox struct{ notified atomic.Int64 }
 
-func (o *btsOutbox) Partition(key string) int { return int(crc32.ChecksumIEEE([]byte(key)) % 4) }
-func (o *btsOutbox) Notify()                  { o.notified.Add(1) }
+func (o *btsOutbox) Partition(key string) int  { return int(crc32.ChecksumIEEE([]byte(key)) % 4) }
+func (o *btsOutbox) Committed(outbox.Appended) { o.notified.Add(1) }
 
 // btsEnv is a BTS simulator and a migrated store.
 type btsEnv struct {
@@ -88,52 +94,53 @@ func (e *btsEnv) client(t *testing.T, mutate func(*bts.Config)) *bts.Client {
 	return c
 }
 
-// config returns a poller configuration for tests: fast backoff and claims.
-func btsTestConfig(intervals string) poller.BTSConfig {
-	cfg := poller.DefaultBTSConfig(btsSrc, "default")
-	iv, err := poller.ParseBTSIntervals(intervals)
+// btsTestConfig returns a poller configuration for tests: fast backoff and
+// claims.
+func btsTestConfig(intervals string) watch.Config {
+	cfg := watch.Config{SourceID: btsSrc, Account: "default", Schedule: bts.DefaultSchedule()}
+	iv, err := bts.ParseIntervals(intervals)
 	if err != nil {
 		panic(err)
 	}
-	cfg.Intervals = iv
-	cfg.Rate = 5000
-	cfg.Concurrency = 8
-	cfg.ClaimTimeout = 5 * time.Second
-	cfg.IdlePoll = 50 * time.Millisecond
-	cfg.BackoffInitial = 5 * time.Millisecond
-	cfg.BackoffMax = 50 * time.Millisecond
+	cfg.Schedule.Intervals = iv
+	cfg.Schedule.Rate = 5000
+	cfg.Schedule.Concurrency = 8
+	cfg.Schedule.ClaimTimeout = 5 * time.Second
+	cfg.Schedule.IdlePoll = 50 * time.Millisecond
+	cfg.Backoff = retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}
 	cfg.CommitTimeout = 5 * time.Second
 	return cfg
 }
 
 // newPoller builds a poller on the env's store, registry and outbox.
-func (e *btsEnv) newPoller(t *testing.T, cfg poller.BTSConfig, client poller.BTSClient, log *zap.Logger) *poller.BTSPoller {
+func (e *btsEnv) newPoller(t *testing.T, cfg watch.Config, client watch.Client, log *zap.Logger) *watch.Poller {
 	t.Helper()
-	p, err := poller.NewBTS(cfg, client, e.store.Watchlist, e.store.Cursors, e.store.Outbox, e.outbox, log, e.m)
+	p, err := watch.New(cfg, watch.Deps{
+		Client: client, Store: e.store.Watchlist, Halts: e.store.Cursors, Backlog: e.store.Outbox,
+		Outbox: e.outbox, Log: log, Metrics: e.m,
+	})
 	require.NoError(t, err)
 	return p
 }
 
-// startBTS runs p until the test ends or stop is called; stop returns what
-// Run returned. done delivers Run's result if it returns on its own.
-func startBTS(t *testing.T, p *poller.BTSPoller) (stop func() error, done <-chan error) {
+// startBTS starts p until the test ends or stop is called; stop stops it
+// gracefully and returns what its run returned.
+func startBTS(t *testing.T, p *watch.Poller) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var runErr error
-	finished := make(chan struct{})
-	ch := make(chan error, 1)
-	go func() {
-		defer close(finished)
-		runErr = p.Run(ctx)
-		ch <- runErr
-	}()
+	require.NoError(t, p.Start(context.Background()))
 	stop = func() error {
-		cancel()
-		<-finished
-		return runErr
+		p.Stop()
+		return p.Err()
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop, ch
+	return stop
+}
+
+// waitHalt waits until p halts and returns the halt.
+func waitHalt(t *testing.T, p *watch.Poller) *poller.HaltError {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.Halted() != nil }, 30*time.Second, time.Millisecond, "the poller did not halt")
+	return p.Halted()
 }
 
 // track adds orders to the watch-list.
@@ -248,17 +255,17 @@ func TestBTSLifecyclesExactlyOnce(t *testing.T) {
 	// Coarse intervals, scaled like the simulator's time: an order is
 	// polled about ten times in its life, so many changes happen between
 	// two polls and are observed as skips.
-	intervals, err := poller.ParseBTSIntervals("100=6h,800=4h,1100=1h,default=6h")
+	intervals, err := bts.ParseIntervals("100=6h,800=4h,1100=1h,default=6h")
 	require.NoError(t, err)
 	cfg := btsTestConfig("default=1h")
-	cfg.Intervals = intervals.Scaled(speed)
+	cfg.Schedule.Intervals = intervals.Scaled(speed)
 
 	// Two replicas poll the one watch-list, each with its own client.
 	clients := []*bts.Client{e.client(t, nil), e.client(t, nil)}
 	var stops []func() error
 	for i, c := range clients {
 		p := e.newPoller(t, cfg, c, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Named("replica-"+strconv.Itoa(i)))
-		stop, _ := startBTS(t, p)
+		stop := startBTS(t, p)
 		stops = append(stops, stop)
 	}
 
@@ -348,15 +355,11 @@ func TestBTSHaltsOnRejectedCredentials(t *testing.T) {
 	e := newBTSEnv(t, sim.BTSConfig{Seed: 1, Orders: 3})
 	e.track(t, e.sim.Orders()...)
 	client := e.client(t, func(c *bts.Config) { c.Password = secret.New("wrong") })
-	p := e.newPoller(t, btsTestConfig("default=1s"), client, zaptest.NewLogger(t))
-	_, done := startBTS(t, p)
+	core, logs := observer.New(zapcore.DebugLevel)
+	p := e.newPoller(t, btsTestConfig("default=1s"), client, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)))
+	stop := startBTS(t, p)
 
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the poller did not halt")
-	}
+	var err error = waitHalt(t, p)
 	var he *poller.HaltError
 	require.ErrorAs(t, err, &he)
 	require.Equal(t, btsSrc, he.SourceID)
@@ -368,6 +371,15 @@ func TestBTSHaltsOnRejectedCredentials(t *testing.T) {
 	require.NotNil(t, st.HaltedAt)
 	require.Contains(t, st.HaltedReason, "Incorrect login or password.")
 	require.Zero(t, e.sim.TotalCalls())
+
+	// The halt is logged once, as an error; a halted source idles until it
+	// is stopped, and then no longer reports the halt.
+	errs := logs.FilterLevelExact(zapcore.ErrorLevel).All()
+	require.Len(t, errs, 1, "one error line for the halt")
+	require.Contains(t, errs[0].Message, "source halted")
+	require.Equal(t, btsSrc, errs[0].ContextMap()["source"])
+	require.NoError(t, stop())
+	require.Zero(t, metric(t, e.reg, "ingestd_source_halted", map[string]string{"source": btsSrc}))
 }
 
 func TestBTSHaltsOnPermanentError(t *testing.T) {
@@ -377,13 +389,8 @@ func TestBTSHaltsOnPermanentError(t *testing.T) {
 	// The dictionary fetch succeeds; the order's poll gets a 422.
 	e.sim.Inject(sim.BTSFault{Kind: sim.BTSFaultNone}, sim.BTSFault{Kind: sim.BTSFaultValidation})
 	p := e.newPoller(t, btsTestConfig("default=1s"), e.client(t, nil), zaptest.NewLogger(t))
-	_, done := startBTS(t, p)
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the poller did not halt")
-	}
+	stop := startBTS(t, p)
+	var err error = waitHalt(t, p)
 	require.Equal(t, upstream.Permanent, upstream.ClassOf(err))
 	require.ErrorContains(t, err, "Order Id must be an integer.")
 
@@ -394,6 +401,7 @@ func TestBTSHaltsOnPermanentError(t *testing.T) {
 	require.Equal(t, watchlist.Active, page[0].State)
 	require.Contains(t, page[0].LastError, "Order Id must be an integer.")
 	require.Empty(t, e.outboxRows(t))
+	require.NoError(t, stop())
 }
 
 func TestBTSNotFoundOrdersLeaveTheActiveSet(t *testing.T) {
@@ -402,7 +410,7 @@ func TestBTSNotFoundOrdersLeaveTheActiveSet(t *testing.T) {
 	e.track(t, e.sim.Orders()...)
 	e.track(t, "1", "no-such-order")
 	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 
 	require.Eventually(t, func() bool {
 		c := e.counts(t)
@@ -446,7 +454,7 @@ func TestBTSBacksOffAndKeepsTheOrderDue(t *testing.T) {
 		inner.ServeHTTP(w, r)
 	})
 	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 	require.Eventually(t, func() bool { return len(e.outboxRows(t)) == 1 }, 20*time.Second, 20*time.Millisecond)
 	require.NoError(t, stop())
 
@@ -473,9 +481,9 @@ func TestBTSStopReleasesClaimsAndReturnsNil(t *testing.T) {
 	}
 	e.sim.Inject(faults...)
 	cfg := btsTestConfig("default=1h")
-	cfg.Concurrency = 2
+	cfg.Schedule.Concurrency = 2
 	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 	require.Eventually(t, func() bool { return e.sim.TotalCalls() == 2 }, 10*time.Second, 10*time.Millisecond)
 	started := time.Now()
 	require.NoError(t, stop(), "a cancelled Run returns nil")
@@ -496,9 +504,9 @@ func TestBTSDictionaryIsStoredAndRefreshed(t *testing.T) {
 	t.Parallel()
 	e := newBTSEnv(t, sim.BTSConfig{Seed: 6, Orders: 1, StatusPageSize: 5})
 	cfg := btsTestConfig("default=1h")
-	cfg.DictionaryRefresh = 50 * time.Millisecond
+	cfg.Schedule.DictionaryRefresh = 50 * time.Millisecond
 	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 	require.Eventually(t, func() bool {
 		return metric(t, e.reg, "ingestd_bts_dictionary_refresh_total", map[string]string{"result": "ok"}) >= 3
 	}, 20*time.Second, 10*time.Millisecond)
@@ -515,10 +523,10 @@ func TestBTSRunTwiceIsAnError(t *testing.T) {
 	t.Parallel()
 	e := newBTSEnv(t, sim.BTSConfig{Seed: 7})
 	p := e.newPoller(t, btsTestConfig("default=1h"), e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 	require.Eventually(t, func() bool { return e.sim.Requests() > 0 }, 10*time.Second, 10*time.Millisecond)
-	err := p.Run(context.Background())
-	require.Error(t, err)
+	err := p.Start(context.Background())
+	require.ErrorIs(t, err, service.ErrStarted)
 	require.False(t, errors.As(err, new(*poller.HaltError)))
 	require.NoError(t, stop())
 }
@@ -536,10 +544,10 @@ func TestBTSPausesAtTheBacklogBound(t *testing.T) {
 	cfg.MaxBacklog = bound
 	// Few orders in flight, so the overshoot past the bound is small: the
 	// bound is checked before each claim, and what is claimed is polled.
-	cfg.Rate, cfg.Concurrency = 100, 2
-	inFlight := 2*cfg.Concurrency + int(cfg.Rate/4) + 1
+	cfg.Schedule.Rate, cfg.Schedule.Concurrency = 100, 2
+	inFlight := 2*cfg.Schedule.Concurrency + int(cfg.Schedule.Rate/4) + 1
 	p := e.newPoller(t, cfg, e.client(t, nil), zaptest.NewLogger(t))
-	stop, _ := startBTS(t, p)
+	stop := startBTS(t, p)
 
 	paused := map[string]string{"source": btsSrc}
 	require.Eventually(t, func() bool {

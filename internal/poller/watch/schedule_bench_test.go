@@ -1,4 +1,4 @@
-package poller_test
+package watch_test
 
 import (
 	"context"
@@ -29,7 +29,9 @@ import (
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/poller/watch"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/storage"
@@ -87,8 +89,8 @@ func TestBTSScheduleReport(t *testing.T) {
 }
 
 func reportBTSSchedule(tb testing.TB) {
-	adaptive := poller.DefaultBTSIntervals()
-	fixed, err := poller.ParseBTSIntervals("default=1m")
+	adaptive := bts.DefaultIntervals()
+	fixed, err := bts.ParseIntervals("default=1m")
 	require.NoError(tb, err)
 	speed := envFloat(tb, "INGESTD_BTS_BENCH_SPEED", 1000)
 
@@ -173,7 +175,7 @@ type scheduleScenario struct {
 	// speed is the simulator's time compression; intervals are divided by
 	// it too.
 	speed     float64
-	intervals poller.BTSIntervals
+	intervals bts.Intervals
 	// backdate spreads the orders' creation before the start.
 	backdate time.Duration
 	// window, when set, measures a steady state for that long after every
@@ -342,13 +344,13 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		}
 	}
 
-	cfg := poller.DefaultBTSConfig(btsSrc, "default")
-	cfg.Intervals = sc.intervals.Scaled(sc.speed)
-	cfg.Rate = 50_000
-	cfg.Concurrency = 16
-	cfg.IdlePoll = 10 * time.Millisecond
-	cfg.ClaimTimeout = time.Minute
-	cfg.BackoffInitial, cfg.BackoffMax = 5*time.Millisecond, 100*time.Millisecond
+	cfg := watch.Config{SourceID: btsSrc, Account: "default", Schedule: bts.DefaultSchedule()}
+	cfg.Schedule.Intervals = sc.intervals.Scaled(sc.speed)
+	cfg.Schedule.Rate = 50_000
+	cfg.Schedule.Concurrency = 16
+	cfg.Schedule.IdlePoll = 10 * time.Millisecond
+	cfg.Schedule.ClaimTimeout = time.Minute
+	cfg.Backoff = retry.Config{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond}
 	reg := prometheus.NewRegistry()
 	var outbox poller.Outbox = &btsOutbox{}
 	if sc.kafka != "" {
@@ -360,23 +362,20 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		defer func() { _ = finish() }()
 		outbox, publisherFinish = pub, finish
 	}
-	p, err := poller.NewBTS(cfg, client, store, base.Cursors, base.Outbox, outbox, zap.NewNop(), poller.NewMetrics(reg))
+	p, err := watch.New(cfg, watch.Deps{
+		Client: client, Store: store, Halts: base.Cursors, Backlog: base.Outbox,
+		Outbox: outbox, Log: zap.NewNop(), Metrics: poller.NewMetrics(reg),
+	})
 	if err != nil {
 		return scheduleResult{}, err
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
-	var runErr error
-	finished := make(chan struct{})
 	started := time.Now()
-	go func() {
-		defer close(finished)
-		runErr = p.Run(runCtx)
-	}()
-	defer func() {
-		stop()
-		<-finished
-	}()
+	if err := p.Start(ctx); err != nil {
+		return scheduleResult{}, err
+	}
+	defer p.Stop()
+	finished := p.Done()
 
 	count := func(q string) (int64, error) {
 		var n int64
@@ -396,10 +395,12 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 				return nil
 			case time.Now().After(deadline):
 				return fmt.Errorf("%s: %s did not finish within %s (%d left)", sc.name, what, limit, n)
+			case p.Halted() != nil:
+				return fmt.Errorf("%s: the poller halted: %w", sc.name, p.Halted())
 			}
 			select {
 			case <-finished:
-				return fmt.Errorf("%s: the poller stopped: %v", sc.name, runErr)
+				return fmt.Errorf("%s: the poller stopped: %v", sc.name, p.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
@@ -429,7 +430,7 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		sleep := func(d time.Duration) error {
 			select {
 			case <-finished:
-				return fmt.Errorf("%s: the poller stopped: %v", sc.name, runErr)
+				return fmt.Errorf("%s: the poller stopped: %v", sc.name, p.Err())
 			case <-time.After(d):
 				return nil
 			}
@@ -455,10 +456,12 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	r.heapMiB = float64(ms.HeapAlloc) / (1 << 20)
-	stop()
-	<-finished
-	if runErr != nil {
-		return scheduleResult{}, runErr
+	p.Stop()
+	if err := p.Err(); err != nil {
+		return scheduleResult{}, err
+	}
+	if h := p.Halted(); h != nil {
+		return scheduleResult{}, h
 	}
 	store.mu.Lock()
 	r.claimLags = store.lags
@@ -705,7 +708,7 @@ func fmtReal(d time.Duration) string {
 }
 
 // longestInterval returns the longest interval of a schedule.
-func longestInterval(iv poller.BTSIntervals) time.Duration {
+func longestInterval(iv bts.Intervals) time.Duration {
 	longest := iv.For(-1) // the default
 	for _, code := range []int{0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400} {
 		longest = max(longest, iv.For(code))

@@ -1,15 +1,17 @@
-package poller
+package watch
 
 import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ingestd/ingestd/internal/bts"
 )
 
-// BTSMetrics are the BTS watch-list poller's own metrics, labelled by source.
+// metrics are the BTS watch-list poller's own metrics, labelled by source.
 // The poller also feeds the shared per-source metrics (upstream requests and
 // errors, halted, backoff, events ingested, unknown statuses).
-type BTSMetrics struct {
+type metrics struct {
 	polls        *prometheus.CounterVec
 	skips        *prometheus.CounterVec
 	unknown      *prometheus.CounterVec
@@ -22,11 +24,11 @@ type BTSMetrics struct {
 	commitFailed *prometheus.CounterVec
 }
 
-// NewBTSMetrics registers the BTS metrics on reg, or returns the ones
+// newMetrics registers the BTS metrics on reg, or returns the ones
 // already registered there, so that several BTS sources (accounts) share
 // one set.
-func NewBTSMetrics(reg prometheus.Registerer) *BTSMetrics {
-	return &BTSMetrics{
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
 		polls: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingestd_bts_polls_total",
 			Help: "BTS order polls by outcome: changed, unchanged, not_found, stale (lost the compare-and-set to a newer observation), or the failure class.",
@@ -85,4 +87,20 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		panic(err)
 	}
 	return c
+}
+
+// registerAuth exports the client's counts of logins and token refreshes
+// for source: they show token trouble before it becomes a halt.
+func (m *metrics) registerAuth(reg prometheus.Registerer, source string, stats func() bts.AuthStats) {
+	for kind, get := range map[string]func(bts.AuthStats) int64{
+		"login":           func(s bts.AuthStats) int64 { return s.Logins },
+		"refresh":         func(s bts.AuthStats) int64 { return s.Refreshes },
+		"refresh_failure": func(s bts.AuthStats) int64 { return s.RefreshFailures },
+	} {
+		register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "ingestd_bts_auth_total",
+			Help:        "BTS logins, token refreshes and refreshes that failed and fell back to a login.",
+			ConstLabels: prometheus.Labels{"source": source, "kind": kind},
+		}, func() float64 { return float64(get(stats())) }))
+	}
 }

@@ -1,4 +1,4 @@
-package poller_test
+package journal_test
 
 import (
 	"context"
@@ -11,13 +11,19 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/poller/journal"
+	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 	"github.com/ingestd/ingestd/internal/upstream"
@@ -26,23 +32,25 @@ import (
 
 const token = "test-token"
 
-// outbox stands in for the publisher, which these tests do not exercise:
-// every event goes to partition 0 and wake-ups are counted.
-type outbox struct{ notified atomic.Int64 }
+// publisher stands in for the publisher, which these tests do not
+// exercise: every event goes to partition 0 and hand-overs are counted.
+type publisher struct{ notified atomic.Int64 }
 
-func (o *outbox) Partition(string) int { return 0 }
-func (o *outbox) Notify()              { o.notified.Add(1) }
+func (o *publisher) Partition(string) int      { return 0 }
+func (o *publisher) Committed(outbox.Appended) { o.notified.Add(1) }
 
 // env is one poller wired to a real store and a simulated journal.
 type env struct {
 	store   *pgtest.Stores
 	sim     *sim.Yandex
-	poller  *poller.JournalPoller
+	poller  *journal.Poller
 	reg     *prometheus.Registry
-	outbox  *outbox
+	outbox  *publisher
 	srvURL  string
 	arrived *requestLog
-	lease   lease.Lease
+	lease   *lease.Held
+	// logs holds what the poller logged.
+	logs *observer.ObservedLogs
 }
 
 // requestLog records when each journal request arrived.
@@ -90,19 +98,29 @@ func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env
 	require.NoError(t, err)
 
 	reg := prometheus.NewRegistry()
-	ob := &outbox{}
-	p := poller.NewJournal(poller.JournalConfig{
-		SourceID:       yc.SourceID(),
-		Account:        yc.Account,
-		PollInterval:   yc.PollInterval,
-		BackoffInitial: 5 * time.Millisecond,
-		BackoffMax:     50 * time.Millisecond,
-		CommitTimeout:  5 * time.Second,
-	}, client, store.Cursors, store.Outbox, ob, zaptest.NewLogger(t), poller.NewMetrics(reg))
+	ob := &publisher{}
+	core, logs := observer.New(zapcore.DebugLevel)
+	p := newPoller(t, journal.Config{
+		SourceID:      yc.SourceID(),
+		Account:       yc.Account,
+		PollInterval:  yc.PollInterval,
+		Backoff:       retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
+		CommitTimeout: 5 * time.Second,
+	}, client, store, ob, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)), reg)
 	l, ok, err := store.Leases.TryAcquire(ctx, "source:"+yc.SourceID(), "test", time.Hour)
 	require.NoError(t, err)
 	require.True(t, ok)
-	return &env{store: store, sim: y, poller: p, reg: reg, outbox: ob, srvURL: srv.URL, arrived: log, lease: l}
+	return &env{store: store, sim: y, poller: p, reg: reg, outbox: ob, srvURL: srv.URL, arrived: log, lease: lease.NewHeld(l, time.Now(), time.Hour), logs: logs}
+}
+
+// newPoller is journal.New with the test's store, for a valid cfg.
+func newPoller(t *testing.T, cfg journal.Config, client journal.Client, store *pgtest.Stores, ob poller.Outbox, log *zap.Logger, reg prometheus.Registerer) *journal.Poller {
+	t.Helper()
+	p, err := journal.New(cfg, journal.Deps{
+		Client: client, Cursors: store.Cursors, Backlog: store.Outbox, Outbox: ob, Log: log, Metrics: poller.NewMetrics(reg),
+	})
+	require.NoError(t, err)
+	return p
 }
 
 // start runs the poller until the test ends or stop is called; stop returns
@@ -111,7 +129,7 @@ func (e *env) start(t *testing.T) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.poller.Run(ctx, e.lease) }()
+	go func() { done <- e.poller.Run(ctx, e.lease, nil) }()
 	var once sync.Once
 	var err error
 	stop = func() error {
@@ -244,7 +262,7 @@ func TestOutcomeClasses(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- e.poller.Run(ctx, e.lease) }()
+			go func() { done <- e.poller.Run(ctx, e.lease, nil) }()
 
 			if tc.halts == 0 {
 				e.waitCursor(t, n)
@@ -255,12 +273,8 @@ func TestOutcomeClasses(t *testing.T) {
 				require.Positive(t, counter(t, e.reg, "ingestd_upstream_errors_total", ""))
 				return
 			}
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the source did not halt")
-			}
+			require.Eventually(t, func() bool { return e.poller.Halted() != nil }, 20*time.Second, time.Millisecond, "the source halts")
+			var err error = e.poller.Halted()
 			var halt *poller.HaltError
 			require.ErrorAs(t, err, &halt)
 			require.Equal(t, tc.halts, upstream.ClassOf(err))
@@ -270,6 +284,25 @@ func TestOutcomeClasses(t *testing.T) {
 			require.NotEmpty(t, st.HaltedReason)
 			require.Equal(t, 1.0, counter(t, e.reg, "ingestd_source_halted", ""))
 			require.NotContains(t, st.HaltedReason, token, "the token never reaches stored errors")
+
+			// The halt is logged once, as an error naming the source and
+			// the cause; nothing else is logged at error level.
+			errs := e.logs.FilterLevelExact(zapcore.ErrorLevel).All()
+			require.Len(t, errs, 1, "one error line for the halt")
+			require.Contains(t, errs[0].Message, "source halted")
+			require.Equal(t, "yandex/default", errs[0].ContextMap()["source"])
+			require.Contains(t, errs[0].ContextMap()["error"], tc.halts.String())
+
+			// A halted source stays idle, holding on, until it is stopped;
+			// then this instance no longer reports it halted.
+			select {
+			case err := <-done:
+				t.Fatalf("Run returned %v while halted", err)
+			default:
+			}
+			cancel()
+			require.NoError(t, <-done)
+			require.Zero(t, counter(t, e.reg, "ingestd_source_halted", ""))
 		})
 	}
 }
@@ -315,10 +348,10 @@ func TestStopFinishesThePageInFlight(t *testing.T) {
 	require.Less(t, first.EventsTotal, int64(n), "stopped mid-stream")
 
 	// A new poller on the same database resumes at the stored cursor.
-	e.poller = poller.NewJournal(poller.JournalConfig{
+	e.poller = newPoller(t, journal.Config{
 		SourceID: "yandex/default", Account: "default", PollInterval: 20 * time.Millisecond,
-		BackoffInitial: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond, CommitTimeout: 5 * time.Second,
-	}, mustClient(t, e.srvURL), e.store.Cursors, e.store.Outbox, e.outbox, zaptest.NewLogger(t), poller.NewMetrics(prometheus.NewRegistry()))
+		Backoff: retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}, CommitTimeout: 5 * time.Second,
+	}, mustClient(t, e.srvURL), e.store, e.outbox, zaptest.NewLogger(t), prometheus.NewRegistry())
 	stop = e.start(t)
 	e.waitCursor(t, n)
 	require.NoError(t, stop())
