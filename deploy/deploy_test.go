@@ -38,6 +38,8 @@ import (
 	kustypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ingestd/ingestd/internal/lease"
 )
 
 // metricKind is a Prometheus metric type.
@@ -119,7 +121,9 @@ func validLabelValue(metric, label, value string) bool {
 	case "source":
 		return strings.HasPrefix(value, "yandex/") || strings.HasPrefix(value, "bts/")
 	case "lease":
-		return value == "publisher" || strings.HasPrefix(value, "source:yandex/") || strings.HasPrefix(value, "source:bts/")
+		// Only journal sources have a lease; BTS sources share their
+		// watch-list without one.
+		return value == lease.Publisher || strings.HasPrefix(value, lease.Source("yandex/"))
 	}
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/debug"
 
 	"go.uber.org/zap"
@@ -23,20 +24,21 @@ var version = "dev"
 const usage = `ingestd turns courier APIs into one stream of delivery events on Kafka.
 
 Usage:
-  ingestd [run] [flags]   run the daemon (configuration from INGESTD_* variables or flags)
-  ingestd migrate         apply database migrations (INGESTD_DATABASE_URL)
-  ingestd check-config    validate the configuration and check PostgreSQL and Kafka answer
-  ingestd cursor show     every source's cursor, event count, halt state and active instance
-  ingestd cursor history  --source S: the source's cursor changes, newest first
-  ingestd cursor set      --source S --value V --reason R: replace a cursor (takes the lease)
-  ingestd cursor rewind   --source S --to TIME --reason R: back to a recorded cursor
-  ingestd outbox stats    outbox size, unpublished rows, per-partition progress
-  ingestd bts track ID…   add BTS orders to the watch-list (untrack ID… removes them)
-  ingestd bts list        the BTS watch-list: status, changes, state, next poll
-  ingestd version         print the version
+  ingestd [run] [flags]    run the daemon (configuration from INGESTD_* variables or flags)
+  ingestd migrate          apply database migrations (INGESTD_DATABASE_URL)
+  ingestd check-config     validate the configuration and check PostgreSQL and Kafka answer
+  ingestd cursor show      every source's cursor, event count, halt state and active instance
+  ingestd cursor history   --source S: the source's cursor changes, newest first
+  ingestd cursor set       --source S --value V --reason R: replace a cursor (takes the lease)
+  ingestd cursor rewind    --source S --to TIME --reason R: back to a recorded cursor
+  ingestd outbox stats     outbox size, unpublished rows, per-partition progress
+  ingestd bts track ID…    add BTS orders to the watch-list
+  ingestd bts untrack ID…  remove BTS orders from the watch-list
+  ingestd bts list         the BTS watch-list: status, changes, state, next poll
+  ingestd version          print the version
 
 Every flag has an environment variable: --kafka-brokers is INGESTD_KAFKA_BROKERS.
-Commands print human output, or JSON with --json.
+Every command but the daemon prints human output, or JSON with --json.
 Run 'ingestd run -h' for the daemon's flags.
 `
 
@@ -61,8 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "check-config":
 		return runCheckConfig(ctx, args, stdout, stderr)
 	case "version":
-		_, err := fmt.Fprintln(stdout, buildVersion())
-		return err
+		return runVersion(args, stdout, stderr)
 	case "help":
 		_, err := fmt.Fprint(stdout, usage)
 		return err
@@ -98,6 +99,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := pg.DefaultConfig()
 	fs := flag.NewFlagSet("ingestd migrate", flag.ContinueOnError)
 	fs.Var(secret.Flag{S: &cfg.DatabaseURL}, "database-url", "PostgreSQL DSN (required)")
+	var asJSON bool
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -107,6 +110,18 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	applied, err := pg.Migrate(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		type migration struct {
+			Version         int64   `json:"version"`
+			Name            string  `json:"name"`
+			DurationSeconds float64 `json:"duration_seconds"`
+		}
+		out := make([]migration, 0, len(applied))
+		for _, m := range applied {
+			out = append(out, migration{m.Version, m.Name, m.Duration.Seconds()})
+		}
+		return printJSON(stdout, map[string]any{"applied": out})
 	}
 	if len(applied) == 0 {
 		_, err = fmt.Fprintln(stdout, "database schema is up to date")
@@ -118,6 +133,22 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	return nil
+}
+
+// runVersion prints the version, as text or with --json as
+// {"version": ..., "go": ...}.
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ingestd version", flag.ContinueOnError)
+	var asJSON bool
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(stdout, map[string]string{"version": buildVersion(), "go": runtime.Version()})
+	}
+	_, err := fmt.Fprintln(stdout, buildVersion())
+	return err
 }
 
 // newLogger returns the logger c describes. An invalid level or format falls

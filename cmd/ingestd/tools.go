@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pg"
@@ -186,6 +187,11 @@ func cursorHistory(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return tw.Flush()
 }
 
+// resumeNote says what a cursor change does to the running daemon: the
+// source's lease is taken over and handed back, which restarts the source,
+// so a halted one resumes.
+const resumeNote = "The running daemon continues from this cursor within seconds (at its next lease renewal); a halted source resumes."
+
 // cursorChange implements `cursor set` and `cursor rewind`: it takes the
 // source's lease over (the daemon's next write is fenced and it stands by),
 // writes the cursor with the operator's name and reason in the history, and
@@ -217,6 +223,8 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 		return &usageError{errors.New("--value is required")}
 	case cmd == "rewind" && to == "":
 		return &usageError{errors.New("--to is required")}
+	case strings.HasPrefix(source, bts.SourceID("")):
+		return &usageError{fmt.Errorf("%s is a BTS watch-list source: it has no cursor (its orders are in `ingestd bts list`); a halted BTS source resumes when ingestd restarts", source)}
 	}
 	if cmd == "rewind" {
 		at, err := time.Parse(time.RFC3339Nano, to)
@@ -248,7 +256,7 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 	if asJSON {
 		return printJSON(stdout, map[string]any{"source": source, "cursor": value, "prev_cursor": prev, "actor": who, "reason": reason, "lease_epoch": l.Epoch})
 	}
-	_, err = fmt.Fprintf(stdout, "cursor of %s set by %s\n  from %s\n  to   %s\nreason: %s\nThe running daemon picks it up within a few seconds.\n", source, who, prev, value, reason)
+	_, err = fmt.Fprintf(stdout, "cursor of %s set by %s\n  from %s\n  to   %s\nreason: %s\n%s\n", source, who, prev, value, reason, resumeNote)
 	return err
 }
 

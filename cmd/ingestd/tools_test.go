@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -160,6 +165,7 @@ func TestToolUsageErrors(t *testing.T) {
 		{[]string{"cursor", "set", "--source", "yandex/default", "--reason", "r"}, "--value is required"},
 		{[]string{"cursor", "rewind", "--source", "yandex/default", "--reason", "r", "--to", "yesterday"}, "RFC 3339"},
 		{[]string{"outbox"}, "usage: ingestd outbox stats"},
+		{[]string{"cursor", "set", "--source", "bts/default", "--value", "x", "--reason", "r"}, "bts/default is a BTS watch-list source: it has no cursor"},
 	}
 	for _, tc := range tests {
 		var out, errOut bytes.Buffer
@@ -171,4 +177,136 @@ func TestToolUsageErrors(t *testing.T) {
 	err := run(context.Background(), []string{"cursor", "rewind", "--source", "yandex/default", "--reason", "r", "--to", "2020-01-01T00:00:00Z"}, &out, &errOut)
 	require.ErrorIs(t, err, cursor.ErrNoHistory)
 	require.Equal(t, 1, exitCode(err, &errOut))
+}
+
+// TestHaltLastsUntilTheSourceRestarts is the halt's contract: a journal
+// source whose cursor is rejected halts (the record in `cursor show`, the
+// gauge), stays halted while the daemon runs, and resumes in the running
+// daemon when an operator sets its cursor, which restarts it; the halt
+// record and the gauge are then cleared.
+func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
+	const n, page = 1000, 200
+	y, err := sim.NewYandex(sim.YandexConfig{Seed: 32, Token: "tok", Backlog: n})
+	require.NoError(t, err)
+	// Two pages, then the journal rejects the cursor, as after a bad
+	// manual change or a cursor that expired upstream.
+	y.Inject(sim.Fault{Kind: sim.FaultNone}, sim.Fault{Kind: sim.FaultNone}, sim.Fault{Kind: sim.FaultBadCursor})
+	srv := httptest.NewServer(y)
+	t.Cleanup(srv.Close)
+	kc := kafkatest.Start(t)
+	dsn := pgtest.Schema(t)
+	t.Setenv("INGESTD_DATABASE_URL", dsn)
+	cli(t, "migrate")
+
+	cfg := daemon.DefaultConfig()
+	cfg.Database.DatabaseURL = secret.New(dsn)
+	cfg.Kafka.Brokers = []string{kc.Addr}
+	cfg.Yandex.Token = secret.New("tok")
+	cfg.Yandex.BaseURL = srv.URL
+	cfg.Yandex.PageLimit = page
+	cfg.Yandex.PollInterval = 50 * time.Millisecond
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Kafka.WriteTimeout = time.Second
+	cfg.Lease.TTL = 2 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+
+	// show is the source in `cursor show`; empty before its first commit.
+	show := func() map[string]any {
+		var views []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "show", "--json")), &views))
+		if len(views) == 0 {
+			return map[string]any{}
+		}
+		return views[0]
+	}
+	halted := func() float64 {
+		t.Helper()
+		resp, err := http.Get("http://" + d.HTTPAddr() + "/metrics")
+		require.NoError(t, err)
+		defer func() { _ = resp.Body.Close() }()
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := p.TextToMetricFamilies(resp.Body)
+		require.NoError(t, err)
+		f, ok := families["ingestd_source_halted"]
+		require.True(t, ok, "ingestd_source_halted is exported")
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == "yandex/default" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+
+	require.Eventually(t, func() bool { return show()["halted_at"] != nil }, 30*time.Second, 20*time.Millisecond, "the source halts")
+	at := show()
+	require.Contains(t, at["halted_reason"], "invalid_cursor")
+	require.Equal(t, y.CursorAfter(2*page), at["cursor"], "the halt keeps the cursor")
+	require.Equal(t, 1.0, halted())
+	require.Contains(t, cli(t, "cursor", "show"), "HALTED: ")
+
+	// It stays halted while the daemon runs: the lease is renewed, twice
+	// over, and nothing moves.
+	requests := y.Requests()
+	renewed := time.Now().Add(cfg.Lease.TTL)
+	require.Eventually(t, func() bool { return time.Now().After(renewed) }, 10*time.Second, 50*time.Millisecond)
+	require.Equal(t, requests, y.Requests(), "a halted source sends no request")
+	require.NotNil(t, show()["halted_at"])
+	require.Equal(t, 1.0, halted())
+
+	// The operator sets the cursor (here back to where it was): the source
+	// restarts and walks to the end.
+	out := cli(t, "cursor", "set", "--source", "yandex/default", "--value", y.CursorAfter(2*page), "--reason", "cursor repaired")
+	require.Contains(t, out, "a halted source resumes")
+	require.Eventually(t, func() bool { return show()["cursor"] == y.CursorAfter(n) }, 60*time.Second, 20*time.Millisecond, "the source resumes")
+	require.Nil(t, show()["halted_at"])
+	require.Equal(t, 0.0, halted())
+}
+
+// TestEveryCommandSpeaksJSON holds the README's promise: every operator
+// command in the usage prints JSON with --json. A command added to the
+// usage without an entry here fails the test.
+func TestEveryCommandSpeaksJSON(t *testing.T) {
+	dsn := pgtest.Schema(t)
+	t.Setenv("INGESTD_DATABASE_URL", dsn)
+	t.Setenv("INGESTD_KAFKA_BROKERS", "127.0.0.1:9")
+	t.Setenv("INGESTD_YANDEX_TOKEN", "tok")
+	args := map[string][]string{
+		"migrate":        {"migrate"},
+		"check-config":   {"check-config", "--offline"},
+		"cursor show":    {"cursor", "show"},
+		"cursor history": {"cursor", "history", "--source", "yandex/default"},
+		"cursor set":     {"cursor", "set", "--source", "yandex/default", "--value", "c1", "--reason", "test"},
+		"cursor rewind":  {"cursor", "rewind", "--source", "yandex/default", "--to", "2999-01-01T00:00:00Z", "--reason", "test"},
+		"outbox stats":   {"outbox", "stats"},
+		"bts track":      {"bts", "track", "4293644"},
+		"bts untrack":    {"bts", "untrack", "4293644"},
+		"bts list":       {"bts", "list"},
+		"version":        {"version"},
+	}
+	// The usage's commands, in its order; the daemon itself logs JSON
+	// lines and has no --json.
+	line := regexp.MustCompile(`(?m)^  ingestd ((?:[a-z-]+)(?: (?:[a-z]+))?)`)
+	var commands []string
+	for _, m := range line.FindAllStringSubmatch(usage, -1) {
+		if cmd := m[1]; !strings.HasPrefix(cmd, "[run]") && cmd != "run" {
+			commands = append(commands, cmd)
+		}
+	}
+	require.Len(t, commands, len(args), "every command of the usage is in the table: %v", commands)
+	for _, cmd := range commands {
+		a, ok := args[cmd]
+		require.True(t, ok, "no --json case for %q", cmd)
+		out := cli(t, append(a, "--json")...)
+		require.True(t, json.Valid([]byte(out)), "ingestd %s --json printed %q", cmd, out)
+	}
 }

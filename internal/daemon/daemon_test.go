@@ -11,6 +11,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ingestd/ingestd/internal/cursor"
@@ -30,6 +31,8 @@ type stack struct {
 	store *pgtest.Stores // the test's own view of the database
 	sim   *sim.Yandex
 	kafka *kafkatest.Cluster
+	// log is the daemon's logger; nil logs to the test.
+	log *zap.Logger
 }
 
 func newStack(t *testing.T, sc sim.YandexConfig) *stack {
@@ -69,7 +72,11 @@ type running struct {
 func (s *stack) start(t *testing.T) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, s.cfg, zaptest.NewLogger(t))
+	log := s.log
+	if log == nil {
+		log = zaptest.NewLogger(t)
+	}
+	d, err := daemon.New(ctx, s.cfg, log)
 	require.NoError(t, err)
 	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Run(ctx) }()
