@@ -153,7 +153,7 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 	p.log.Info("created topic", zap.String("topic", p.cfg.Topic), zap.Int("partitions", p.cfg.Partitions))
 	// Metadata can lag creation for a moment on a real cluster.
 	last := ErrTopicMissing
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	for deadline := p.now().Add(30 * time.Second); p.now().Before(deadline); {
 		n, err := topicPartitions(ctx, p.cfg)
 		if err == nil && n > 0 {
 			return n, nil
@@ -161,10 +161,8 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 		if err != nil {
 			last = err
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, 200*time.Millisecond) {
 			return 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 	return 0, fmt.Errorf("topic %q not visible after creation: %w", p.cfg.Topic, last)

@@ -58,6 +58,8 @@ func readTail(ctx context.Context, d *kafka.Dialer, broker, topic string, part i
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	} else {
+		// A socket deadline is wall-clock time for the kernel: the real
+		// clock, not the injected one.
 		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	}
 	first, err := conn.ReadFirstOffset()

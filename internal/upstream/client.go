@@ -184,6 +184,8 @@ func (c *Client) Do(ctx context.Context, r Request) (status int, body []byte, er
 		// A failed read of an error body changes nothing: the status alone
 		// decides the class, and what was read still helps the operator.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, min(c.maxBody, maxErrorBodyBytes)))
+		// An HTTP-date Retry-After is the server's wall-clock time, read
+		// against ours, not against a component's injected clock.
 		return 0, nil, c.classifyStatus(r.Op, resp.StatusCode, resp.Header, b, time.Now())
 	}
 	// A declared length over the limit fails at once rather than after
