@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/cursor"
-	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
@@ -43,21 +42,6 @@ func withLease(t *testing.T, s *pgtest.Stores, p cursor.Page) cursor.Page {
 	return p
 }
 
-func row(id int, partition int) outbox.Row {
-	return outbox.Row{
-		Partition: partition,
-		Msg: event.Message{
-			ID:      fmt.Sprintf("00000000-0000-0000-0000-%012d", id),
-			Key:     fmt.Sprintf("yandex:claim-%d", id%7),
-			Source:  "/ingestd/yandex/default",
-			Type:    event.TypeStatusChanged,
-			Subject: fmt.Sprintf("claim-%d", id%7),
-			Time:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-			Payload: []byte(fmt.Sprintf(`{"n":%d}`, id)),
-		},
-	}
-}
-
 func TestCommitPageStoresCursorByteForByte(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -69,7 +53,7 @@ func TestCommitPageStoresCursorByteForByte(t *testing.T) {
 	require.Empty(t, st.Cursor)
 
 	weird := "a+/=\"\\ é ✓ \t~." // every byte must come back as sent
-	c, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: weird, Rows: []outbox.Row{row(1, 0), row(2, 1)}}))
+	c, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: weird, Rows: []outbox.Row{pgtest.Row(1, 0), pgtest.Row(2, 1)}}))
 	require.NoError(t, err)
 	require.Len(t, c.Inserted, 2)
 	require.Equal(t, int64(1), c.FirstSeq)
@@ -93,10 +77,10 @@ func TestCommitPageDeduplicatesReplayedEvents(t *testing.T) {
 	s := pgtest.Open(t)
 	const src = "yandex/default"
 
-	_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []outbox.Row{row(1, 0), row(2, 0), row(3, 1)}}))
+	_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []outbox.Row{pgtest.Row(1, 0), pgtest.Row(2, 0), pgtest.Row(3, 1)}}))
 	require.NoError(t, err)
 	// The next page re-serves 2 and 3, then a new event, and repeats 4 within the page.
-	c, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{row(2, 0), row(3, 1), row(4, 2), row(4, 2)}}))
+	c, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{pgtest.Row(2, 0), pgtest.Row(3, 1), pgtest.Row(4, 2), pgtest.Row(4, 2)}}))
 	require.NoError(t, err)
 	require.Len(t, c.Inserted, 1)
 	require.Equal(t, 3, c.Duplicates)
@@ -124,7 +108,7 @@ func TestCommitPageRejectsStaleCursor(t *testing.T) {
 	s := pgtest.Open(t)
 	const src = "yandex/default"
 
-	_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []outbox.Row{row(1, 0)}}))
+	_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, Cursor: "c1", Rows: []outbox.Row{pgtest.Row(1, 0)}}))
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -135,7 +119,7 @@ func TestCommitPageRejectsStaleCursor(t *testing.T) {
 		{"page fetched with an older cursor", "c0"},
 	}
 	for _, tc := range tests {
-		_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: tc.prev, Cursor: "other", Rows: []outbox.Row{row(9, 0)}}))
+		_, err := s.Cursors.CommitPage(ctx, withLease(t, s, cursor.Page{SourceID: src, PrevCursor: tc.prev, Cursor: "other", Rows: []outbox.Row{pgtest.Row(9, 0)}}))
 		require.ErrorIs(t, err, cursor.ErrCursorMoved, tc.name)
 	}
 	st, err := s.Cursors.Source(ctx, src)
@@ -162,7 +146,7 @@ func TestConcurrentSourcesGetSeqInCommitOrder(t *testing.T) {
 			for i := range pages {
 				cur := fmt.Sprintf("s%d-%d", src, i)
 				id := src*1000 + i
-				_, err := s.Cursors.CommitPage(ctx, cursor.Page{Lease: srcLeases[src], SourceID: fmt.Sprintf("src%d", src), PrevCursor: prev, Cursor: cur, Rows: []outbox.Row{row(id, id%2)}})
+				_, err := s.Cursors.CommitPage(ctx, cursor.Page{Lease: srcLeases[src], SourceID: fmt.Sprintf("src%d", src), PrevCursor: prev, Cursor: cur, Rows: []outbox.Row{pgtest.Row(id, id%2)}})
 				if !assertNoError(t, err) {
 					return
 				}

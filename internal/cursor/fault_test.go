@@ -42,7 +42,7 @@ func TestCommitPageSurvivesTerminatedBackends(t *testing.T) {
 	for p := range pages {
 		rows := make([]outbox.Row, perPage)
 		for i := range rows {
-			rows[i] = row(p*perPage+i, i%4)
+			rows[i] = pgtest.Row(p*perPage+i, i%4)
 			rows[i].Msg.Payload = payload
 		}
 		page := withLease(t, s, cursor.Page{SourceID: src, PrevCursor: prev, Cursor: fmt.Sprintf("c%d", p), Rows: rows})

@@ -27,7 +27,7 @@ func TestTakenOverWriterCannotCommit(t *testing.T) {
 	old, ok, err := s.Leases.TryAcquire(ctx, "source:"+src, "old", time.Minute)
 	require.NoError(t, err)
 	require.True(t, ok)
-	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: old, SourceID: src, Cursor: "c1", Rows: []outbox.Row{row(1, 0)}})
+	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: old, SourceID: src, Cursor: "c1", Rows: []outbox.Row{pgtest.Row(1, 0)}})
 	require.NoError(t, err)
 
 	// The old instance pauses; an operator tool (or a standby after expiry)
@@ -36,7 +36,7 @@ func TestTakenOverWriterCannotCommit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, old.Epoch+1, next.Epoch)
 
-	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: old, SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{row(2, 1)}})
+	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: old, SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{pgtest.Row(2, 1)}})
 	require.ErrorIs(t, err, lease.ErrFenced)
 	st, err := s.Cursors.Source(ctx, src)
 	require.NoError(t, err)
@@ -48,7 +48,7 @@ func TestTakenOverWriterCannotCommit(t *testing.T) {
 	require.Len(t, rows, 1, "the fenced writer inserted no outbox row")
 
 	// The new holder continues from what is stored.
-	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: next, SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{row(2, 1)}})
+	_, err = s.Cursors.CommitPage(ctx, cursor.Page{Lease: next, SourceID: src, PrevCursor: "c1", Cursor: "c2", Rows: []outbox.Row{pgtest.Row(2, 1)}})
 	require.NoError(t, err)
 
 	// The same holds for publish progress.

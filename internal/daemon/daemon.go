@@ -115,9 +115,14 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	d.pub = pub
 	lm := lease.NewMetrics(d.reg)
 	pm := poller.NewMetrics(d.reg)
-	// Sources commit what they fetched before shutdown within half the
-	// shutdown timeout, which leaves the other half to the publisher.
-	commitTimeout := cfg.ShutdownTimeout / 2
+	loop := poller.Loop{
+		Backoff: cfg.Backoff,
+		// Sources commit what they fetched before shutdown within half the
+		// shutdown timeout, which leaves the other half to the publisher.
+		CommitTimeout: cfg.ShutdownTimeout / 2,
+		MaxBacklog:    cfg.MaxBacklog,
+		Now:           cfg.Now,
+	}
 
 	var sources service.Group
 	if cfg.Yandex.Enabled() {
@@ -130,14 +135,11 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 			return err
 		}
 		jp, err := journal.New(journal.Config{
-			SourceID:      cfg.Yandex.SourceID(),
-			Account:       cfg.Yandex.Account,
-			PollInterval:  cfg.Yandex.PollInterval,
-			Backoff:       cfg.Backoff,
-			CommitTimeout: commitTimeout,
-			MaxBacklog:    cfg.MaxBacklog,
-			Failpoints:    fps,
-			Now:           cfg.Now,
+			SourceID:     cfg.Yandex.SourceID(),
+			Account:      cfg.Yandex.Account,
+			PollInterval: cfg.Yandex.PollInterval,
+			Loop:         loop,
+			Failpoints:   fps,
 		}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex"), Metrics: pm})
 		if err != nil {
 			return err
@@ -164,13 +166,10 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		// compare-and-set per order, so replicas share the work instead
 		// of standing by.
 		wp, err := watch.New(watch.Config{
-			SourceID:      cfg.BTS.SourceID(),
-			Account:       cfg.BTS.Account,
-			Schedule:      cfg.BTS.Schedule,
-			Backoff:       cfg.Backoff,
-			CommitTimeout: commitTimeout,
-			MaxBacklog:    cfg.MaxBacklog,
-			Now:           cfg.Now,
+			SourceID: cfg.BTS.SourceID(),
+			Account:  cfg.BTS.Account,
+			Schedule: cfg.BTS.Schedule,
+			Loop:     loop,
 		}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts"), Metrics: pm})
 		if err != nil {
 			return err

@@ -40,21 +40,6 @@ func publisherLease(t *testing.T, s *pgtest.Stores) lease.Lease {
 	return l
 }
 
-func row(id int, partition int) outbox.Row {
-	return outbox.Row{
-		Partition: partition,
-		Msg: event.Message{
-			ID:      fmt.Sprintf("00000000-0000-0000-0000-%012d", id),
-			Key:     fmt.Sprintf("yandex:claim-%d", id%7),
-			Source:  "/ingestd/yandex/default",
-			Type:    event.TypeStatusChanged,
-			Subject: fmt.Sprintf("claim-%d", id%7),
-			Time:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-			Payload: []byte(fmt.Sprintf(`{"n":%d}`, id)),
-		},
-	}
-}
-
 func TestWatermarksPendingAndPrune(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -63,7 +48,7 @@ func TestWatermarksPendingAndPrune(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 
-	_, err = appendRows(ctx, s, "a", []outbox.Row{row(1, 0), row(2, 1), row(3, 0), row(4, 1)})
+	_, err = appendRows(ctx, s, "a", []outbox.Row{pgtest.Row(1, 0), pgtest.Row(2, 1), pgtest.Row(3, 0), pgtest.Row(4, 1)})
 	require.NoError(t, err)
 
 	b, err := s.Outbox.Backlog(ctx)
@@ -158,7 +143,7 @@ func storesEveryColumnExactly(t *testing.T, s *pgtest.Stores) {
 	t.Helper()
 	ctx := context.Background()
 	const src = "yandex/пример"
-	base := row(1, 0).Msg
+	base := pgtest.Row(1, 0).Msg
 	tests := []struct {
 		name   string
 		mutate func(r *outbox.Row)
@@ -230,7 +215,7 @@ func TestPendingReadsWhatWasCommitted(t *testing.T) {
 			for page := range 3 {
 				rows := make([]outbox.Row, 50)
 				for i := range rows {
-					rows[i] = row(page*100+i, i%4)
+					rows[i] = pgtest.Row(page*100+i, i%4)
 				}
 				rows[7].Msg.Payload = []byte{}
 				c, err := appendRows(ctx, s, fmt.Sprintf("yandex/acct-%d", page%2), rows)
@@ -274,7 +259,7 @@ func TestPendingAllocatesPayloadsOnly(t *testing.T) {
 	require.NoError(t, err)
 	rows := make([]outbox.Row, 500)
 	for i := range rows {
-		rows[i] = row(i, i%4)
+		rows[i] = pgtest.Row(i, i%4)
 	}
 	_, err = appendRows(ctx, s, "yandex/default", rows)
 	require.NoError(t, err)

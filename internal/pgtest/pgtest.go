@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"sync"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/storage"
@@ -145,6 +148,24 @@ func OpenDSN(t testing.TB, dsn string) *Stores {
 	}
 	t.Cleanup(db.Close)
 	return &Stores{Stores: storage.New(db), DSN: dsn}
+}
+
+// Row is outbox row number id, in partition: its event id, key and
+// payload derive from id, so that rows are told apart in assertions, and
+// seven claims share the keys.
+func Row(id, partition int) outbox.Row {
+	return outbox.Row{
+		Partition: partition,
+		Msg: event.Message{
+			ID:      fmt.Sprintf("00000000-0000-0000-0000-%012d", id),
+			Key:     fmt.Sprintf("yandex:claim-%d", id%7),
+			Source:  "/ingestd/yandex/default",
+			Type:    event.TypeStatusChanged,
+			Subject: fmt.Sprintf("claim-%d", id%7),
+			Time:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+			Payload: []byte(fmt.Sprintf(`{"n":%d}`, id)),
+		},
+	}
 }
 
 // Killer terminates PostgreSQL backends of one application_name over and

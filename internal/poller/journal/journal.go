@@ -39,11 +39,6 @@ type Cursors interface {
 	poller.Halts
 }
 
-// Defaults of Config.
-const (
-	DefaultCommitTimeout = 10 * time.Second
-)
-
 // Config configures one journal poller. New fills zero fields with their
 // defaults.
 type Config struct {
@@ -54,37 +49,19 @@ type Config struct {
 	// PollInterval is the wait after an empty page
 	// (INGESTD_YANDEX_POLL_INTERVAL), default yandex.DefaultPollInterval.
 	PollInterval time.Duration
-	// Backoff bounds the waits after a failure (INGESTD_BACKOFF_*).
-	Backoff retry.Config
-	// CommitTimeout bounds committing a page that was already fetched when
-	// shutdown began: the page is committed rather than dropped. Default
-	// DefaultCommitTimeout.
-	CommitTimeout time.Duration
-	// MaxBacklog pauses polling while more than this many outbox rows wait
-	// for Kafka, so an outage of Kafka cannot grow the table without bound;
-	// polling resumes by itself once the publisher catches up. The page in
-	// hand and one prefetched page may still commit past it. 0 disables the
-	// bound.
-	MaxBacklog int64
+	// Loop holds the backoff, the commit timeout, the backlog bound and the
+	// clock. The page in hand and one prefetched page may still commit past
+	// the backlog bound.
+	poller.Loop
 	// Failpoints crash the process at armed points (chaos tests only).
 	Failpoints *failpoint.Set
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
 	if c.PollInterval == 0 {
 		c.PollInterval = yandex.DefaultPollInterval
 	}
-	if c.Backoff == (retry.Config{}) {
-		c.Backoff = retry.DefaultConfig()
-	}
-	if c.CommitTimeout == 0 {
-		c.CommitTimeout = DefaultCommitTimeout
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	c.Loop.SetDefaults()
 }
 
 // Validate reports every problem, naming the environment variables.
@@ -96,13 +73,7 @@ func (c Config) Validate() error {
 	if c.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("%s: must be positive, got %s", yandex.EnvPollInterval, c.PollInterval))
 	}
-	if c.CommitTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be positive (the commit timeout is derived from it), got %s", c.CommitTimeout))
-	}
-	if c.MaxBacklog < 0 {
-		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_MAX_BACKLOG: must be 0 (no bound) or positive, got %d", c.MaxBacklog))
-	}
-	errs = append(errs, c.Backoff.Validate())
+	errs = append(errs, c.Loop.Validate())
 	return errors.Join(errs...)
 }
 

@@ -101,11 +101,10 @@ func newEnv(t *testing.T, sc sim.YandexConfig, mutate func(*yandex.Config)) *env
 	ob := &publisher{}
 	core, logs := observer.New(zapcore.DebugLevel)
 	p := newPoller(t, journal.Config{
-		SourceID:      yc.SourceID(),
-		Account:       yc.Account,
-		PollInterval:  yc.PollInterval,
-		Backoff:       retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-		CommitTimeout: 5 * time.Second,
+		SourceID:     yc.SourceID(),
+		Account:      yc.Account,
+		PollInterval: yc.PollInterval,
+		Loop:         poller.Loop{Backoff: retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}, CommitTimeout: 5 * time.Second},
 	}, client, store, ob, zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)), reg)
 	l, ok, err := store.Leases.TryAcquire(ctx, "source:"+yc.SourceID(), "test", time.Hour)
 	require.NoError(t, err)
@@ -350,7 +349,7 @@ func TestStopFinishesThePageInFlight(t *testing.T) {
 	// A new poller on the same database resumes at the stored cursor.
 	e.poller = newPoller(t, journal.Config{
 		SourceID: "yandex/default", Account: "default", PollInterval: 20 * time.Millisecond,
-		Backoff: retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}, CommitTimeout: 5 * time.Second,
+		Loop: poller.Loop{Backoff: retry.Config{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond}, CommitTimeout: 5 * time.Second},
 	}, mustClient(t, e.srvURL), e.store, e.outbox, zaptest.NewLogger(t), prometheus.NewRegistry())
 	stop = e.start(t)
 	e.waitCursor(t, n)

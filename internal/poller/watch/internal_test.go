@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/watchlist"
 )
@@ -55,7 +56,7 @@ func TestNewSetsDefaults(t *testing.T) {
 	require.Equal(t, bts.DefaultSchedule().Intervals.String(), c.Schedule.Intervals.String())
 	require.Equal(t, bts.DefaultRate, c.Schedule.Rate)
 	require.Equal(t, retry.DefaultConfig(), c.Backoff)
-	require.Equal(t, DefaultCommitTimeout, c.CommitTimeout)
+	require.Equal(t, poller.DefaultCommitTimeout, c.CommitTimeout)
 	require.NotNil(t, c.Now)
 	require.NoError(t, c.Validate())
 }
