@@ -29,7 +29,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
       go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ingestd ./cmd/ingestd && \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-      go build -trimpath -ldflags "-s -w" -o /out/ingestd-sim ./cmd/ingestd-sim
+      go build -trimpath -ldflags "-s -w" -o /out/ingestd-sim ./tools/ingestd-sim
 
 # distroless/static has CA certificates, tzdata and /etc/passwd with the
 # nonroot user (65532), and nothing else: no shell, no package manager.

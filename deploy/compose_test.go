@@ -144,7 +144,7 @@ func checkDockerfile(data string) (*dockerfile, error) {
 			errs = append(errs, fmt.Errorf("ingestd is not version-stamped: %s", b))
 		}
 	}
-	for _, pkg := range []string{"./cmd/ingestd", "./cmd/ingestd-sim"} {
+	for _, pkg := range []string{"./cmd/ingestd", "./tools/ingestd-sim"} {
 		if !built[pkg] {
 			errs = append(errs, fmt.Errorf("the builder does not build %s", pkg))
 		}
@@ -428,7 +428,7 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	require.Contains(t, patterns, ".git")
-	for _, needed := range []string{"go.mod", "go.sum", "cmd", "internal", "migrations", "schemas"} {
+	for _, needed := range []string{"go.mod", "go.sum", "cmd", "internal", "migrations", "schemas", "tools"} {
 		for _, p := range patterns {
 			ok, err := filepath.Match(p, needed)
 			require.NoError(t, err)
@@ -448,7 +448,7 @@ func TestDockerfileCheckCatchesMistakes(t *testing.T) {
 		{`ENTRYPOINT ["/ingestd"]`, "ENTRYPOINT /ingestd", "exec form"},
 		{"FROM gcr.io/distroless/static-debian12:nonroot", "FROM gcr.io/distroless/static-debian12", "final stage is FROM"},
 		{"CGO_ENABLED=0 GOOS", "CGO_ENABLED=1 GOOS", "CGO_ENABLED=0"},
-		{"-o /out/ingestd-sim ./cmd/ingestd-sim", "-o /out/ingestd-sim ./cmd/ingestd-demo", "does not build ./cmd/ingestd-sim"},
+		{"-o /out/ingestd-sim ./tools/ingestd-sim", "-o /out/ingestd-sim ./tools/ingestd-demo", "does not build ./tools/ingestd-sim"},
 		{"-X main.version=${VERSION}", "", "version-stamped"},
 	}
 	for _, tc := range cases {
