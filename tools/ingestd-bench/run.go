@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ingestd/ingestd/internal/cli"
 )
 
 // defaultDatabaseURL is the local server every test and the demo use.
@@ -69,13 +71,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if o.databaseURL == "" {
 		o.databaseURL = envOr("INGESTD_DATABASE_URL", defaultDatabaseURL)
 	}
 	if fs.NArg() > 0 {
-		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+		return o, &cli.UsageError{Err: fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	list := *events
 	if *sizes != "" {
@@ -84,7 +86,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	for _, s := range strings.Split(list, ",") {
 		n, err := parseCount(s)
 		if err != nil || n <= 0 {
-			return o, &usageError{fmt.Errorf("backlog size %q: want a positive count such as 100000, 100k or 1M", s)}
+			return o, &cli.UsageError{Err: fmt.Errorf("backlog size %q: want a positive count such as 100000, 100k or 1M", s)}
 		}
 		o.sizes = append(o.sizes, n)
 	}
@@ -114,7 +116,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		errs = append(errs, fmt.Errorf("--timeout: must be positive, got %v", o.timeout))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	return o, nil
 }
@@ -237,23 +239,4 @@ func buildIngestd(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("go build ./cmd/ingestd: %w\n%s", err, out)
 	}
 	return bin, nil
-}
-
-// usageError is a bad flag or value: exit status 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the exit status and prints it once.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd-bench:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
 }

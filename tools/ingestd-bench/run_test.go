@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ingestd/ingestd/internal/cli"
 )
 
 // TestRunSmoke runs the whole benchmark with tiny numbers, so the harness
@@ -110,7 +112,7 @@ func TestParseOptionsRejectsBadValues(t *testing.T) {
 		{"--page-limit", "0"}, {"--page-limit", "1001"}, {"--sizes", "100k,0"}, {"--fresh-rate", "0"}, {"extra"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
-		var ue *usageError
+		var ue *cli.UsageError
 		require.ErrorAs(t, err, &ue, "%v", args)
 	}
 	o, err := parseOptions([]string{"--sizes", "100k,1M", "--page-limit", "250"}, &bytes.Buffer{})

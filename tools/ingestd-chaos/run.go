@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
@@ -57,12 +58,6 @@ type options struct {
 	jsonOut     bool
 }
 
-// usageError is a bad command line (exit status 2).
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
 // parseOptions reads args. A bad flag is a usage error.
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -86,13 +81,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+		return o, &cli.UsageError{Err: fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	if err := o.validate(); err != nil {
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if o.backlog < 0 {
 		o.backlog = o.events / 10
@@ -139,21 +134,6 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
-}
-
-// exitCode maps run's error to the process exit status: 0 on success (and
-// for -h), 2 for a bad command line, 1 for anything else, a failed check
-// included.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd-chaos:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
 }
 
 // run is the whole harness: set up PostgreSQL, Kafka and the simulator, kill
@@ -273,7 +253,7 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 
 	conn, err := pgx.Connect(ctx, o.databaseURL)
 	if err != nil {
-		return env, fmt.Errorf("connect to PostgreSQL at %s (start it, or pass -database-url): %w", redact(o.databaseURL), err)
+		return env, fmt.Errorf("connect to PostgreSQL at %s (start it, or pass -database-url): %w", cli.Redact(o.databaseURL), err)
 	}
 	_, err = conn.Exec(ctx, "CREATE SCHEMA "+schema)
 	_ = conn.Close(context.WithoutCancel(ctx))
@@ -409,13 +389,4 @@ func withSearchPath(dsn, schema string) (string, error) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
-}
-
-// redact hides a password in a DSN for error messages.
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "the configured server"
-	}
-	return u.Redacted()
 }

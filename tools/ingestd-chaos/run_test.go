@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -76,9 +77,9 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 		{"extra"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
-		var ue *usageError
+		var ue *cli.UsageError
 		require.ErrorAs(t, err, &ue, "%v", args)
-		require.Equal(t, 2, exitCode(err, &bytes.Buffer{}))
+		require.Equal(t, 2, cli.ExitCode("ingestd-chaos", err, &bytes.Buffer{}))
 	}
 	o, err := parseOptions(nil, &bytes.Buffer{})
 	require.NoError(t, err)
