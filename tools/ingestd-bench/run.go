@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
 )
 
@@ -174,15 +173,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	b := &bench{o: o, bin: o.bin, progress: stderr}
 	if b.bin == "" {
-		dir, err := os.MkdirTemp("", "ingestd-bench-")
+		b.logf("building %s", child.IngestdPackage)
+		bin, remove, err := child.Build(ctx, child.IngestdPackage, buildFlags()...)
 		if err != nil {
-			return fmt.Errorf("create a directory for the ingestd binary: %w", err)
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		b.logf("building ./cmd/ingestd")
-		if b.bin, err = buildIngestd(ctx, dir); err != nil {
 			return err
 		}
+		defer remove()
+		b.bin = bin
 	}
 
 	rep := &report{Config: configOf(o)}
@@ -217,26 +214,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("print the result: %w", err)
 	}
 	return rep.checkErr()
-}
-
-// buildIngestd builds ./cmd/ingestd of the module containing the working
-// directory into dir, the way `make build` does (static, trimmed paths) but
-// keeping symbols so that perf can attribute samples.
-func buildIngestd(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find the module (go env GOMOD): %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the ingestd module: run from the repository or pass --ingestd-bin")
-	}
-	bin := filepath.Join(dir, "ingestd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/ingestd")
-	cmd.Dir = filepath.Dir(gomod)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/ingestd: %w\n%s", err, out)
-	}
-	return bin, nil
 }
