@@ -7,7 +7,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-short demo bench chaos lint fmt migrate image compose-config manifests clean
+.PHONY: all build test test-short demo bench chaos lint fmt migrate image image-sim compose-config manifests clean
 
 all: build
 
@@ -64,9 +64,14 @@ fmt:
 migrate:
 	$(GO) run ./cmd/ingestd migrate
 
-# Container image (needs a Docker engine).
+# Container images (need a Docker engine): the production image, which holds
+# ingestd alone, and the simulator's, for test stacks (docker-compose builds
+# both itself).
 image:
 	docker build --build-arg VERSION=$(VERSION) -t ingestd:$(VERSION) .
+
+image-sim:
+	docker build --target sim -t ingestd-sim:$(VERSION) .
 
 # Offline validation of docker-compose.yml, the Dockerfile and deploy/ (also
 # part of make test).
