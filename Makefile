@@ -7,14 +7,14 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: all build test test-short demo bench chaos lint fmt migrate image compose-config manifests clean
+.PHONY: all build test test-short demo bench chaos lint fmt migrate image image-sim compose-config manifests clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ingestd ./cmd/ingestd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ingestd-sim ./cmd/ingestd-sim
-	$(GO) build -o bin/ingestd-demo ./cmd/ingestd-demo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ingestd-sim ./tools/ingestd-sim
+	$(GO) build -o bin/ingestd-demo ./tools/ingestd-demo
 
 # The tests need PostgreSQL at INGESTD_TEST_DATABASE_URL (default: the local
 # server at 127.0.0.1:5432, user postgres); Kafka is in-process.
@@ -36,7 +36,7 @@ test-short:
 # The demo: simulator + in-process Kafka on 127.0.0.1:9092 + ingestd, against
 # INGESTD_DATABASE_URL (default the local PostgreSQL). Ctrl-C stops it.
 demo:
-	$(GO) run ./cmd/ingestd-demo
+	$(GO) run ./tools/ingestd-demo
 
 # The benchmark (docs/performance.md): a 1,000,000-event catch-up through the
 # real ingestd binary against the simulator, the in-process broker and the
@@ -44,14 +44,14 @@ demo:
 # freshness at 200 events/s and ingestd's footprint. A few minutes.
 # BENCH_FLAGS passes options, e.g. BENCH_FLAGS='--sizes 100k,1M --page-limit 250'.
 bench:
-	$(GO) run ./cmd/ingestd-bench $(BENCH_FLAGS)
+	$(GO) run ./tools/ingestd-bench $(BENCH_FLAGS)
 
 # The chaos harness (docs/guarantees.md): 50,000 events, at least 20 SIGKILLs
 # of real ingestd processes (some at exact points of the data path), two
 # instances at once, a paused instance; then every event is checked in Kafka.
 # CHAOS_FLAGS passes options, e.g. CHAOS_FLAGS='-events 100000 -kills 40'.
 chaos:
-	$(GO) run ./cmd/ingestd-chaos $(CHAOS_FLAGS)
+	$(GO) run ./tools/ingestd-chaos $(CHAOS_FLAGS)
 
 lint:
 	$(GO) vet ./...
@@ -64,9 +64,14 @@ fmt:
 migrate:
 	$(GO) run ./cmd/ingestd migrate
 
-# Container image (needs a Docker engine).
+# Container images (need a Docker engine): the production image, which holds
+# ingestd alone, and the simulator's, for test stacks (docker-compose builds
+# both itself).
 image:
 	docker build --build-arg VERSION=$(VERSION) -t ingestd:$(VERSION) .
+
+image-sim:
+	docker build --target sim -t ingestd-sim:$(VERSION) .
 
 # Offline validation of docker-compose.yml, the Dockerfile and deploy/ (also
 # part of make test).

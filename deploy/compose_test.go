@@ -55,11 +55,39 @@ func env(s types.ServiceConfig) map[string]string {
 	return out
 }
 
+// Packages of the Dockerfile's two images.
+const (
+	ingestdPkg = "./cmd/ingestd"
+	simPkg     = "./tools/ingestd-sim"
+	// distroless has CA certificates, tzdata and the nonroot user, and no
+	// shell.
+	distroless = "gcr.io/distroless/static-debian12:nonroot"
+)
+
+// image is one image stage of the Dockerfile: what it holds and runs.
+type image struct {
+	// paths are the files copied in; pkgs the Go packages they were built
+	// from, path by path.
+	paths, pkgs []string
+	entrypoint  []string
+}
+
 // dockerfile is what the compose checks need to know of the Dockerfile.
 type dockerfile struct {
-	// finalPaths are the files copied into the final stage.
-	finalPaths []string
-	entrypoint []string
+	// production is the default target, the last stage: what `docker
+	// build .` produces and what ships.
+	production     image
+	productionName string
+	// targets are the image stages by name (--target).
+	targets map[string]image
+	// built are the packages the builder stages compile.
+	built []string
+}
+
+// dockerStage is one FROM of a Dockerfile and its instructions.
+type dockerStage struct {
+	from, name string
+	ins        [][2]string
 }
 
 // dockerInstructions splits a Dockerfile into instructions: comments
@@ -85,98 +113,180 @@ func dockerInstructions(data string) [][2]string {
 	return out
 }
 
-// checkDockerfile checks the Dockerfile's contract: a Go 1.26 builder
-// producing static, trimmed, version-stamped binaries, and a distroless
-// nonroot final stage running /ingestd as UID 65532.
-func checkDockerfile(data string) (*dockerfile, error) {
-	var (
-		errs   []error
-		stages [][][2]string
-		froms  []string
-	)
+// dockerStages groups a Dockerfile's instructions by stage. from is the
+// FROM argument without --platform and AS.
+func dockerStages(data string) []dockerStage {
+	var stages []dockerStage
 	for _, ins := range dockerInstructions(data) {
 		if ins[0] == "FROM" {
-			froms = append(froms, ins[1])
-			stages = append(stages, nil)
+			var st dockerStage
+			f := strings.Fields(ins[1])
+			for i := 0; i < len(f); i++ {
+				switch {
+				case strings.HasPrefix(f[i], "--"):
+				case strings.EqualFold(f[i], "AS") && i+1 < len(f):
+					st.name = f[i+1]
+					i++
+				default:
+					st.from = f[i]
+				}
+			}
+			stages = append(stages, st)
 			continue
 		}
 		if len(stages) > 0 {
-			stages[len(stages)-1] = append(stages[len(stages)-1], ins)
+			stages[len(stages)-1].ins = append(stages[len(stages)-1].ins, ins)
 		}
 	}
-	if len(stages) != 2 {
-		return nil, fmt.Errorf("want a builder and a final stage, got %d stages", len(stages))
+	return stages
+}
+
+// checkDockerfile checks the Dockerfile's contract: a Go 1.26 builder
+// producing static, trimmed, version-stamped binaries, and distroless
+// nonroot image stages: the production one last (the default target),
+// holding ingestd alone and running it as UID 65532, and a sim target
+// holding the simulator alone. The simulator must never ship in the
+// production image.
+func checkDockerfile(data string) (*dockerfile, error) {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	stages := dockerStages(data)
+	if len(stages) < 2 {
+		return nil, fmt.Errorf("want builder and image stages, got %d stages", len(stages))
 	}
-	if !strings.Contains(froms[0], "golang:1.26 ") || !strings.HasSuffix(froms[0], " AS build") {
-		errs = append(errs, fmt.Errorf("builder stage is FROM %s, want golang:1.26 AS build", froms[0]))
-	}
-	if froms[1] != "gcr.io/distroless/static-debian12:nonroot" {
-		errs = append(errs, fmt.Errorf("final stage is FROM %s, want gcr.io/distroless/static-debian12:nonroot", froms[1]))
+	if first := stages[0]; first.from != "golang:1.26" || first.name != "build" {
+		fail("the first stage is FROM %s AS %s, want golang:1.26 AS build", first.from, first.name)
 	}
 
-	var builds, args []string
-	for _, ins := range stages[0] {
-		switch ins[0] {
-		case "RUN":
-			for _, cmd := range strings.Split(ins[1], "&&") {
-				if strings.Contains(cmd, "go build") {
-					builds = append(builds, cmd)
+	// The builder stages: the first one and those built FROM a builder.
+	// outputs maps "stage:path" to the package compiled there.
+	builders := map[string]bool{}
+	isBuilder := make([]bool, len(stages))
+	outputs := map[string]string{}
+	built := map[string]bool{}
+	var versionArg bool
+	for i, st := range stages {
+		if i > 0 && !builders[st.from] {
+			continue
+		}
+		isBuilder[i] = true
+		if st.name != "" {
+			builders[st.name] = true
+		}
+		for _, ins := range st.ins {
+			switch ins[0] {
+			case "ARG":
+				versionArg = versionArg || strings.HasPrefix(ins[1], "VERSION")
+			case "RUN":
+				for _, cmd := range strings.Split(ins[1], "&&") {
+					if !strings.Contains(cmd, "go build") {
+						continue
+					}
+					for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-s -w"} {
+						if !strings.Contains(cmd, want) {
+							fail("go build without %s: %s", want, cmd)
+						}
+					}
+					f := strings.Fields(cmd)
+					pkg := f[len(f)-1]
+					built[pkg] = true
+					if o := slices.Index(f, "-o"); o >= 0 && o+1 < len(f) {
+						outputs[st.name+":"+f[o+1]] = pkg
+					}
+					if pkg == ingestdPkg && !strings.Contains(cmd, "-X main.version=${VERSION}") {
+						fail("ingestd is not version-stamped: %s", cmd)
+					}
 				}
 			}
-		case "ARG":
-			args = append(args, ins[1])
 		}
 	}
-	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "VERSION") }) {
-		errs = append(errs, errors.New("builder has no VERSION build argument"))
+	if !versionArg {
+		fail("the builder has no VERSION build argument")
 	}
-	built := map[string]bool{}
-	for _, b := range builds {
-		for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-s -w"} {
-			if !strings.Contains(b, want) {
-				errs = append(errs, fmt.Errorf("go build without %s: %s", want, b))
+	df := &dockerfile{targets: map[string]image{}}
+	for _, pkg := range []string{ingestdPkg, simPkg} {
+		if !built[pkg] {
+			fail("the builder does not build %s", pkg)
+		}
+	}
+	df.built = slices.Sorted(maps.Keys(built))
+
+	// The image stages.
+	for i, st := range stages {
+		if isBuilder[i] {
+			continue
+		}
+		what := "stage " + st.name
+		if i == len(stages)-1 {
+			what = "the production stage (the last one, the default target)"
+		}
+		if st.from != distroless {
+			fail("%s is FROM %s, want %s", what, st.from, distroless)
+		}
+		var img image
+		user := ""
+		for _, ins := range st.ins {
+			switch ins[0] {
+			case "COPY":
+				f := strings.Fields(ins[1])
+				from, ok := strings.CutPrefix(f[0], "--from=")
+				if !ok || len(f) != 3 {
+					fail("%s copies from the build context, or more than one file: %s", what, ins[1])
+					continue
+				}
+				pkg, ok := outputs[from+":"+f[1]]
+				if !ok {
+					fail("%s copies %s from %s, which no go build there produces", what, f[1], from)
+				}
+				img.paths = append(img.paths, f[2])
+				img.pkgs = append(img.pkgs, pkg)
+			case "USER":
+				user = ins[1]
+			case "ENTRYPOINT":
+				if err := json.Unmarshal([]byte(ins[1]), &img.entrypoint); err != nil {
+					fail("%s: ENTRYPOINT must be in exec form (no shell in distroless): %v", what, err)
+				}
+			case "RUN":
+				fail("%s has a RUN: distroless has no shell", what)
 			}
 		}
-		f := strings.Fields(b)
-		pkg := f[len(f)-1]
-		built[pkg] = true
-		if pkg == "./cmd/ingestd" && !strings.Contains(b, "-X main.version=${VERSION}") {
-			errs = append(errs, fmt.Errorf("ingestd is not version-stamped: %s", b))
+		if user != "65532" && user != "65532:65532" {
+			fail("%s: USER %q, want the numeric nonroot 65532", what, user)
 		}
-	}
-	for _, pkg := range []string{"./cmd/ingestd", "./cmd/ingestd-sim"} {
-		if !built[pkg] {
-			errs = append(errs, fmt.Errorf("the builder does not build %s", pkg))
+		if len(img.entrypoint) == 0 || !slices.Contains(img.paths, img.entrypoint[0]) {
+			fail("%s: ENTRYPOINT %q is not a binary it holds (%v)", what, img.entrypoint, img.paths)
+		}
+		if st.name != "" {
+			df.targets[st.name] = img
+		}
+		if i == len(stages)-1 {
+			df.production, df.productionName = img, st.name
 		}
 	}
 
-	df := &dockerfile{}
-	user := ""
-	for _, ins := range stages[1] {
-		switch ins[0] {
-		case "COPY":
-			f := strings.Fields(ins[1])
-			if !strings.HasPrefix(f[0], "--from=") {
-				errs = append(errs, fmt.Errorf("final stage copies from the build context: %s", ins[1]))
-			}
-			df.finalPaths = append(df.finalPaths, f[len(f)-1])
-		case "USER":
-			user = ins[1]
-		case "ENTRYPOINT":
-			if err := json.Unmarshal([]byte(ins[1]), &df.entrypoint); err != nil {
-				errs = append(errs, fmt.Errorf("ENTRYPOINT must be in exec form (no shell in distroless): %w", err))
-			}
-		case "RUN":
-			errs = append(errs, errors.New("final stage has a RUN: distroless has no shell"))
-		}
+	if isBuilder[len(stages)-1] {
+		fail("the last stage, the default target, must be the production image, not a builder")
 	}
-	if user != "65532" && user != "65532:65532" {
-		errs = append(errs, fmt.Errorf("final stage USER %q, want the numeric nonroot 65532", user))
+	if !slices.Equal(df.production.pkgs, []string{ingestdPkg}) {
+		fail("the production image (the default target) must hold ingestd alone, built from %s; it holds %v built from %v", ingestdPkg, df.production.paths, df.production.pkgs)
 	}
-	if !slices.Equal(df.entrypoint, []string{"/ingestd"}) {
-		errs = append(errs, fmt.Errorf("ENTRYPOINT %q, want [\"/ingestd\"]", df.entrypoint))
+	if !slices.Equal(df.production.entrypoint, []string{"/ingestd"}) {
+		fail("the production image's ENTRYPOINT is %q, want [\"/ingestd\"]", df.production.entrypoint)
+	}
+	if sim, ok := df.targets["sim"]; !ok {
+		fail("no sim target: docker-compose builds the simulator with --target sim")
+	} else if !slices.Equal(sim.pkgs, []string{simPkg}) {
+		fail("the sim image must hold the simulator alone, built from %s; it holds %v built from %v", simPkg, sim.paths, sim.pkgs)
 	}
 	return df, errors.Join(errs...)
+}
+
+// firstOf is the first of s, "" for none.
+func firstOf(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }
 
 // listeners parses Kafka's NAME://host:port,... listener lists.
@@ -225,21 +335,49 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 		}
 	}
 
-	// One image, built from this repository, for ingestd, migrate, track and sim.
-	var image string
-	for _, name := range []string{"migrate", "track", "sim", "ingestd"} {
+	// Two images built from this repository's Dockerfile: the production
+	// one (the default target) for ingestd, migrate and track, sharing one
+	// image name so that whichever service Compose builds first, the others
+	// find it and never try to pull it; and the simulator's (--target sim)
+	// under a name of its own, since one name cannot hold two images.
+	target := func(name string) (image, bool) {
 		s := svc(name)
 		if s.Build == nil || filepath.Clean(s.Build.Context) != filepath.Clean(p.WorkingDir) {
 			fail("%s must build the repository's Dockerfile, got %+v", name, s.Build)
-		} else if s.Build.Dockerfile != "" && s.Build.Dockerfile != "Dockerfile" {
+			return image{}, false
+		}
+		if s.Build.Dockerfile != "" && s.Build.Dockerfile != "Dockerfile" {
 			fail("%s builds %s, not the Dockerfile", name, s.Build.Dockerfile)
 		}
-		if image == "" {
-			image = s.Image
+		if s.Build.Target == "" || s.Build.Target == df.productionName {
+			return df.production, true
 		}
-		if s.Image == "" || s.Image != image {
-			fail("%s runs image %q; ingestd, migrate and sim must share one image name (%q)", name, s.Image, image)
+		img, ok := df.targets[s.Build.Target]
+		if !ok {
+			fail("%s builds target %q, which the Dockerfile does not have", name, s.Build.Target)
 		}
+		return img, ok
+	}
+	var ingestdImage string
+	for _, name := range []string{"migrate", "track", "ingestd"} {
+		s := svc(name)
+		if s.Build != nil && s.Build.Target != "" && s.Build.Target != df.productionName {
+			fail("%s must build the production image (the default target), not %q", name, s.Build.Target)
+		}
+		target(name)
+		if ingestdImage == "" {
+			ingestdImage = s.Image
+		}
+		if s.Image == "" || s.Image != ingestdImage {
+			fail("%s runs image %q; ingestd, migrate and track must share one image name (%q)", name, s.Image, ingestdImage)
+		}
+	}
+	simImage, simOK := target("sim")
+	if b := svc("sim").Build; b == nil || b.Target != "sim" {
+		fail("sim must build the Dockerfile's sim target: the production image holds no simulator")
+	}
+	if img := svc("sim").Image; img == "" || img == ingestdImage {
+		fail("sim runs image %q; it needs an image name of its own, not ingestd's %q", img, ingestdImage)
 	}
 
 	// PostgreSQL, and the DSN that ingestd and migrate use for it.
@@ -335,10 +473,15 @@ func checkCompose(p *types.Project, readme map[string]string, df *dockerfile) er
 	}
 	dependsOn("migrate", "postgres", types.ServiceConditionHealthy)
 
-	// The simulator, and ingestd's way to it.
+	// The simulator, and ingestd's way to it. Without an entrypoint of its
+	// own, the service runs its image's.
 	sim, se := svc("sim"), env(svc("sim"))
-	if len(sim.Entrypoint) != 1 || !slices.Contains(df.finalPaths, sim.Entrypoint[0]) {
-		fail("sim entrypoint %q is not a binary the Dockerfile copies into the image (%v)", sim.Entrypoint, df.finalPaths)
+	simEntrypoint := []string(sim.Entrypoint)
+	if simEntrypoint == nil {
+		simEntrypoint = simImage.entrypoint
+	}
+	if i := slices.Index(simImage.paths, firstOf(simEntrypoint)); simOK && (i < 0 || simImage.pkgs[i] != simPkg) {
+		fail("sim entrypoint %q is not the simulator binary of its image (%v)", simEntrypoint, simImage.paths)
 	}
 	_, simPort, err := net.SplitHostPort(se["SIM_ADDR"])
 	if err != nil {
@@ -416,9 +559,12 @@ func TestDockerfile(t *testing.T) {
 	require.NoError(t, err)
 	df, err := checkDockerfile(string(data))
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"/ingestd", "/ingestd-sim"}, df.finalPaths)
+	require.Equal(t, []string{"/ingestd"}, df.production.paths, "the production image")
+	require.Equal(t, []string{"/ingestd-sim"}, df.targets["sim"].paths, "the sim image")
 
-	// The build context must keep what the build needs.
+	// The build context must keep what the build needs: the module files,
+	// the embedded files, and every package the Dockerfile builds (with
+	// what it imports from internal/).
 	ignore, err := os.ReadFile(dockerignore)
 	require.NoError(t, err)
 	var patterns []string
@@ -428,11 +574,21 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	require.Contains(t, patterns, ".git")
-	for _, needed := range []string{"go.mod", "go.sum", "cmd", "internal", "migrations", "schemas"} {
-		for _, p := range patterns {
-			ok, err := filepath.Match(p, needed)
-			require.NoError(t, err)
-			require.False(t, ok, ".dockerignore pattern %q excludes %s, which the build needs", p, needed)
+	needed := []string{"go.mod", "go.sum", "internal", "migrations", "schemas"}
+	for _, pkg := range df.built {
+		needed = append(needed, strings.TrimPrefix(pkg, "./"))
+	}
+	for _, path := range needed {
+		// A pattern excludes a directory with everything below it, so
+		// every leading part of the path counts.
+		parts := strings.Split(path, "/")
+		for i := range parts {
+			prefix := strings.Join(parts[:i+1], "/")
+			for _, p := range patterns {
+				ok, err := filepath.Match(p, prefix)
+				require.NoError(t, err)
+				require.False(t, ok, ".dockerignore pattern %q excludes %s, which the build needs", p, path)
+			}
 		}
 	}
 }
@@ -443,16 +599,33 @@ func TestDockerfileCheckCatchesMistakes(t *testing.T) {
 	t.Parallel()
 	data, err := os.ReadFile(dockerfilePath)
 	require.NoError(t, err)
-	cases := []struct{ old, new, wantErr string }{
-		{"USER 65532:65532", "USER nonroot", "numeric nonroot"},
-		{`ENTRYPOINT ["/ingestd"]`, "ENTRYPOINT /ingestd", "exec form"},
-		{"FROM gcr.io/distroless/static-debian12:nonroot", "FROM gcr.io/distroless/static-debian12", "final stage is FROM"},
-		{"CGO_ENABLED=0 GOOS", "CGO_ENABLED=1 GOOS", "CGO_ENABLED=0"},
-		{"-o /out/ingestd-sim ./cmd/ingestd-sim", "-o /out/ingestd-sim ./cmd/ingestd-demo", "does not build ./cmd/ingestd-sim"},
-		{"-X main.version=${VERSION}", "", "version-stamped"},
+	const (
+		productionCopy = "COPY --from=build-ingestd /out/ingestd /ingestd\n"
+		simCopy        = "COPY --from=build-sim /out/ingestd-sim /ingestd-sim\n"
+	)
+	cases := []struct{ name, old, new, wantErr string }{
+		{"a named user", "USER 65532:65532", "USER nonroot", "numeric nonroot"},
+		{"a shell-form entrypoint", `ENTRYPOINT ["/ingestd"]`, "ENTRYPOINT /ingestd", "exec form"},
+		{"a distroless image with a root user", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM gcr.io/distroless/static-debian12", "is FROM gcr.io/distroless/static-debian12, want"},
+		{"cgo on", "CGO_ENABLED=0 GOOS", "CGO_ENABLED=1 GOOS", "CGO_ENABLED=0"},
+		{"the wrong tool built", "-o /out/ingestd-sim ./tools/ingestd-sim", "-o /out/ingestd-sim ./tools/ingestd-demo", "does not build ./tools/ingestd-sim"},
+		{"no version stamp", "-X main.version=${VERSION}", "", "version-stamped"},
+		// The layout before the simulator got its own target: one image
+		// with both binaries.
+		{"the simulator in the production image", productionCopy, productionCopy + simCopy, "the production image (the default target) must hold ingestd alone"},
+		{"ingestd in the sim image", simCopy, simCopy + productionCopy, "the sim image must hold the simulator alone"},
+		{"no sim target", "AS sim\n", "AS simulator\n", "no sim target"},
+		{"a simulator stage last, so the default target", `ENTRYPOINT ["/ingestd"]`,
+			`ENTRYPOINT ["/ingestd"]` + "\nFROM gcr.io/distroless/static-debian12:nonroot AS sim-again\n" + simCopy + "USER 65532\nENTRYPOINT [\"/ingestd-sim\"]",
+			"the production image (the default target) must hold ingestd alone"},
+		{"a builder last, so the default target", `ENTRYPOINT ["/ingestd"]`, `ENTRYPOINT ["/ingestd"]` + "\nFROM build-sim AS debug",
+			"the last stage, the default target, must be the production image"},
+		{"a binary from the build context", simCopy, "COPY ingestd-sim /ingestd-sim\n", "copies from the build context"},
+		{"a binary nobody built", "/out/ingestd /ingestd\n", "/out/ingestd-debug /ingestd\n", "which no go build there produces"},
+		{"an entrypoint the image does not hold", `ENTRYPOINT ["/ingestd-sim"]`, `ENTRYPOINT ["/ingestd"]`, "is not a binary it holds"},
 	}
 	for _, tc := range cases {
-		t.Run(tc.new, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			require.Contains(t, string(data), tc.old, "the mutation no longer applies; update the case")
 			_, err := checkDockerfile(strings.Replace(string(data), tc.old, tc.new, 1))
@@ -491,7 +664,13 @@ func TestComposeFile(t *testing.T) {
 		{"brokers on the host listener", "INGESTD_KAFKA_BROKERS: kafka:29092", "INGESTD_KAFKA_BROKERS: kafka:9092", "advertised"},
 		{"wrong database password", "POSTGRES_PASSWORD: ingestd", "POSTGRES_PASSWORD: secret", "POSTGRES_PASSWORD"},
 		{"short stop grace period", "stop_grace_period: 30s", "stop_grace_period: 15s", "stop_grace_period"},
-		{"sim binary not in image", `entrypoint: ["/ingestd-sim"]`, `entrypoint: ["/sim"]`, "not a binary"},
+		{"sim from the production image", "      target: sim\n", "", "sim must build the Dockerfile's sim target"},
+		{"sim from a target that does not exist", "target: sim\n", "target: simulator\n", `target "simulator"`},
+		{"sim under ingestd's image name", "image: ingestd-sim:local", "image: ingestd:local", "an image name of its own"},
+		{"ingestd from the sim target", "    <<: *ingestd-image\n    environment:\n      INGESTD_DATABASE_URL: postgres://ingestd:ingestd@postgres:5432/ingestd?sslmode=disable\n      INGESTD_KAFKA_BROKERS",
+			"    <<: *ingestd-image\n    build:\n      context: .\n      target: sim\n    environment:\n      INGESTD_DATABASE_URL: postgres://ingestd:ingestd@postgres:5432/ingestd?sslmode=disable\n      INGESTD_KAFKA_BROKERS",
+			"ingestd must build the production image"},
+		{"sim binary not in its image", "  sim:\n", "  sim:\n    entrypoint: [\"/sim\"]\n", "not the simulator binary"},
 		{"track missing an order", `"7000019"]`, `"7000018"]`, "the simulator's orders"},
 		{"wrong BTS password", "INGESTD_BTS_PASSWORD: compose-bts-password", "INGESTD_BTS_PASSWORD: other", "BTS credentials"},
 		{"kafka without KRaft roles", "KAFKA_PROCESS_ROLES: broker,controller", "KAFKA_PROCESS_ROLES: broker", "KAFKA_PROCESS_ROLES"},

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/pg"
@@ -65,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &usageError{err}
+		return &cli.UsageError{Err: err}
 	}
 	if o.duration > 0 {
 		var cancel context.CancelFunc
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		baseURL = defaultDatabaseURL
 	}
 	if !validSchema(o.schema) {
-		return &usageError{fmt.Errorf("-schema %q: use lower-case letters, digits and _", o.schema)}
+		return &cli.UsageError{Err: fmt.Errorf("-schema %q: use lower-case letters, digits and _", o.schema)}
 	}
 	dsn, err := prepareSchema(ctx, baseURL, o.schema)
 	if err != nil {
@@ -172,7 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   ingestd      http://%s/metrics  /readyz  /healthz
 Ctrl-C stops the demo.
 
-`, redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), btsAddr, o.btsOrders, btsSpeed, d.HTTPAddr())
+`, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), btsAddr, o.btsOrders, btsSpeed, d.HTTPAddr())
 
 	var wg sync.WaitGroup
 	daemonErr := make(chan error, 1)
@@ -198,7 +199,7 @@ func prepareSchema(ctx context.Context, baseURL, schema string) (string, error) 
 The demo needs a PostgreSQL server. Either:
   - start the local one:  pg_ctlcluster 15 main start   (Debian/Ubuntu: apt-get install postgresql)
   - or run one in Docker: docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16
-  - or point the demo at yours: INGESTD_DATABASE_URL=postgres://user:pass@host:5432/db make demo`, redact(baseURL), err)
+  - or point the demo at yours: INGESTD_DATABASE_URL=postgres://user:pass@host:5432/db make demo`, cli.Redact(baseURL), err)
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	if _, err := conn.Exec(cctx, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
@@ -321,28 +322,4 @@ func shorten(s string) string {
 		return "(none yet)"
 	}
 	return s
-}
-
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		return "the configured server"
-	}
-	return u.Redacted()
-}
-
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	fmt.Fprintln(stderr, "ingestd-demo:", err)
-	return 1
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/sim"
 )
@@ -99,11 +100,11 @@ func (b *bench) freshness(ctx context.Context) (res *freshResult, err error) {
 		wg.Wait()
 	}()
 
-	c, err := startChild(ctx, b.bin, b.childEnv(dsn, broker, simAddr, "127.0.0.1:0"))
+	c, err := startIngestd(b.bin, b.childEnv(dsn, broker, simAddr, "127.0.0.1:0"))
 	if err != nil {
 		return nil, err
 	}
-	defer c.kill()
+	defer c.Kill()
 
 	if err := waitFirst(ctx, c, first); err != nil {
 		return nil, err
@@ -120,7 +121,7 @@ func (b *bench) freshness(ctx context.Context) (res *freshResult, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := c.stop(); err != nil {
+	if _, err := stop(ctx, c); err != nil {
 		return nil, err
 	}
 	stopConsumer()
@@ -151,7 +152,7 @@ func (b *bench) freshness(ctx context.Context) (res *freshResult, err error) {
 
 // waitFor polls cond every 10ms until it holds, failing when cond reports
 // an error, ingestd exits, ctx ends or limit passes.
-func (b *bench) waitFor(ctx context.Context, c *child, limit time.Duration, what string, cond func() (bool, error)) error {
+func (b *bench) waitFor(ctx context.Context, c *child.Process, limit time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -167,8 +168,8 @@ func (b *bench) waitFor(ctx context.Context, c *child, limit time.Duration, what
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
-		case <-c.exited():
-			return c.exitErr()
+		case <-c.Done():
+			return exitErr(c)
 		case <-deadline.C:
 			return fmt.Errorf("waiting for %s: not done after %v", what, limit)
 		case <-tick.C:

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 )
@@ -75,7 +74,7 @@ type runStats struct {
 	Starts          int
 	Kills           killCounts
 	FailpointMisses int
-	// Unexpected describes every child that ended in a way nobody caused
+	// Unexpected describes every instance that ended in a way nobody caused
 	// (a crash, a non-zero exit after SIGTERM, a stop that timed out).
 	Unexpected []string
 	Notes      []string
@@ -90,6 +89,8 @@ type harness struct {
 	rng   *rand.Rand
 	fleet fleet
 
+	// childEnv is every instance's configuration; child.Start adds the
+	// harness's environment without the developer's INGESTD_* variables.
 	childEnv []string
 	roles    []string
 	// cursorPos maps every cursor of the journal to the number of entries
@@ -97,7 +98,7 @@ type harness struct {
 	cursorPos  map[string]int
 	wantCursor string
 
-	// fatal is set when a child rejects its configuration (exit status
+	// fatal is set when an instance rejects its configuration (exit status
 	// 2): no later round could do better, so the run stops.
 	fatal error
 
@@ -123,45 +124,33 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 	for _, fp := range failpoints() {
 		h.stats.Kills.Failpoints[fp] = 0
 	}
-	h.childEnv = append(baseEnv(),
-		"INGESTD_DATABASE_URL="+env.dsn,
-		"INGESTD_KAFKA_BROKERS="+env.kafkaAddr,
-		"INGESTD_KAFKA_TOPIC="+topicName,
-		"INGESTD_KAFKA_PARTITIONS="+strconv.Itoa(partitions),
-		"INGESTD_YANDEX_TOKEN="+env.token,
-		"INGESTD_YANDEX_BASE_URL="+env.simURL,
-		"INGESTD_YANDEX_ACCOUNT="+account,
-		"INGESTD_YANDEX_PAGE_LIMIT="+strconv.Itoa(o.pageLimit),
+	h.childEnv = []string{
+		"INGESTD_DATABASE_URL=" + env.dsn,
+		"INGESTD_KAFKA_BROKERS=" + env.kafkaAddr,
+		"INGESTD_KAFKA_TOPIC=" + topicName,
+		"INGESTD_KAFKA_PARTITIONS=" + strconv.Itoa(partitions),
+		"INGESTD_YANDEX_TOKEN=" + env.token,
+		"INGESTD_YANDEX_BASE_URL=" + env.simURL,
+		"INGESTD_YANDEX_ACCOUNT=" + account,
+		"INGESTD_YANDEX_PAGE_LIMIT=" + strconv.Itoa(o.pageLimit),
 		"INGESTD_YANDEX_POLL_INTERVAL=100ms",
-		"INGESTD_LEASE_TTL="+o.leaseTTL.String(),
+		"INGESTD_LEASE_TTL=" + o.leaseTTL.String(),
 		// ingestd requires the lease to outlive a Kafka write, so that a
 		// successor takes over only after a dead publisher's last write
 		// settled; the in-process broker answers in milliseconds.
-		"INGESTD_KAFKA_WRITE_TIMEOUT="+(o.leaseTTL/2).String(),
+		"INGESTD_KAFKA_WRITE_TIMEOUT=" + (o.leaseTTL / 2).String(),
 		"INGESTD_HTTP_ADDR=127.0.0.1:0",
 		"INGESTD_BACKOFF_INITIAL=50ms",
 		"INGESTD_BACKOFF_MAX=500ms",
 		"INGESTD_LOG_LEVEL=warn",
-		"INGESTD_SHUTDOWN_TIMEOUT="+childShutdownTimeout.String(),
-	)
+		"INGESTD_SHUTDOWN_TIMEOUT=" + childShutdownTimeout.String(),
+	}
 	h.cursorPos = make(map[string]int, o.events+1)
 	for n := 0; n <= o.events; n++ {
 		h.cursorPos[env.y.CursorAfter(n)] = n
 	}
 	h.wantCursor = env.y.CursorAfter(o.events)
 	return h
-}
-
-// baseEnv is the harness's environment without INGESTD_* variables, so that
-// a developer's own settings cannot leak into the children.
-func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "INGESTD_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func (h *harness) printf(format string, args ...any) {
@@ -378,28 +367,18 @@ func (h *harness) instanceName(i int) string {
 }
 
 // start runs the ingestd binary. spec is INGESTD_FAILPOINTS ("" for none)
-// and point the failpoint it arms.
-func (h *harness) start(name, point, spec string) (*child, error) {
-	cmd := exec.Command(h.bin)
-	cmd.Env = append(slices.Clip(h.childEnv), "INGESTD_INSTANCE_ID="+name)
+// and point the failpoint it arms. The fleet kills it on every exit path of
+// the harness, and the kernel does should the harness itself be SIGKILLed.
+func (h *harness) start(name, point, spec string) (*instance, error) {
+	env := append(slices.Clip(h.childEnv), "INGESTD_INSTANCE_ID="+name)
 	if spec != "" {
-		cmd.Env = append(cmd.Env, "INGESTD_FAILPOINTS="+spec)
+		env = append(env, "INGESTD_FAILPOINTS="+spec)
 	}
-	logs := newLogBuffer(256 << 10)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	// Should the harness itself be SIGKILLed, its deferred cleanup never
-	// runs; the kernel then kills the children instead.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start ingestd %s: %w", name, err)
+	p, err := child.Start(h.bin, child.Options{Env: env, LogBytes: instanceLogBytes})
+	if err != nil {
+		return nil, fmt.Errorf("ingestd %s: %w", name, err)
 	}
-	c := &child{name: name, failpoint: point, cmd: cmd, logs: logs, done: make(chan struct{}), started: time.Now()}
-	// The fleet waits for done on every exit path, so this goroutine is
-	// always waited for.
-	go func() {
-		_ = cmd.Wait()
-		close(c.done)
-	}()
+	c := &instance{name: name, failpoint: point, p: p, started: time.Now()}
 	h.fleet.add(c)
 	h.stats.Starts++
 	return c, nil
@@ -407,8 +386,8 @@ func (h *harness) start(name, point, spec string) (*child, error) {
 
 // startRound starts one or two instances, the second after a short random
 // stagger so that they race for the leases in both orders.
-func (h *harness) startRound(ctx context.Context, n int, point, spec string) ([]*child, error) {
-	var cs []*child
+func (h *harness) startRound(ctx context.Context, n int, point, spec string) ([]*instance, error) {
+	var cs []*instance
 	for i := range n {
 		if i > 0 {
 			if err := sleep(ctx, h.randDuration(0, 500*time.Millisecond)); err != nil {
@@ -436,7 +415,7 @@ func (h *harness) randDuration(lo, hi time.Duration) time.Duration {
 func (h *harness) activeWithin() time.Duration { return 3*h.o.leaseTTL + 30*time.Second }
 
 // countKill records a SIGKILL.
-func (h *harness) countKill(kind killKind, c *child) {
+func (h *harness) countKill(kind killKind, c *instance) {
 	h.stats.Kills.Total++
 	switch kind {
 	case killRandom:
@@ -450,7 +429,7 @@ func (h *harness) countKill(kind killKind, c *child) {
 
 // sigkill kills c and accounts for how it ended; it returns a description
 // for the round line.
-func (h *harness) sigkill(c *child, kind killKind) string {
+func (h *harness) sigkill(c *instance, kind killKind) string {
 	if c.kill() {
 		h.countKill(kind, c)
 		c.outcome = "SIGKILL"
@@ -460,10 +439,10 @@ func (h *harness) sigkill(c *child, kind killKind) string {
 	return h.settle(c)
 }
 
-// settle accounts for a child that ended without the harness's SIGKILL: a
+// settle accounts for an instance that ended without the harness's SIGKILL: a
 // failpoint's self-kill, a clean exit after SIGTERM, or something
 // unexpected.
-func (h *harness) settle(c *child) string {
+func (h *harness) settle(c *instance) string {
 	if c.accounted {
 		return c.outcome
 	}
@@ -477,7 +456,7 @@ func (h *harness) settle(c *child) string {
 	case exitHarnessKill:
 		c.outcome = "SIGKILL"
 	default:
-		if ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Exited() && ws.ExitStatus() == 2 && h.fatal == nil {
+		if ws, ok := c.waitStatus(); ok && ws.Exited() && ws.ExitStatus() == 2 && h.fatal == nil {
 			h.fatal = fmt.Errorf("ingestd rejected the harness's configuration: %s", c.describe())
 		}
 		h.stats.Unexpected = append(h.stats.Unexpected, c.describe())
@@ -489,33 +468,27 @@ func (h *harness) settle(c *child) string {
 
 // terminate stops c with SIGTERM; anything but exit status 0 within
 // stopWithin is unexpected.
-func (h *harness) terminate(ctx context.Context, c *child) (string, error) {
+func (h *harness) terminate(ctx context.Context, c *instance) (string, error) {
 	if !c.running() {
 		return h.settle(c), nil
 	}
-	c.sentTerm.Store(true)
-	if err := c.signal(syscall.SIGTERM); err != nil {
-		return "", err
-	}
-	t := time.NewTimer(stopWithin)
-	defer t.Stop()
-	select {
-	case <-c.exited():
-		return h.settle(c), nil
-	case <-ctx.Done():
-		return "", ctx.Err()
-	case <-t.C:
-		c.kill()
+	c.sentTerm = true
+	err := c.p.Stop(ctx, stopWithin)
+	if late := (*child.StopTimeoutError)(nil); errors.As(err, &late) {
 		c.accounted = true
-		c.outcome = fmt.Sprintf("UNEXPECTED: no exit within %v of SIGTERM (then SIGKILLed)", stopWithin)
+		c.outcome = fmt.Sprintf("UNEXPECTED: no exit within %v of SIGTERM (then SIGKILLed)", late.Within)
 		h.stats.Unexpected = append(h.stats.Unexpected, c.outcome+": "+c.describe())
 		return c.outcome, nil
 	}
+	if err != nil {
+		return "", fmt.Errorf("stop %s: %w", c.name, err)
+	}
+	return h.settle(c), nil
 }
 
 // end finishes a surviving instance: SIGKILL or SIGTERM, half and half, so
 // that graceful hand-overs are exercised between the crashes.
-func (h *harness) end(ctx context.Context, c *child) (string, error) {
+func (h *harness) end(ctx context.Context, c *instance) (string, error) {
 	if !c.running() {
 		return h.settle(c), nil
 	}
@@ -541,11 +514,11 @@ func (h *harness) leases(ctx context.Context) (map[string]lease.State, error) {
 // waitActive waits until every role's lease is live and held by one of cs,
 // and returns who holds what. It gives up (returning what it saw) after
 // activeWithin, or when none of cs runs any more.
-func (h *harness) waitActive(ctx context.Context, cs []*child) (map[string]*child, error) {
-	var holders map[string]*child
+func (h *harness) waitActive(ctx context.Context, cs []*instance) (map[string]*instance, error) {
+	var holders map[string]*instance
 	_, err := poll(ctx, h.activeWithin(), pollEvery, func() (bool, error) {
-		holders = map[string]*child{}
-		if !slices.ContainsFunc(cs, (*child).running) {
+		holders = map[string]*instance{}
+		if !slices.ContainsFunc(cs, (*instance).running) {
 			return true, nil
 		}
 		ls, err := h.leases(ctx)
@@ -569,12 +542,12 @@ func (h *harness) waitActive(ctx context.Context, cs []*child) (map[string]*chil
 }
 
 // describeHolders is "a holds source+publisher" for round lines.
-func (h *harness) describeHolders(holders map[string]*child) string {
+func (h *harness) describeHolders(holders map[string]*instance) string {
 	if len(holders) == 0 {
 		return "no lease taken"
 	}
-	by := map[*child][]string{}
-	var order []*child
+	by := map[*instance][]string{}
+	var order []*instance
 	for _, role := range h.roles {
 		if c := holders[role]; c != nil {
 			if by[c] == nil {
@@ -600,10 +573,10 @@ func shortRole(role string) string {
 	return role
 }
 
-// pickHolder returns a random child among those holding a lease, or among
+// pickHolder returns a random instance among those holding a lease, or among
 // all of cs when none does, so that a kill rarely hits an idle standby.
-func (h *harness) pickHolder(cs []*child, holders map[string]*child) *child {
-	var pool []*child
+func (h *harness) pickHolder(cs []*instance, holders map[string]*instance) *instance {
+	var pool []*instance
 	for _, c := range cs {
 		for _, hc := range holders {
 			if hc == c && c.running() {
@@ -656,12 +629,12 @@ func (h *harness) playRandom(ctx context.Context, dual bool) (roundResult, error
 
 // finishSurvivor lets a surviving instance take the leases over, run for a
 // random while, and then ends it.
-func (h *harness) finishSurvivor(ctx context.Context, c *child) (string, error) {
+func (h *harness) finishSurvivor(ctx context.Context, c *instance) (string, error) {
 	if !c.running() {
 		return c.name + ": " + h.settle(c), nil
 	}
 	started := time.Now()
-	holders, err := h.waitActive(ctx, []*child{c})
+	holders, err := h.waitActive(ctx, []*instance{c})
 	if err != nil {
 		return "", err
 	}
@@ -823,7 +796,7 @@ func (h *harness) playPause(ctx context.Context) (roundResult, error) {
 		h.note("round %d: %s did not take over the leases of paused %s within %v", h.round, other.name, victim.name, paused)
 	}
 
-	mark := victim.logs.mark()
+	mark := victim.p.Log().Mark()
 	if err := victim.signal(syscall.SIGCONT); err != nil {
 		return roundResult{}, err
 	}
@@ -832,7 +805,7 @@ func (h *harness) playPause(ctx context.Context) (roundResult, error) {
 	// is refused, or its next write is refused by the fence.
 	var line string
 	stepped, err := poll(ctx, 2*h.o.leaseTTL+30*time.Second, pollEvery, func() (bool, error) {
-		for l := range strings.SplitSeq(victim.logs.since(mark), "\n") {
+		for l := range strings.SplitSeq(victim.p.Log().Since(mark), "\n") {
 			for _, m := range stepDownMarkers() {
 				if strings.Contains(l, m) {
 					line = l
@@ -850,7 +823,7 @@ func (h *harness) playPause(ctx context.Context) (roundResult, error) {
 	if stepped {
 		h.stats.StepDowns++
 	} else if tookOver {
-		h.note("round %d: resumed %s logged no step-down within %v; its log since SIGCONT:\n%s", h.round, victim.name, noticed, victim.logs.since(mark))
+		h.note("round %d: resumed %s logged no step-down within %v; its log since SIGCONT:\n%s", h.round, victim.name, noticed, victim.p.Log().Since(mark))
 	}
 
 	// The successor must still hold what it took: the resumed instance may
@@ -958,7 +931,7 @@ func (h *harness) final(ctx context.Context, failures *[]string) error {
 	// the journal may well be committed and published already, and a
 	// SIGTERM before it even set up its signal handlers would prove
 	// nothing (and kill it).
-	holders, err := h.waitActive(ctx, []*child{c})
+	holders, err := h.waitActive(ctx, []*instance{c})
 	if err != nil {
 		return err
 	}
@@ -1096,8 +1069,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // firstExit waits until one of cs exits and returns it; nil when within
 // passed first.
-func firstExit(ctx context.Context, cs []*child, within time.Duration) (*child, error) {
-	var first *child
+func firstExit(ctx context.Context, cs []*instance, within time.Duration) (*instance, error) {
+	var first *instance
 	_, err := poll(ctx, within, 20*time.Millisecond, func() (bool, error) {
 		for _, c := range cs {
 			if !c.running() {

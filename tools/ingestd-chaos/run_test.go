@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/child"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -20,10 +22,18 @@ func TestChaosSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs ingestd many times")
 	}
+	// The binary is built before the run's deadline starts: how long a
+	// build takes depends on the build cache and the machine's load, not
+	// on the harness.
+	bin, remove, err := child.Build(t.Context(), child.IngestdPackage)
+	require.NoError(t, err)
+	t.Cleanup(remove)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 115*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err := run(ctx, []string{
+	err = run(ctx, []string{
+		"-binary", bin,
 		"-events", "3000", "-claims", "300", "-kills", "6",
 		// Small pages make enough commits and publish batches for every
 		// failpoint to fire while the journal is still being served.
@@ -76,9 +86,9 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 		{"extra"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
-		var ue *usageError
+		var ue *cli.UsageError
 		require.ErrorAs(t, err, &ue, "%v", args)
-		require.Equal(t, 2, exitCode(err, &bytes.Buffer{}))
+		require.Equal(t, 2, cli.ExitCode("ingestd-chaos", err, &bytes.Buffer{}))
 	}
 	o, err := parseOptions(nil, &bytes.Buffer{})
 	require.NoError(t, err)

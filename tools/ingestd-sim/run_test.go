@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -265,12 +266,12 @@ func TestRunRejectsBadUsage(t *testing.T) {
 				require.ErrorContains(t, err, tc.wantErr)
 			}
 			var exitOut bytes.Buffer
-			require.Equal(t, tc.wantCode, exitCode(err, &exitOut))
+			require.Equal(t, tc.wantCode, cli.ExitCode("ingestd-sim", err, &exitOut))
 			require.Empty(t, stdout.String(), "nothing is served, so no address is printed")
 		})
 	}
-	require.Equal(t, 0, exitCode(nil, io.Discard))
-	require.Equal(t, 1, exitCode(errors.New("boom"), io.Discard))
+	require.Equal(t, 0, cli.ExitCode("ingestd-sim", nil, io.Discard))
+	require.Equal(t, 1, cli.ExitCode("ingestd-sim", errors.New("boom"), io.Discard))
 }
 
 // envName is the variable ff reads for a flag under envPrefix.

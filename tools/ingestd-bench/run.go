@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ingestd/ingestd/internal/child"
+	"github.com/ingestd/ingestd/internal/cli"
 )
 
 // defaultDatabaseURL is the local server every test and the demo use.
@@ -69,13 +70,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if o.databaseURL == "" {
 		o.databaseURL = envOr("INGESTD_DATABASE_URL", defaultDatabaseURL)
 	}
 	if fs.NArg() > 0 {
-		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+		return o, &cli.UsageError{Err: fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	list := *events
 	if *sizes != "" {
@@ -84,7 +85,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	for _, s := range strings.Split(list, ",") {
 		n, err := parseCount(s)
 		if err != nil || n <= 0 {
-			return o, &usageError{fmt.Errorf("backlog size %q: want a positive count such as 100000, 100k or 1M", s)}
+			return o, &cli.UsageError{Err: fmt.Errorf("backlog size %q: want a positive count such as 100000, 100k or 1M", s)}
 		}
 		o.sizes = append(o.sizes, n)
 	}
@@ -114,7 +115,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		errs = append(errs, fmt.Errorf("--timeout: must be positive, got %v", o.timeout))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	return o, nil
 }
@@ -172,15 +173,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	b := &bench{o: o, bin: o.bin, progress: stderr}
 	if b.bin == "" {
-		dir, err := os.MkdirTemp("", "ingestd-bench-")
+		b.logf("building %s", child.IngestdPackage)
+		bin, remove, err := child.Build(ctx, child.IngestdPackage, buildFlags()...)
 		if err != nil {
-			return fmt.Errorf("create a directory for the ingestd binary: %w", err)
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		b.logf("building ./cmd/ingestd")
-		if b.bin, err = buildIngestd(ctx, dir); err != nil {
 			return err
 		}
+		defer remove()
+		b.bin = bin
 	}
 
 	rep := &report{Config: configOf(o)}
@@ -215,45 +214,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("print the result: %w", err)
 	}
 	return rep.checkErr()
-}
-
-// buildIngestd builds ./cmd/ingestd of the module containing the working
-// directory into dir, the way `make build` does (static, trimmed paths) but
-// keeping symbols so that perf can attribute samples.
-func buildIngestd(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find the module (go env GOMOD): %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the ingestd module: run from the repository or pass --ingestd-bin")
-	}
-	bin := filepath.Join(dir, "ingestd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/ingestd")
-	cmd.Dir = filepath.Dir(gomod)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/ingestd: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// usageError is a bad flag or value: exit status 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the exit status and prints it once.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd-bench:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
 }

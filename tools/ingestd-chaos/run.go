@@ -11,7 +11,6 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ingestd/ingestd/internal/child"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
@@ -57,12 +58,6 @@ type options struct {
 	jsonOut     bool
 }
 
-// usageError is a bad command line (exit status 2).
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
 // parseOptions reads args. A bad flag is a usage error.
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -80,19 +75,19 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pageLimit, "page-limit", 200, "INGESTD_YANDEX_PAGE_LIMIT (1..1000)")
 	fs.StringVar(&o.binary, "binary", "", "prebuilt ingestd binary (default: go build ./cmd/ingestd of this module into a temporary directory)")
 	fs.StringVar(&o.databaseURL, "database-url", envOr("INGESTD_TEST_DATABASE_URL", defaultDatabaseURL), "PostgreSQL server; the run creates its own schema there and drops it at the end")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run, after ingestd is built")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON on stdout (round lines go to stderr then)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return o, &usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+		return o, &cli.UsageError{Err: fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	if err := o.validate(); err != nil {
-		return o, &usageError{err}
+		return o, &cli.UsageError{Err: err}
 	}
 	if o.backlog < 0 {
 		o.backlog = o.events / 10
@@ -141,21 +136,6 @@ func envOr(key, def string) string {
 	return def
 }
 
-// exitCode maps run's error to the process exit status: 0 on success (and
-// for -h), 2 for a bad command line, 1 for anything else, a failed check
-// included.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd-chaos:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
-}
-
 // run is the whole harness: set up PostgreSQL, Kafka and the simulator, kill
 // ingestd over and over, drain with a final instance, check the topic, and
 // print the summary. It returns an error when the check finds any loss,
@@ -165,15 +145,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	started := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-
+	// The build comes before the clock starts: it takes as long as the
+	// build cache and the machine's load make it, which says nothing about
+	// ingestd, and the rounds' share of -timeout must not pay for it.
 	bin, removeBin, err := ensureBinary(ctx, o.binary)
 	if err != nil {
 		return err
 	}
 	defer removeBin()
+
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 
 	env, err := setUp(ctx, o)
 	// close tolerates a partial environment, so it is deferred before the
@@ -213,31 +196,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // cmd/ingestd into a temporary directory unless path names one. The returned
 // function removes what was built.
 func ensureBinary(ctx context.Context, path string) (string, func(), error) {
-	if path != "" {
-		abs, err := filepath.Abs(path)
-		if err != nil {
-			return "", func() {}, fmt.Errorf("-binary %s: %w", path, err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return "", func() {}, fmt.Errorf("-binary: %w", err)
-		}
-		return abs, func() {}, nil
+	if path == "" {
+		return child.Build(ctx, child.IngestdPackage)
 	}
-	dir, err := os.MkdirTemp("", "ingestd-chaos-bin")
+	abs, err := filepath.Abs(path)
 	if err != nil {
-		return "", func() {}, fmt.Errorf("temporary directory for the ingestd binary: %w", err)
+		return "", nil, fmt.Errorf("-binary %s: %w", path, err)
 	}
-	remove := func() { _ = os.RemoveAll(dir) }
-	bin := filepath.Join(dir, "ingestd")
-	// The package path (not ./cmd/ingestd) builds from any directory of the
-	// module, so `go test` in this package works as well as `go run` at the
-	// root.
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ingestd/ingestd/cmd/ingestd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		remove()
-		return "", func() {}, fmt.Errorf("go build ingestd: %w\n%s", err, out)
+	if _, err := os.Stat(abs); err != nil {
+		return "", nil, fmt.Errorf("-binary: %w", err)
 	}
-	return bin, remove, nil
+	return abs, func() {}, nil
 }
 
 // environment is what the children run against: a PostgreSQL schema of
@@ -273,7 +242,7 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 
 	conn, err := pgx.Connect(ctx, o.databaseURL)
 	if err != nil {
-		return env, fmt.Errorf("connect to PostgreSQL at %s (start it, or pass -database-url): %w", redact(o.databaseURL), err)
+		return env, fmt.Errorf("connect to PostgreSQL at %s (start it, or pass -database-url): %w", cli.Redact(o.databaseURL), err)
 	}
 	_, err = conn.Exec(ctx, "CREATE SCHEMA "+schema)
 	_ = conn.Close(context.WithoutCancel(ctx))
@@ -409,13 +378,4 @@ func withSearchPath(dsn, schema string) (string, error) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
-}
-
-// redact hides a password in a DSN for error messages.
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "the configured server"
-	}
-	return u.Redacted()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
@@ -154,11 +155,11 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	if err != nil {
 		return r, err
 	}
-	c, err := startChild(ctx, b.bin, b.childEnv(ingestdDSN, broker, simAddr, httpAddr))
+	c, err := startIngestd(b.bin, b.childEnv(ingestdDSN, broker, simAddr, httpAddr))
 	if err != nil {
 		return r, err
 	}
-	defer c.kill()
+	defer c.Kill()
 
 	// The clock starts at ingestd's first upstream request, so process
 	// start-up (connecting, checking the schema and the topic) is not
@@ -168,7 +169,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	}
 	start := first.time()
 	harness0 := selfCPU()
-	child0, childErr := procCPU(c.pid())
+	child0, childErr := procCPU(c.Pid())
 	if err := pgCPU.sample(ctx); err != nil {
 		return r, err
 	}
@@ -182,8 +183,8 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 		select {
 		case <-ctx.Done():
 			return r, fmt.Errorf("waiting for the catch-up to finish (%d upstream requests so far): %w", y.Requests(), context.Cause(ctx))
-		case <-c.exited():
-			return r, c.exitErr()
+		case <-c.Done():
+			return r, exitErr(c)
 		case <-tick.C:
 		}
 		if i%pgSampleEvery == 0 {
@@ -213,11 +214,11 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 		}
 	}
 	harnessCPU := selfCPU() - harness0
-	child1, childErr1 := procCPU(c.pid())
+	child1, childErr1 := procCPU(c.Pid())
 	if err := pgCPU.sample(ctx); err != nil {
 		return r, err
 	}
-	peak, err := procPeakRSS(c.pid())
+	peak, err := procPeakRSS(c.Pid())
 	if err != nil {
 		return r, err
 	}
@@ -225,7 +226,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	if r.Stages, err = scrapeStages(ctx, httpAddr); err != nil {
 		b.logf("no stage timings: %v", err)
 	}
-	ru, err := c.stop()
+	ru, err := stop(ctx, c)
 	if err != nil {
 		return r, err
 	}
@@ -325,16 +326,16 @@ func (b *bench) checkpoint(ctx context.Context, conn *pgx.Conn) {
 const startupLimit = time.Minute
 
 // waitFirst waits for ingestd's first upstream request.
-func waitFirst(ctx context.Context, c *child, first *firstRequest) error {
+func waitFirst(ctx context.Context, c *child.Process, first *firstRequest) error {
 	t := time.NewTimer(startupLimit)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for ingestd's first request: %w", context.Cause(ctx))
-	case <-c.exited():
-		return c.exitErr()
+	case <-c.Done():
+		return exitErr(c)
 	case <-t.C:
-		return fmt.Errorf("ingestd sent no upstream request within %v of starting; its log ends with:\n%s", startupLimit, c.logs.String())
+		return fmt.Errorf("ingestd sent no upstream request within %v of starting; its log ends with:\n%s", startupLimit, c.Log())
 	case <-first.seen:
 		return nil
 	}

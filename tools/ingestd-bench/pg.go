@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/cli"
 )
 
 // pgSchema is a PostgreSQL schema created for one measurement and dropped
@@ -28,7 +30,7 @@ func createSchema(ctx context.Context, baseURL, prefix string) (*pgSchema, error
 	s := &pgSchema{baseURL: baseURL, name: prefix + "_" + hex.EncodeToString(r[:])}
 	conn, err := pgx.Connect(ctx, baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", redact(baseURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w", cli.Redact(baseURL), err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+s.name); err != nil {
@@ -80,15 +82,6 @@ func withParams(dsn string, params map[string]string) string {
 		dsn += " " + k + "=" + params[k]
 	}
 	return dsn
-}
-
-// redact hides a password in a DSN for messages.
-func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		return "the configured server"
-	}
-	return u.Redacted()
 }
 
 // pgIsLocal reports whether the server is on this machine, where its

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -107,14 +108,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return &usageError{err}
+		return &cli.UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return &usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+		return &cli.UsageError{Err: fmt.Errorf("unexpected arguments: %v", fs.Args())}
 	}
 	log, err := newLogger(o.logLevel, o.logFormat, stderr)
 	if err != nil {
-		return &usageError{err}
+		return &cli.UsageError{Err: err}
 	}
 	defer func() { _ = log.Sync() }()
 
@@ -122,13 +123,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		// Every NewYandex error is a bad setting (a rate out of range, fault
 		// rates adding up to more than 1), so it is a usage error.
-		return &usageError{err}
+		return &cli.UsageError{Err: err}
 	}
 	var b *sim.BTS
 	if o.bts.Orders > 0 {
 		o.bts.Seed = o.yandex.Seed
 		if b, err = sim.NewBTS(o.bts); err != nil {
-			return &usageError{err}
+			return &cli.UsageError{Err: err}
 		}
 		log.Info("BTS simulator", zap.Int("orders", o.bts.Orders), zap.String("first_order", b.OrderID(0)), zap.Float64("speed", o.bts.Speed))
 	}
@@ -221,25 +222,4 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 		return nil, fmt.Errorf("SIM_LOG_FORMAT: want json or console, got %q", format)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl), zap.ErrorOutput(zapcore.AddSync(w))), nil
-}
-
-// usageError is a bad invocation or setting: exit status 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the process exit status: 0 on success (a
-// signal-driven shutdown included) and -h, 2 for bad usage, 1 otherwise. It
-// prints the error once.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd-sim:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
 }

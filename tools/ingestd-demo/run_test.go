@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 )
@@ -122,6 +123,6 @@ func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
 func TestDemoRejectsBadSchemaName(t *testing.T) {
 	t.Parallel()
 	err := run(context.Background(), []string{"-schema", "x; DROP TABLE y"}, &bytes.Buffer{}, &bytes.Buffer{})
-	var ue *usageError
+	var ue *cli.UsageError
 	require.ErrorAs(t, err, &ue)
 }
