@@ -46,7 +46,7 @@ demo:
 bench:
 	$(GO) run ./tools/ingestd-bench $(BENCH_FLAGS)
 
-# The chaos harness (docs/guarantees.md): 50,000 events, at least 20 SIGKILLs
+# The chaos harness (docs/guarantees.md): 50,000 events, at least 25 SIGKILLs
 # of real ingestd processes (some at exact points of the data path), two
 # instances at once, a paused instance; then every event is checked in Kafka.
 # CHAOS_FLAGS passes options, e.g. CHAOS_FLAGS='-events 100000 -kills 40'.

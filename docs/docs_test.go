@@ -9,6 +9,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -109,4 +110,90 @@ func TestDocumentedLeasesExist(t *testing.T) {
 		}
 	}
 	require.Positive(t, found)
+}
+
+// TestPackageTableListsEveryPackage: the README's package table names every
+// package of the product, the tools and the test helpers, so that a
+// newcomer finds each folder there.
+func TestPackageTableListsEveryPackage(t *testing.T) {
+	t.Parallel()
+	readme := documents(t)["README.md"]
+	row := regexp.MustCompile("(?m)^\\| (`[^|]+`) \\|")
+	listed := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(readme, -1) {
+		for _, name := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(m[1], -1) {
+			listed[strings.TrimSuffix(name[1], "/")] = true
+		}
+	}
+	for _, top := range []string{"cmd", "tools", "internal"} {
+		err := filepath.WalkDir(filepath.Join(root, top), func(path string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() || d.Name() == "testdata" {
+				if d != nil && d.IsDir() && d.Name() == "testdata" {
+					return filepath.SkipDir
+				}
+				return err
+			}
+			gos, err := filepath.Glob(filepath.Join(path, "*.go"))
+			if err != nil || len(gos) == 0 {
+				return err
+			}
+			rel, err := filepath.Rel(root, path)
+			require.NoError(t, err)
+			require.True(t, listed[filepath.ToSlash(rel)], "README.md's package table does not list %s", rel)
+			return nil
+		})
+		require.NoError(t, err)
+	}
+}
+
+// TestLayersKeepToThemselves holds the architecture's rules on the import
+// graph: the product never imports the simulator or the test helpers; a
+// storage package never reaches Kafka or serves HTTP; an API client never
+// reaches PostgreSQL or Kafka; a poller knows nothing of Kafka; the event
+// schema is a leaf. Module packages and libraries are checked through every
+// transitive import; net/http only as a direct import, since the metrics
+// library brings it everywhere.
+func TestLayersKeepToThemselves(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}\t{{join .Deps \" \"}}\t{{join .Imports \" \"}}", "../cmd/...", "../internal/...").Output()
+	require.NoError(t, err)
+	const mod = "github.com/ingestd/ingestd/"
+	deps, imports := map[string][]string{}, map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		require.Len(t, f, 3, line)
+		pkg := strings.TrimPrefix(f[0], mod)
+		deps[pkg], imports[pkg] = strings.Fields(f[1]), strings.Fields(f[2])
+	}
+	storage := []string{"internal/pg", "internal/lease", "internal/outbox", "internal/cursor", "internal/watchlist", "internal/storage"}
+	clients := []string{"internal/upstream", "internal/yandex", "internal/bts"}
+	pollers := []string{"internal/poller", "internal/poller/journal", "internal/poller/watch"}
+	rules := []struct {
+		pkgs      []string
+		forbidden []string
+		direct    bool
+		why       string
+	}{
+		{[]string{"cmd/ingestd"}, []string{mod + "internal/sim", mod + "internal/pgtest", mod + "internal/kafkatest", mod + "internal/child"}, false, "the product ships no test tool"},
+		{storage, []string{"github.com/segmentio/kafka-go", mod + "internal/publish", mod + "internal/poller"}, false, "a storage package never calls Kafka"},
+		{storage, []string{"net/http"}, true, "a storage package never speaks HTTP"},
+		{clients, []string{"github.com/jackc/pgx/v5", "github.com/segmentio/kafka-go", mod + "internal/pg", mod + "internal/outbox", mod + "internal/cursor"}, false, "an API client never touches storage or Kafka"},
+		{pollers, []string{"github.com/segmentio/kafka-go", mod + "internal/publish"}, false, "a poller knows nothing of Kafka"},
+		{[]string{"internal/event"}, []string{mod}, false, "the event schema is a leaf"},
+	}
+	for _, r := range rules {
+		for _, pkg := range r.pkgs {
+			list, ok := deps[pkg]
+			if r.direct {
+				list, ok = imports[pkg]
+			}
+			require.True(t, ok, "package %s exists", pkg)
+			for _, d := range list {
+				for _, f := range r.forbidden {
+					hit := d == f || strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)
+					require.False(t, hit, "%s imports %s: %s", pkg, d, r.why)
+				}
+			}
+		}
+	}
 }

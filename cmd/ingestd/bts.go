@@ -15,6 +15,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/admin"
 	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/storage"
@@ -65,7 +66,7 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		_, err := fmt.Fprint(stdout, btsUsage)
 		if len(args) == 0 {
-			return &usageError{errors.New("bts: missing subcommand (track, untrack or list)")}
+			return &cli.UsageError{Err: errors.New("bts: missing subcommand (track, untrack or list)")}
 		}
 		return err
 	}
@@ -83,11 +84,11 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if len(ids) == 0 {
-			return &usageError{fmt.Errorf("bts %s: give at least one ORDER_ID", sub)}
+			return &cli.UsageError{Err: fmt.Errorf("bts %s: give at least one ORDER_ID", sub)}
 		}
 		for _, id := range ids {
 			if !bts.ValidOrderID(id) {
-				return &usageError{fmt.Errorf("bts %s: %q is not a BTS order id (1 to %d characters of A-Z, a-z, 0-9, _ and -)", sub, id, bts.MaxOrderIDLen)}
+				return &cli.UsageError{Err: fmt.Errorf("bts %s: %q is not a BTS order id (1 to %d characters of A-Z, a-z, 0-9, _ and -)", sub, id, bts.MaxOrderIDLen)}
 			}
 		}
 	case "list":
@@ -99,20 +100,20 @@ func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		if len(extra) > 0 {
-			return &usageError{fmt.Errorf("bts list takes no arguments, got %d (flags: --state, --json)", len(extra))}
+			return &cli.UsageError{Err: fmt.Errorf("bts list takes no arguments, got %d (flags: --state, --json)", len(extra))}
 		}
 		if f.state != "" && !watchlist.State(f.state).Valid() {
-			return &usageError{fmt.Errorf("bts list: --state must be active, terminal or not_found, got %q", f.state)}
+			return &cli.UsageError{Err: fmt.Errorf("bts list: --state must be active, terminal or not_found, got %q", f.state)}
 		}
 	default:
 		_, _ = fmt.Fprint(stderr, btsUsage)
-		return &usageError{fmt.Errorf("bts: unknown subcommand %q", sub)}
+		return &cli.UsageError{Err: fmt.Errorf("bts: unknown subcommand %q", sub)}
 	}
 	if !upstream.ValidAccount(f.account) {
-		return &usageError{fmt.Errorf("%s: must match [a-z0-9][a-z0-9._-]{0,62}, got %q", bts.EnvAccount, f.account)}
+		return &cli.UsageError{Err: fmt.Errorf("%s: must match [a-z0-9][a-z0-9._-]{0,62}, got %q", bts.EnvAccount, f.account)}
 	}
 	if err := f.db.Validate(); err != nil {
-		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 
 	store, err := storage.Open(ctx, f.db)
@@ -146,7 +147,7 @@ func parseWithArgs(fs *flag.FlagSet, args []string, stderr io.Writer) ([]string,
 		return nil, err
 	}
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &cli.UsageError{Err: err}
 	}
 	return positional, nil
 }

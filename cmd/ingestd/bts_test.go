@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -37,7 +38,7 @@ func btsRun(t *testing.T, dsn string, args ...string) (string, string, int) {
 	}
 	var stdout, stderr bytes.Buffer
 	err := runBTS(context.Background(), args, &stdout, &stderr)
-	code := exitCode(err, &stderr) // prints the error to stderr
+	code := cli.ExitCode("ingestd", err, &stderr) // prints the error to stderr
 	return stdout.String(), stderr.String(), code
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/secret"
 )
@@ -17,12 +18,6 @@ import (
 // INGESTD_KAFKA_BROKERS. A flag given on the command line wins over the
 // environment.
 const envPrefix = "INGESTD"
-
-// usageError is a bad invocation or configuration: exit status 2.
-type usageError struct{ err error }
-
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
 
 // listFlag is a comma-separated list.
 type listFlag struct{ v *[]string }
@@ -131,12 +126,12 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 		return err
 	}
 	if err != nil {
-		return &usageError{err}
+		return &cli.UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
 		// The values are not echoed: a misplaced argument may be a DSN or
 		// a token.
-		return &usageError{fmt.Errorf("unexpected arguments (%d): flags go before arguments, and this command takes none", fs.NArg())}
+		return &cli.UsageError{Err: fmt.Errorf("unexpected arguments (%d): flags go before arguments, and this command takes none", fs.NArg())}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/kafkatest"
@@ -44,15 +45,12 @@ func newProcStack(t *testing.T, sc sim.YandexConfig) *procStack {
 
 // proc is one running ingestd process.
 type proc struct {
-	cmd    *exec.Cmd
-	logs   *lockedBuffer
-	exited chan error
+	*child.Process
 }
 
 func (s *procStack) spawn(t *testing.T, id string, extraEnv ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(s.bin)
-	cmd.Env = append([]string{
+	env := append([]string{
 		"INGESTD_DATABASE_URL=" + s.dsn,
 		"INGESTD_KAFKA_BROKERS=" + s.kafka.Addr,
 		"INGESTD_KAFKA_PARTITIONS=3",
@@ -67,26 +65,20 @@ func (s *procStack) spawn(t *testing.T, id string, extraEnv ...string) *proc {
 		"INGESTD_BACKOFF_MAX=200ms",
 		"INGESTD_INSTANCE_ID=" + id,
 	}, extraEnv...)
-	p := &proc{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan error, 1)}
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	require.NoError(t, cmd.Start())
-	go func() { p.exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-	})
-	return p
+	c, err := child.Start(s.bin, child.Options{Env: env, LogBytes: 1 << 20})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Kill() })
+	return &proc{c}
 }
 
 // waitExit waits for the process to end and returns how.
 func (p *proc) waitExit(t *testing.T, within time.Duration) error {
 	t.Helper()
 	select {
-	case err := <-p.exited:
-		p.exited <- err // keep it for the cleanup
-		return err
+	case <-p.Done():
+		return p.Wait()
 	case <-time.After(within):
-		t.Fatalf("process still running after %s\n%s", within, p.logs.String())
+		t.Fatalf("process still running after %s\n%s", within, p.Log().String())
 		return nil
 	}
 }
@@ -111,8 +103,8 @@ func (s *procStack) finish(t *testing.T, n int) {
 		}
 		b, err := s.store.Outbox.Backlog(context.Background())
 		return err == nil && b.Rows == 0
-	}, 90*time.Second, 20*time.Millisecond, p.logs.String())
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	}, 90*time.Second, 20*time.Millisecond, p.Log().String())
+	require.NoError(t, p.Signal(syscall.SIGTERM))
 	require.NoError(t, p.waitExit(t, 30*time.Second))
 }
 
@@ -160,7 +152,7 @@ func TestKillAtEveryPoint(t *testing.T) {
 			s := newProcStack(t, sim.YandexConfig{Seed: 21, Backlog: n, ReplayRate: 0.1})
 			p := s.spawn(t, "victim", "INGESTD_FAILPOINTS="+tc.point)
 			err := p.waitExit(t, 60*time.Second)
-			require.True(t, killedBySIGKILL(err), "killed itself at %s: %v\n%s", tc.point, err, p.logs.String())
+			require.True(t, killedBySIGKILL(err), "killed itself at %s: %v\n%s", tc.point, err, p.Log().String())
 			s.finish(t, n)
 			s.requireExactlyOnce(t, n)
 		})
@@ -178,33 +170,33 @@ func TestPausedInstanceIsFenced(t *testing.T) {
 	require.Eventually(t, func() bool {
 		st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
 		return err == nil && st.EventsTotal >= 300
-	}, 30*time.Second, 5*time.Millisecond, a.logs.String())
-	require.NoError(t, a.cmd.Process.Signal(syscall.SIGSTOP))
+	}, 30*time.Second, 5*time.Millisecond, a.Log().String())
+	require.NoError(t, a.Signal(syscall.SIGSTOP))
 
 	b := s.spawn(t, "b")
 	deadlineB := time.Now().Add(30 * time.Second)
 	for holders(t, s.store)["b"] != 2 {
 		if time.Now().After(deadlineB) {
 			ls, _ := s.store.Leases.List(context.Background())
-			t.Fatalf("b did not take both leases once a's expired: %+v\n%s", ls, b.logs.String())
+			t.Fatalf("b did not take both leases once a's expired: %+v\n%s", ls, b.Log().String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	require.NoError(t, a.cmd.Process.Signal(syscall.SIGCONT))
+	require.NoError(t, a.Signal(syscall.SIGCONT))
 
 	// a notices at its next renewal (or its next write) and stands by.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(a.logs.String(), "stepping down") && !strings.Contains(a.logs.String(), "lease lost") {
+	for !strings.Contains(a.Log().String(), "stepping down") && !strings.Contains(a.Log().String(), "lease lost") {
 		if time.Now().After(deadline) {
-			t.Fatalf("the thawed instance did not step down:\n%s", a.logs.String())
+			t.Fatalf("the thawed instance did not step down:\n%s", a.Log().String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	require.Equal(t, 2, holders(t, s.store)["b"], "b keeps both leases")
 
-	require.NoError(t, b.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, b.Signal(syscall.SIGTERM))
 	require.NoError(t, b.waitExit(t, 30*time.Second))
-	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, a.Signal(syscall.SIGTERM))
 	require.NoError(t, a.waitExit(t, 30*time.Second))
 	s.finish(t, n)
 	s.requireExactlyOnce(t, n)

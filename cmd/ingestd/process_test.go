@@ -1,14 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,23 +11,18 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
-// binary builds ingestd once per test run.
+// binary builds ingestd once per test run. The binary is left in the
+// temporary directory: the tests that use it run in parallel, and the
+// package's test binary has no hook after the last of them.
 var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "ingestd-bin")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "ingestd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", errors.New(string(out))
-	}
-	return bin, nil
+	bin, _, err := child.Build(context.Background(), child.IngestdPackage)
+	return bin, err
 })
 
 func buildBinary(t *testing.T) string {
@@ -43,24 +33,6 @@ func buildBinary(t *testing.T) string {
 	bin, err := binary()
 	require.NoError(t, err)
 	return bin
-}
-
-// lockedBuffer collects a child's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestSIGTERMDrainsAndExitsZero runs the real binary against the simulator,
@@ -84,8 +56,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	require.NoError(t, err)
 	withPassword.User = url.UserPassword(withPassword.User.Username(), dbPassword)
 
-	cmd := exec.Command(bin)
-	cmd.Env = []string{
+	c, err := child.Start(bin, child.Options{LogBytes: 16 << 20, Env: []string{
 		"INGESTD_DATABASE_URL=" + withPassword.String(),
 		"INGESTD_LOG_LEVEL=debug",
 		"INGESTD_KAFKA_BROKERS=" + kc.Addr,
@@ -95,23 +66,20 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		"INGESTD_YANDEX_POLL_INTERVAL=50ms",
 		"INGESTD_HTTP_ADDR=127.0.0.1:0",
 		"INGESTD_SHUTDOWN_TIMEOUT=10s",
-	}
-	var logs lockedBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Kill() })
+	logs := c.Log()
 
 	// Mid-stream: some events committed, the journal still growing.
 	require.Eventually(t, func() bool {
 		st, err := store.Cursors.Source(context.Background(), "yandex/default")
 		return err == nil && st.EventsTotal >= 3000
 	}, 30*time.Second, 5*time.Millisecond, logs.String())
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, c.Signal(syscall.SIGTERM))
 	select {
-	case err := <-exited:
-		require.NoError(t, err, "exit status 0 after SIGTERM\n%s", logs.String())
+	case <-c.Done():
+		require.NoError(t, c.Wait(), "exit status 0 after SIGTERM\n%s", logs.String())
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no exit within 20s of SIGTERM\n%s", logs.String())
 	}

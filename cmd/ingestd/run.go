@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	default:
 		_, _ = fmt.Fprint(stderr, usage)
-		return &usageError{fmt.Errorf("unknown command %q", cmd)}
+		return &cli.UsageError{Err: fmt.Errorf("unknown command %q", cmd)}
 	}
 }
 
@@ -87,7 +88,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	d, err := daemon.New(ctx, cfg, log)
 	var invalid *daemon.ConfigError
 	if errors.As(err, &invalid) {
-		return &usageError{invalid}
+		return &cli.UsageError{Err: invalid}
 	}
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -105,7 +106,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 	applied, err := pg.Migrate(ctx, cfg)
 	if err != nil {
@@ -178,22 +179,4 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return version
-}
-
-// exitCode maps run's error to the process exit status: 0 on success (and
-// on a signal-driven shutdown), 2 for bad usage or configuration, 1 for
-// everything else. It prints the error once.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	_, _ = fmt.Fprintln(stderr, "ingestd:", err)
-	var ue *usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	if errors.Is(err, context.Canceled) {
-		return 0
-	}
-	return 1
 }

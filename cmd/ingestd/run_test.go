@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/child"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/pgtest"
 )
 
@@ -61,7 +62,7 @@ func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), tc.args, &stdout, &stderr)
 			require.Error(t, err)
-			require.Equal(t, 2, exitCode(err, &stderr))
+			require.Equal(t, 2, cli.ExitCode("ingestd", err, &stderr))
 			out := stderr.String()
 			require.Contains(t, out, tc.wantMsg)
 			require.NotContains(t, out, secretPassword, "secrets never reach error output")
@@ -88,27 +89,26 @@ func TestStartupFailureExitsOne(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), nil, &stdout, &stderr)
 	require.Error(t, err)
-	require.Equal(t, 1, exitCode(err, &stderr))
+	require.Equal(t, 1, cli.ExitCode("ingestd", err, &stderr))
 	require.NotContains(t, stderr.String(), secretPassword)
 }
 
 // TestBinaryExitStatus runs the built binary, so the exit status is the
-// process's own and not just exitCode's mapping.
+// process's own and not just cli.ExitCode's mapping.
 func TestBinaryExitStatus(t *testing.T) {
 	bin := buildBinary(t)
 
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "INGESTD_KAFKA_BROKERS=127.0.0.1:1", "INGESTD_YANDEX_TOKEN=" + secretPassword}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
+	c, err := child.Start(bin, child.Options{Env: []string{"INGESTD_KAFKA_BROKERS=127.0.0.1:1", "INGESTD_YANDEX_TOKEN=" + secretPassword}})
+	require.NoError(t, err)
+	err = c.Wait()
 	var exit *exec.ExitError
 	require.True(t, errors.As(err, &exit), "exits non-zero: %v", err)
 	require.Equal(t, 2, exit.ExitCode())
-	require.Contains(t, stderr.String(), "INGESTD_DATABASE_URL")
-	require.False(t, strings.Contains(stderr.String(), secretPassword))
+	require.Contains(t, c.Log().String(), "INGESTD_DATABASE_URL")
+	require.False(t, strings.Contains(c.Log().String(), secretPassword))
 
-	out, err := exec.Command(bin, "version").Output()
+	c, err = child.Start(bin, child.Options{Args: []string{"version"}})
 	require.NoError(t, err)
-	require.NotEmpty(t, strings.TrimSpace(string(out)))
+	require.NoError(t, c.Wait())
+	require.NotEmpty(t, strings.TrimSpace(c.Log().String()))
 }

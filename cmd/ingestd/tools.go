@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pg"
@@ -38,7 +39,7 @@ func openStore(ctx context.Context, name string, args []string, stderr io.Writer
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, &usageError{fmt.Errorf("invalid configuration:\n%w", err)}
+		return nil, &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 	return storage.Open(ctx, cfg)
 }
@@ -61,7 +62,7 @@ func actor() string {
 
 func runCursor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &usageError{errors.New("usage: ingestd cursor show|history|set|rewind [flags]")}
+		return &cli.UsageError{Err: errors.New("usage: ingestd cursor show|history|set|rewind [flags]")}
 	}
 	switch args[0] {
 	case "show":
@@ -71,7 +72,7 @@ func runCursor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "set", "rewind":
 		return cursorChange(ctx, args[0], args[1:], stdout, stderr)
 	default:
-		return &usageError{fmt.Errorf("unknown cursor command %q (show, history, set, rewind)", args[0])}
+		return &cli.UsageError{Err: fmt.Errorf("unknown cursor command %q (show, history, set, rewind)", args[0])}
 	}
 }
 
@@ -157,7 +158,7 @@ func cursorHistory(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer store.Close()
 	if source == "" {
-		return &usageError{errors.New("--source is required")}
+		return &cli.UsageError{Err: errors.New("--source is required")}
 	}
 	hist, err := store.Cursors.History(ctx, source, limit)
 	if err != nil {
@@ -216,20 +217,20 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 	defer store.Close()
 	switch {
 	case source == "":
-		return &usageError{errors.New("--source is required")}
+		return &cli.UsageError{Err: errors.New("--source is required")}
 	case reason == "":
-		return &usageError{errors.New("--reason is required: it is recorded in the cursor history")}
+		return &cli.UsageError{Err: errors.New("--reason is required: it is recorded in the cursor history")}
 	case cmd == "set" && value == "":
-		return &usageError{errors.New("--value is required")}
+		return &cli.UsageError{Err: errors.New("--value is required")}
 	case cmd == "rewind" && to == "":
-		return &usageError{errors.New("--to is required")}
+		return &cli.UsageError{Err: errors.New("--to is required")}
 	case strings.HasPrefix(source, bts.SourceID("")):
-		return &usageError{fmt.Errorf("%s is a BTS watch-list source: it has no cursor (its orders are in `ingestd bts list`); a halted BTS source resumes when ingestd restarts", source)}
+		return &cli.UsageError{Err: fmt.Errorf("%s is a BTS watch-list source: it has no cursor (its orders are in `ingestd bts list`); a halted BTS source resumes when ingestd restarts", source)}
 	}
 	if cmd == "rewind" {
 		at, err := time.Parse(time.RFC3339Nano, to)
 		if err != nil {
-			return &usageError{fmt.Errorf("--to %q: not an RFC 3339 time such as 2026-11-22T10:00:00Z", to)}
+			return &cli.UsageError{Err: fmt.Errorf("--to %q: not an RFC 3339 time such as 2026-11-22T10:00:00Z", to)}
 		}
 		h, err := store.Cursors.HistoryAt(ctx, source, at)
 		if err != nil {
@@ -262,7 +263,7 @@ func cursorChange(ctx context.Context, cmd string, args []string, stdout, stderr
 
 func runOutbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "stats" {
-		return &usageError{errors.New("usage: ingestd outbox stats [--json]")}
+		return &cli.UsageError{Err: errors.New("usage: ingestd outbox stats [--json]")}
 	}
 	var asJSON bool
 	store, err := openStore(ctx, "outbox stats", args[1:], stderr, func(fs *flag.FlagSet) {
@@ -371,7 +372,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch {
 	case !report.Valid:
-		return &usageError{errors.New("configuration is invalid")}
+		return &cli.UsageError{Err: errors.New("configuration is invalid")}
 	case failed:
 		return errors.New("configuration is valid, but a check failed")
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ingestd/ingestd/internal/cli"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/kafkatest"
@@ -35,7 +36,7 @@ type historyJSON struct {
 	Reason     string    `json:"reason"`
 }
 
-func cli(t *testing.T, args ...string) string {
+func runCLI(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	require.NoError(t, run(context.Background(), args, &out, &errOut), "ingestd %v: %s", args, errOut.String())
@@ -58,7 +59,7 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	t.Setenv("INGESTD_KAFKA_BROKERS", kc.Addr)
 	t.Setenv("INGESTD_YANDEX_TOKEN", "tok")
 	t.Setenv("INGESTD_YANDEX_BASE_URL", srv.URL)
-	cli(t, "migrate")
+	runCLI(t, "migrate")
 
 	cfg := daemon.DefaultConfig()
 	cfg.Database.DatabaseURL = secret.New(dsn)
@@ -90,7 +91,7 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	require.Eventually(t, atEnd, 60*time.Second, 10*time.Millisecond)
 
 	var hist []historyJSON
-	require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "history", "--source", "yandex/default", "--limit", "100", "--json")), &hist))
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "cursor", "history", "--source", "yandex/default", "--limit", "100", "--json")), &hist))
 	require.Len(t, hist, n/200, "one entry per page")
 
 	// The daemon resumes from whatever an operator sets, and history shows it.
@@ -98,7 +99,7 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 		t.Helper()
 		require.Eventually(t, atEnd, 60*time.Second, 10*time.Millisecond)
 		var h []historyJSON
-		require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "history", "--source", "yandex/default", "--limit", "1000", "--json")), &h))
+		require.NoError(t, json.Unmarshal([]byte(runCLI(t, "cursor", "history", "--source", "yandex/default", "--limit", "1000", "--json")), &h))
 		for i, e := range h {
 			if e.Reason == "" || !bytes.Contains([]byte(e.Reason), []byte(reasonPart)) {
 				continue
@@ -114,14 +115,14 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	}
 
 	mid := y.CursorAfter(n / 2)
-	out := cli(t, "cursor", "set", "--source", "yandex/default", "--value", mid, "--reason", "replay second half")
+	out := runCLI(t, "cursor", "set", "--source", "yandex/default", "--value", mid, "--reason", "replay second half")
 	require.Contains(t, out, "cursor of yandex/default set by cli:")
 	requirePickedUp(mid, "replay second half")
 
 	// Rewind to the third page's entry by its recording time.
 	target := hist[len(hist)-3] // history is newest first
 	var res map[string]any
-	require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "rewind", "--source", "yandex/default",
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "cursor", "rewind", "--source", "yandex/default",
 		"--to", target.RecordedAt.Format(time.RFC3339Nano), "--reason", "incident 42", "--json")), &res))
 	require.Equal(t, target.Cursor, res["cursor"])
 	requirePickedUp(target.Cursor, "incident 42")
@@ -131,21 +132,21 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	require.Len(t, recs, n)
 
 	var show []map[string]any
-	require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "show", "--json")), &show))
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "cursor", "show", "--json")), &show))
 	require.Len(t, show, 1)
 	require.Equal(t, y.CursorAfter(n), show[0]["cursor"])
 	require.Equal(t, true, show[0]["lease_live"], "the daemon holds the lease again")
 
 	var stats map[string]any
 	require.Eventually(t, func() bool {
-		require.NoError(t, json.Unmarshal([]byte(cli(t, "outbox", "stats", "--json")), &stats))
+		require.NoError(t, json.Unmarshal([]byte(runCLI(t, "outbox", "stats", "--json")), &stats))
 		return stats["unpublished"] == 0.0
 	}, 30*time.Second, 50*time.Millisecond)
 	require.Equal(t, float64(n), stats["rows"])
-	require.Contains(t, cli(t, "outbox", "stats"), "partition 0 published through seq")
+	require.Contains(t, runCLI(t, "outbox", "stats"), "partition 0 published through seq")
 
 	var check map[string]any
-	require.NoError(t, json.Unmarshal([]byte(cli(t, "check-config", "--json")), &check))
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "check-config", "--json")), &check))
 	require.Equal(t, true, check["valid"])
 	require.Equal(t, map[string]any{"postgres": "ok", "kafka": "ok"}, check["checks"])
 	require.Equal(t, "[REDACTED]", check["settings"].(map[string]any)["INGESTD_YANDEX_TOKEN"])
@@ -153,7 +154,7 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 
 func TestToolUsageErrors(t *testing.T) {
 	t.Setenv("INGESTD_DATABASE_URL", pgtest.Schema(t))
-	cli(t, "migrate")
+	runCLI(t, "migrate")
 	tests := []struct {
 		args []string
 		want string
@@ -171,12 +172,12 @@ func TestToolUsageErrors(t *testing.T) {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), tc.args, &out, &errOut)
 		require.ErrorContains(t, err, tc.want, "%v", tc.args)
-		require.Equal(t, 2, exitCode(err, &errOut), "%v", tc.args)
+		require.Equal(t, 2, cli.ExitCode("ingestd", err, &errOut), "%v", tc.args)
 	}
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"cursor", "rewind", "--source", "yandex/default", "--reason", "r", "--to", "2020-01-01T00:00:00Z"}, &out, &errOut)
 	require.ErrorIs(t, err, cursor.ErrNoHistory)
-	require.Equal(t, 1, exitCode(err, &errOut))
+	require.Equal(t, 1, cli.ExitCode("ingestd", err, &errOut))
 }
 
 // TestHaltLastsUntilTheSourceRestarts is the halt's contract: a journal
@@ -196,7 +197,7 @@ func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
 	kc := kafkatest.Start(t)
 	dsn := pgtest.Schema(t)
 	t.Setenv("INGESTD_DATABASE_URL", dsn)
-	cli(t, "migrate")
+	runCLI(t, "migrate")
 
 	cfg := daemon.DefaultConfig()
 	cfg.Database.DatabaseURL = secret.New(dsn)
@@ -221,7 +222,7 @@ func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
 	// show is the source in `cursor show`; empty before its first commit.
 	show := func() map[string]any {
 		var views []map[string]any
-		require.NoError(t, json.Unmarshal([]byte(cli(t, "cursor", "show", "--json")), &views))
+		require.NoError(t, json.Unmarshal([]byte(runCLI(t, "cursor", "show", "--json")), &views))
 		if len(views) == 0 {
 			return map[string]any{}
 		}
@@ -252,7 +253,7 @@ func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
 	require.Contains(t, at["halted_reason"], "invalid_cursor")
 	require.Equal(t, y.CursorAfter(2*page), at["cursor"], "the halt keeps the cursor")
 	require.Equal(t, 1.0, halted())
-	require.Contains(t, cli(t, "cursor", "show"), "HALTED: ")
+	require.Contains(t, runCLI(t, "cursor", "show"), "HALTED: ")
 
 	// It stays halted while the daemon runs: the lease is renewed, twice
 	// over, and nothing moves.
@@ -265,7 +266,7 @@ func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
 
 	// The operator sets the cursor (here back to where it was): the source
 	// restarts and walks to the end.
-	out := cli(t, "cursor", "set", "--source", "yandex/default", "--value", y.CursorAfter(2*page), "--reason", "cursor repaired")
+	out := runCLI(t, "cursor", "set", "--source", "yandex/default", "--value", y.CursorAfter(2*page), "--reason", "cursor repaired")
 	require.Contains(t, out, "a halted source resumes")
 	require.Eventually(t, func() bool { return show()["cursor"] == y.CursorAfter(n) }, 60*time.Second, 20*time.Millisecond, "the source resumes")
 	require.Nil(t, show()["halted_at"])
@@ -306,7 +307,7 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 	for _, cmd := range commands {
 		a, ok := args[cmd]
 		require.True(t, ok, "no --json case for %q", cmd)
-		out := cli(t, append(a, "--json")...)
+		out := runCLI(t, append(a, "--json")...)
 		require.True(t, json.Valid([]byte(out)), "ingestd %s --json printed %q", cmd, out)
 	}
 }

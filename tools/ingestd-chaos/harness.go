@@ -15,6 +15,7 @@ import (
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/retry"
 )
 
 // Tuning of the rounds. Deadlines are generous because the machine may be
@@ -1055,16 +1056,12 @@ func poll(ctx context.Context, within, every time.Duration, cond func() (bool, e
 	}
 }
 
-// sleep waits d, or until ctx ends.
+// sleep waits d, or until ctx ends, and then returns ctx's error.
 func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !retry.Sleep(ctx, d) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 // firstExit waits until one of cs exits and returns it; nil when within

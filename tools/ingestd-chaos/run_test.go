@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -169,4 +174,42 @@ func TestCompareFindsEveryKindOfProblem(t *testing.T) {
 	}
 	require.Equal(t, wantRegressions, s.SeqRegressions)
 	require.NotEmpty(t, s.Evidence)
+}
+
+// TestDocsStateTheDefaults: the Makefile, the README and docs/guarantees.md
+// describe `make chaos` with the harness's defaults, the number of events
+// and the least number of SIGKILLs, as the harness has them.
+func TestDocsStateTheDefaults(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions(nil, io.Discard)
+	require.NoError(t, err)
+	events := humanize(o.events)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		require.NoError(t, err)
+		return string(b)
+	}
+	tests := []struct {
+		file, events, kills string
+	}{
+		{"Makefile", events + " events", fmt.Sprintf("at least %d SIGKILLs", o.kills)},
+		{"README.md", events + "-event journal", fmt.Sprintf("SIGKILLed at least %d times", o.kills)},
+		{"docs/guarantees.md", events + " events", ""},
+	}
+	for _, tc := range tests {
+		doc := read(tc.file)
+		require.Contains(t, doc, tc.events, "%s states the harness's events", tc.file)
+		if tc.kills != "" {
+			require.Contains(t, doc, tc.kills, "%s states the harness's kills", tc.file)
+		}
+	}
+}
+
+// humanize writes n with thousands separators, as the docs do (50,000).
+func humanize(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
