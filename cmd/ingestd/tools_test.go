@@ -36,6 +36,35 @@ type historyJSON struct {
 	Reason     string    `json:"reason"`
 }
 
+// startDaemon runs a daemon in the test's process against the database of
+// dsn, the broker at broker and the Yandex journal at yandexURL, until the
+// test ends; it serves /metrics on a port of the kernel's choice. The lease
+// and the Kafka write timeout are short, so that a cursor change is picked
+// up within a second.
+func startDaemon(t *testing.T, dsn, broker, yandexURL string, pageLimit int) (daemon.Config, *daemon.Daemon) {
+	t.Helper()
+	cfg := daemon.DefaultConfig()
+	cfg.Database.DatabaseURL = secret.New(dsn)
+	cfg.Kafka.Brokers = []string{broker}
+	cfg.Kafka.WriteTimeout = time.Second
+	cfg.Yandex.Token = secret.New("tok")
+	cfg.Yandex.BaseURL = yandexURL
+	cfg.Yandex.PageLimit = pageLimit
+	cfg.Yandex.PollInterval = 50 * time.Millisecond
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Lease.TTL = 2 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return cfg, d
+}
+
 func runCLI(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -61,25 +90,7 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	t.Setenv("INGESTD_YANDEX_BASE_URL", srv.URL)
 	runCLI(t, "migrate")
 
-	cfg := daemon.DefaultConfig()
-	cfg.Database.DatabaseURL = secret.New(dsn)
-	cfg.Kafka.Brokers = []string{kc.Addr}
-	cfg.Kafka.WriteTimeout = time.Second
-	cfg.Yandex.Token = secret.New("tok")
-	cfg.Yandex.BaseURL = srv.URL
-	cfg.Yandex.PageLimit = 200
-	cfg.Yandex.PollInterval = 50 * time.Millisecond
-	cfg.HTTP.Addr = "off"
-	cfg.Lease.TTL = 2 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t))
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	cfg, _ := startDaemon(t, dsn, kc.Addr, srv.URL, 200)
 
 	store, err := storage.Open(context.Background(), cfg.Database)
 	require.NoError(t, err)
@@ -199,25 +210,7 @@ func TestHaltLastsUntilTheSourceRestarts(t *testing.T) {
 	t.Setenv("INGESTD_DATABASE_URL", dsn)
 	runCLI(t, "migrate")
 
-	cfg := daemon.DefaultConfig()
-	cfg.Database.DatabaseURL = secret.New(dsn)
-	cfg.Kafka.Brokers = []string{kc.Addr}
-	cfg.Yandex.Token = secret.New("tok")
-	cfg.Yandex.BaseURL = srv.URL
-	cfg.Yandex.PageLimit = page
-	cfg.Yandex.PollInterval = 50 * time.Millisecond
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.WriteTimeout = time.Second
-	cfg.Lease.TTL = 2 * time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := daemon.New(ctx, cfg, zaptest.NewLogger(t))
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	cfg, d := startDaemon(t, dsn, kc.Addr, srv.URL, page)
 
 	// show is the source in `cursor show`; empty before its first commit.
 	show := func() map[string]any {

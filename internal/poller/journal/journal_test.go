@@ -253,8 +253,11 @@ func TestOutcomeClasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 600
+			// The timeout is below the slow fault's 2s, and far above what
+			// a page takes on a loaded machine: a good page that timed out
+			// would shift the injected faults by one.
 			e := newEnv(t, sim.YandexConfig{Seed: 3, Backlog: n}, func(c *yandex.Config) {
-				c.RequestTimeout = 300 * time.Millisecond
+				c.RequestTimeout = time.Second
 			})
 			// Two pages of 100 commit, then the next three requests fail.
 			e.sim.Inject(sim.Fault{Kind: sim.FaultNone}, sim.Fault{Kind: sim.FaultNone}, tc.fault, tc.fault, tc.fault)
