@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ingestd/ingestd/internal/poller"
+	"github.com/ingestd/ingestd/internal/promtest"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/upstream"
 )
@@ -109,14 +110,7 @@ func TestSourceHaltsOnceAndClearsOnStart(t *testing.T) {
 // gauge returns the value of name's single series in reg.
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			require.Len(t, mf.GetMetric(), 1)
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("%s is not registered", name)
-	return 0
+	v, series := promtest.Sum(t, reg, name, nil)
+	require.Equal(t, 1, series, "%s has one series", name)
+	return v
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pgtest"
+	"github.com/ingestd/ingestd/internal/promtest"
 	"github.com/ingestd/ingestd/internal/publish"
 )
 
@@ -412,16 +413,9 @@ func TestLateHandOffIsPublishedFromMemory(t *testing.T) {
 // counter returns the value of the unlabelled counter name in reg.
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			require.Len(t, mf.GetMetric(), 1)
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
+	v, series := promtest.Sum(t, reg, name, nil)
+	require.Equal(t, 1, series, "%s has one series", name)
+	return v
 }
 
 // TestCheckingATopicNeverCreatesIt runs against a broker that creates

@@ -23,6 +23,7 @@ import (
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/poller"
 	"github.com/ingestd/ingestd/internal/poller/journal"
+	"github.com/ingestd/ingestd/internal/promtest"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
@@ -375,30 +376,13 @@ func mustClient(t *testing.T, url string) *yandex.Client {
 // (every series when outcome is empty).
 func counter(t *testing.T, reg *prometheus.Registry, name, outcome string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	var sum float64
-	found := false
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := outcome == ""
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			found = true
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
+	var want map[string]string
+	if outcome != "" {
+		want = map[string]string{"outcome": outcome}
 	}
-	require.True(t, found, "metric %s{outcome=%q} not found", name, outcome)
-	return sum
+	v, series := promtest.Sum(t, reg, name, want)
+	require.Positive(t, series, "metric %s{outcome=%q} not found", name, outcome)
+	return v
 }
 
 // TestServerErrorStorm serves thirty consecutive 5xx answers mid-journal:
@@ -419,4 +403,42 @@ func TestServerErrorStorm(t *testing.T) {
 	require.Zero(t, e.sim.Pending())
 	require.Equal(t, 30.0, counter(t, e.reg, "ingestd_upstream_requests_total", "retry"))
 	e.requireExactlyOnce(t, n)
+}
+
+// TestNewSetsDefaultsAndValidates: a configuration with only its source
+// gets the documented defaults (a zero commit timeout used to fail every
+// commit, a zero poll interval to busy-loop); a bad value is refused,
+// naming its variable.
+func TestNewSetsDefaultsAndValidates(t *testing.T) {
+	t.Parallel()
+	store := pgtest.Open(t)
+	deps := journal.Deps{
+		Client: mustClient(t, "http://127.0.0.1:1"), Cursors: store.Cursors, Backlog: store.Outbox,
+		Outbox: &publisher{}, Log: zaptest.NewLogger(t), Metrics: poller.NewMetrics(prometheus.NewRegistry()),
+	}
+	_, err := journal.New(journal.Config{SourceID: "yandex/default", Account: "default"}, deps)
+	require.NoError(t, err, "zero values take the defaults")
+
+	tests := []struct {
+		name string
+		cfg  journal.Config
+		want string
+	}{
+		{"negative poll interval", journal.Config{SourceID: "yandex/default", Account: "default", PollInterval: -time.Second}, "INGESTD_YANDEX_POLL_INTERVAL"},
+		{"negative commit timeout", journal.Config{SourceID: "yandex/default", Account: "default", Loop: poller.Loop{CommitTimeout: -time.Second}}, "INGESTD_SHUTDOWN_TIMEOUT"},
+		{"no source", journal.Config{}, "a source id and an account are required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			deps := deps
+			deps.Metrics = poller.NewMetrics(prometheus.NewRegistry())
+			_, err := journal.New(tc.cfg, deps)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	deps.Metrics = poller.NewMetrics(prometheus.NewRegistry())
+	deps.Outbox = nil
+	_, err = journal.New(journal.Config{SourceID: "yandex/default", Account: "default"}, deps)
+	require.ErrorContains(t, err, "every dependency is required")
 }
