@@ -22,6 +22,7 @@ import (
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pg"
+	"github.com/ingestd/ingestd/internal/poller/watch"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -122,9 +123,8 @@ func defaultInstanceID() string {
 // environment variable.
 func (c Config) Validate() error {
 	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate(), c.Backoff.Validate()}
-	if c.BTS.Enabled() && c.BTS.Schedule.ClaimTimeout > 0 && c.BTS.Schedule.ClaimTimeout <= c.Backoff.Max {
-		// A claimed order may wait out a backoff before its request.
-		errs = append(errs, fmt.Errorf("%s: must be longer than %s (%s), got %s", bts.EnvClaimTimeout, retry.EnvMax, c.Backoff.Max, c.BTS.Schedule.ClaimTimeout))
+	if c.BTS.Enabled() {
+		errs = append(errs, watch.CheckClaimTimeout(c.BTS.Schedule, c.Backoff))
 	}
 	if _, err := failpoint.Parse(c.Failpoints); err != nil {
 		errs = append(errs, err)

@@ -103,7 +103,6 @@ type Runner struct {
 	work  Work
 	log   *zap.Logger
 	m     *Metrics
-	now   func() time.Time
 }
 
 var _ service.Service = (*Runner)(nil)
@@ -113,13 +112,12 @@ func NewRunner(name string, cfg Config, store *Store, work Work, log *zap.Logger
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("lease runner %s: %w", name, err)
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	m.Declare(name)
 	return &Runner{
-		name: name, cfg: cfg, store: store, work: work, m: m, now: now,
+		name: name, cfg: cfg, store: store, work: work, m: m,
 		log: log.With(zap.String("lease", name), zap.String("holder", cfg.Holder)),
 	}, nil
 }
@@ -138,7 +136,7 @@ func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
 			return nil
 		default:
 		}
-		started := r.now()
+		started := r.cfg.Now()
 		l, ok, err := r.store.TryAcquire(ctx, r.name, r.cfg.Holder, r.cfg.TTL)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("acquire lease failed; retrying", zap.Error(err))
@@ -149,7 +147,7 @@ func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
 			}
 			continue
 		}
-		h := newHeld(l, started, r.cfg.TTL, r.now)
+		h := newHeld(l, started, r.cfg.TTL, r.cfg.Now)
 		r.m.acquired(r.name, l.Epoch)
 		r.log.Info("lease acquired; this instance is now active", zap.Int64("epoch", l.Epoch))
 		released := r.hold(ctx, h, stop)
@@ -194,7 +192,7 @@ func (r *Runner) hold(ctx context.Context, h *Held, stop <-chan struct{}) (relea
 			r.release(ctx, h)
 			return true
 		case <-renew.C:
-			started := r.now()
+			started := r.cfg.Now()
 			err := r.store.Renew(ctx, h.Lease, r.cfg.TTL)
 			switch {
 			case err == nil:

@@ -80,7 +80,6 @@ type Publisher struct {
 	partitionIDs []int
 
 	wake chan struct{}
-	now  func() time.Time
 }
 
 // New checks cfg (filling in the defaults of zero Backoff and Now), checks
@@ -93,7 +92,6 @@ func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prom
 	}
 	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
 	p := &Publisher{
-		now:    cfg.Now,
 		cfg:    cfg,
 		store:  store,
 		log:    log,
@@ -153,7 +151,7 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 	p.log.Info("created topic", zap.String("topic", p.cfg.Topic), zap.Int("partitions", p.cfg.Partitions))
 	// Metadata can lag creation for a moment on a real cluster.
 	last := ErrTopicMissing
-	for deadline := p.now().Add(30 * time.Second); p.now().Before(deadline); {
+	for deadline := p.cfg.Now().Add(30 * time.Second); p.cfg.Now().Before(deadline); {
 		n, err := topicPartitions(ctx, p.cfg)
 		if err == nil && n > 0 {
 			return n, nil
@@ -440,7 +438,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 			// Let a write of unknown outcome land (or fail) before reading
 			// back what Kafka holds; otherwise it could land after the
 			// read-back and be sent twice.
-			retry.Sleep(ctx, p.settleAt.Sub(p.now()))
+			retry.Sleep(ctx, p.settleAt.Sub(p.cfg.Now()))
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -482,7 +480,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		// reconcile with what Kafka holds.
 		if ambiguous(werr) {
 			p.unsettled = true
-			p.settleAt = p.now().Add(p.cfg.WriteTimeout)
+			p.settleAt = p.cfg.Now().Add(p.cfg.WriteTimeout)
 		}
 		p.resetProducer(h)
 		*wm = nil
@@ -504,7 +502,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		return err
 	}
 	clear(unsaved)
-	p.m.lastPublished.Set(float64(p.now().Unix()))
+	p.m.lastPublished.Set(float64(p.cfg.Now().Unix()))
 	return nil
 }
 
@@ -654,7 +652,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 		b = new(writeBufs)
 	}
 	var (
-		now        = p.now()
+		now        = p.cfg.Now()
 		epochValue = strconv.AppendInt(nil, epoch, 10)
 		hdrs       = make([]event.Header, 0, perMsg)
 		first      = make([]int, p.partitions+1)
@@ -701,7 +699,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	started := p.now()
+	started := p.cfg.Now()
 	errs := make([]error, p.partitions)
 	var wg sync.WaitGroup
 	for part := range p.partitions {
@@ -735,7 +733,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 		})
 	}
 	wg.Wait()
-	p.m.writeSeconds.Observe(p.now().Sub(started).Seconds())
+	p.m.writeSeconds.Observe(p.cfg.Now().Sub(started).Seconds())
 	if err := errors.Join(errs...); err != nil {
 		p.m.writeErrors.Inc()
 		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
@@ -743,7 +741,7 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 	b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
 	p.bufs = b
 	acked := make(map[int]int64, p.partitions)
-	now = p.now()
+	now = p.cfg.Now()
 	// The per-source counter is added to once per run of rows of one
 	// source, not looked up by label for every row.
 	run, runSource := 0, ""
@@ -829,6 +827,6 @@ func (p *Publisher) refreshBacklog(ctx context.Context) {
 	if b.Oldest.IsZero() {
 		p.m.oldestAge.Set(0)
 	} else {
-		p.m.oldestAge.Set(p.now().Sub(b.Oldest).Seconds())
+		p.m.oldestAge.Set(p.cfg.Now().Sub(b.Oldest).Seconds())
 	}
 }

@@ -45,8 +45,17 @@ func (c Config) Validate() error {
 		add(bts.EnvAccount, "must be set")
 	}
 	errs = append(errs, c.Schedule.Validate(), c.Loop.Validate())
-	if c.Schedule.ClaimTimeout > 0 && c.Schedule.ClaimTimeout <= c.Backoff.Max {
-		add(bts.EnvClaimTimeout, "must be longer than %s (%s), got %s", retry.EnvMax, c.Backoff.Max, c.Schedule.ClaimTimeout)
-	}
+	errs = append(errs, CheckClaimTimeout(c.Schedule, c.Backoff))
 	return errors.Join(errs...)
+}
+
+// CheckClaimTimeout reports a claim shorter than the longest backoff: a
+// claimed order may wait out a backoff before its request, and must still
+// be its poller's when the request is made. The daemon checks it with the
+// rest of its configuration, before any poller is built.
+func CheckClaimTimeout(s bts.Schedule, b retry.Config) error {
+	if s.ClaimTimeout > 0 && s.ClaimTimeout <= b.Max {
+		return fmt.Errorf("%s: must be longer than %s (%s), got %s", bts.EnvClaimTimeout, retry.EnvMax, b.Max, s.ClaimTimeout)
+	}
+	return nil
 }
