@@ -25,6 +25,7 @@ import (
 	"github.com/ingestd/ingestd/internal/poller/journal"
 	"github.com/ingestd/ingestd/internal/poller/watch"
 	"github.com/ingestd/ingestd/internal/publish"
+	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/service"
 	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/watchlist"
@@ -190,7 +191,10 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		d.http = newHTTPServer(ln, d.handler(ad))
 		d.services = append(d.services, d.http)
 	}
-	d.services = append(d.services, publisher, sources)
+	// Every instance ends the outbox COPYs that a frozen instance left
+	// holding the outbox counter and its lease row; it runs before the
+	// writers start and until they have stopped.
+	d.services = append(d.services, &stallBreaker{outbox: st.Outbox, log: d.log.Named("outbox")}, publisher, sources)
 	return nil
 }
 
@@ -331,6 +335,47 @@ func (s *httpServer) Start(ctx context.Context) error {
 		_ = s.srv.Shutdown(sctx)
 		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return err
+		}
+		return nil
+	})
+}
+
+// stallBreaker ends, every half pg.StallTimeout, the outbox COPYs of any
+// instance that have waited longer than pg.StallTimeout for their client
+// (see outbox.Store.EndStalledCopies): the one state in which a frozen
+// writer's locks outlive it that PostgreSQL does not end by itself.
+type stallBreaker struct {
+	service.Base
+	outbox *outbox.Store
+	log    *zap.Logger
+}
+
+var _ service.Service = (*stallBreaker)(nil)
+
+// Start runs the breaker until Stop or ctx's end.
+func (b *stallBreaker) Start(ctx context.Context) error {
+	return b.Go(ctx, func(ctx context.Context, stop <-chan struct{}) error {
+		failing := false
+		for retry.Sleep(ctx, pg.StallTimeout/2, stop) {
+			select {
+			case <-stop:
+				return nil
+			default:
+			}
+			n, err := b.outbox.EndStalledCopies(ctx, pg.StallTimeout)
+			switch {
+			case err != nil && ctx.Err() == nil && !failing:
+				// Once, until it works again: PostgreSQL's answer will
+				// not change every few seconds.
+				b.log.Warn("ending stalled outbox copies failed; a frozen instance may hold up the others until it thaws", zap.Error(err))
+				failing = true
+			case err == nil && n > 0:
+				b.log.Warn("ended outbox copies whose client stopped sending (a frozen or cut-off instance); their transactions roll back and are retried",
+					zap.Int64("sessions", n), zap.Duration("stalled_for_more_than", pg.StallTimeout))
+			}
+			if err == nil {
+				failing = false
+			}
 		}
 		return nil
 	})

@@ -147,3 +147,31 @@ func appendStringField(buf []byte, v string) []byte {
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(v)))
 	return append(buf, v...)
 }
+
+// endStalledCopiesSQL ends the sessions of this database whose outbox COPY
+// has waited for its client's data for more than $2 seconds. A healthy
+// page's COPY takes milliseconds.
+const endStalledCopiesSQL = `
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND state = 'active' AND wait_event = 'ClientRead'
+  AND query = $1 AND query_start < now() - make_interval(secs => $2)`
+
+// EndStalledCopies ends, and returns how many, sessions of any instance
+// whose outbox COPY has waited longer than olderThan for data from its
+// client. A client frozen (SIGSTOP, a VM pause, a partition) in the middle
+// of the COPY holds the outbox counter, which every writer needs, and the
+// lease row its transaction fenced on, which its successor needs to take
+// over. PostgreSQL ends a client idle in a transaction by itself
+// (idle_in_transaction_session_timeout), but a client in the middle of a
+// COPY is "active" to it, and neither that timeout nor a statement timeout
+// applies while it waits for the client. Ending the session rolls its
+// transaction back: nothing half-done is kept, and the frozen writer, when
+// it thaws, finds its connection gone and its lease taken.
+func (s *Store) EndStalledCopies(ctx context.Context, olderThan time.Duration) (int64, error) {
+	var n int64
+	if err := s.db.QueryRow(ctx, endStalledCopiesSQL, copyOutboxSQL, olderThan.Seconds()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("end stalled outbox copies: %w", err)
+	}
+	return n, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"sync"
 	"testing"
@@ -272,4 +273,77 @@ func TestPendingAllocatesPayloadsOnly(t *testing.T) {
 	})
 	t.Logf("%.0f allocations to read %d rows", allocs, len(rows))
 	require.Less(t, allocs, float64(len(rows)+100))
+}
+
+// blockedReader is COPY data that never comes, as from a frozen client,
+// until unblocked.
+type blockedReader struct{ unblock <-chan struct{} }
+
+func (r blockedReader) Read([]byte) (int, error) {
+	<-r.unblock
+	return 0, io.EOF
+}
+
+// TestAStalledCopyIsEnded: a client that stops sending in the middle of an
+// outbox COPY (frozen by SIGSTOP, say) is not idle in its transaction, so
+// idle_in_transaction_session_timeout never ends it, and it holds the
+// counter row every writer needs (and its lease row) until it thaws; the
+// chaos harness caught a paused instance blocking its successor's takeover
+// so. EndStalledCopies ends such a session, and the next writer goes
+// through; a COPY younger than the bound is left alone.
+func TestAStalledCopyIsEnded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	app := fmt.Sprintf("stalled-copy-%d", time.Now().UnixNano())
+	s := pgtest.OpenWithParam(t, "application_name", app)
+	unblock := make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
+	stalled := make(chan error, 1)
+	go func() {
+		stalled <- s.DB.InTx(ctx, func(tx pgx.Tx) error {
+			var base int64
+			if err := tx.QueryRow(ctx, outbox.AllocSQL, 1).Scan(&base); err != nil {
+				return err
+			}
+			_, err := tx.Conn().PgConn().CopyFrom(ctx, blockedReader{unblock}, outbox.CopyOutboxSQL)
+			return err
+		})
+	}()
+	// The stalled COPY holds the counter once PostgreSQL shows it waiting
+	// for its client.
+	require.Eventually(t, func() bool {
+		var n int
+		err := s.DB.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND wait_event = 'ClientRead' AND query = $2`, app, outbox.CopyOutboxSQL).Scan(&n)
+		return err == nil && n == 1
+	}, 10*time.Second, 10*time.Millisecond, "the COPY starts")
+
+	n, err := s.Outbox.EndStalledCopies(ctx, time.Hour)
+	require.NoError(t, err)
+	require.Zero(t, n, "a COPY younger than the bound is left alone")
+
+	// A writer that comes now waits for the counter until the stalled
+	// session is ended.
+	written := make(chan error, 1)
+	var next outbox.Appended
+	go func() {
+		var err error
+		next, err = appendRows(ctx, s, "yandex/default", []outbox.Row{pgtest.Row(1, 0)})
+		written <- err
+	}()
+	require.Eventually(t, func() bool {
+		n, err := s.Outbox.EndStalledCopies(ctx, 100*time.Millisecond)
+		require.NoError(t, err)
+		return n == 1
+	}, 10*time.Second, 20*time.Millisecond, "the stalled COPY is ended")
+	select {
+	case err := <-written:
+		require.NoError(t, err, "the next writer gets the counter")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the next writer still waits for the counter")
+	}
+	require.Error(t, <-stalled, "the stalled transaction rolled back")
+	require.Equal(t, int64(1), next.FirstSeq, "the stalled seq was rolled back with it: no gap")
+	st, err := s.Outbox.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), st.Rows, "only the next writer's row is stored")
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,9 +55,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// idleInTxTimeout is short against the lease TTL (default 15s) and long
-// against any gap between statements of a healthy transaction.
-const idleInTxTimeout = "5s"
+// StallTimeout bounds how long a client that stopped answering in the
+// middle of a transaction (frozen by SIGSTOP, a VM pause, a partition) keeps
+// its locks: the lease row it fenced on and the outbox counter, which every
+// other writer waits for. It is short against the lease TTL (default 15s)
+// and long against any gap between the statements of a healthy
+// transaction, or against a healthy page's COPY.
+const StallTimeout = 5 * time.Second
 
 // DB is a pool of connections to a migrated database.
 type DB struct {
@@ -74,10 +79,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	// A process frozen in the middle of a transaction (SIGSTOP, a VM pause,
 	// a partition) keeps its row locks: the lease row it fenced on and the
 	// outbox counter. Its successor's takeover and commits would wait for
-	// it indefinitely. PostgreSQL ends such a session after this long idle
+	// it indefinitely. PostgreSQL ends such a session after StallTimeout idle
 	// inside a transaction, releasing the locks (the transaction rolls back,
-	// so nothing half-done is kept).
-	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = idleInTxTimeout
+	// so nothing half-done is kept). A client frozen in the middle of a
+	// COPY is not idle but "active" for PostgreSQL, which does not end it:
+	// see outbox.Store.EndStalledCopies.
+	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = StallTimeout.String()
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
