@@ -86,6 +86,12 @@ var exportedMetrics = map[string]metricInfo{
 	"ingestd_publish_last_success_timestamp_seconds": {gauge, nil},
 	"ingestd_publish_reconciled_partitions_total":    {counter, nil},
 	"ingestd_publish_outbox_read_rows_total":         {counter, nil},
+	// Kafka access (TLS, SASL, ACLs), retried writes, read-backs and traffic.
+	"ingestd_kafka_access_errors_total":    {counter, []string{"kind"}},
+	"ingestd_publish_retried_writes_total": {counter, nil},
+	"ingestd_publish_readbacks_total":      {counter, nil},
+	"ingestd_publish_unknown_writes_total": {counter, nil},
+	"ingestd_kafka_bytes_sent_total":       {counter, nil},
 	// The BTS Express watch-list poller.
 	"ingestd_bts_polls_total":                          {counter, []string{"source", "outcome"}},
 	"ingestd_bts_status_skips_total":                   {counter, []string{"source", "from", "to"}},
@@ -129,7 +135,7 @@ func validLabelValue(metric, label, value string) bool {
 }
 
 // Settings the manifests hold in the Secret rather than the ConfigMap.
-var secretSettings = []string{"INGESTD_DATABASE_URL", "INGESTD_YANDEX_TOKEN", "INGESTD_BTS_PASSWORD", "INGESTD_ADMIN_TOKEN"}
+var secretSettings = []string{"INGESTD_DATABASE_URL", "INGESTD_YANDEX_TOKEN", "INGESTD_BTS_PASSWORD", "INGESTD_ADMIN_TOKEN", "INGESTD_KAFKA_SASL_PASSWORD"}
 
 // forbiddenSettings must never be set by a deployment: INGESTD_FAILPOINTS
 // makes the process kill itself, for the chaos tests.
@@ -1067,7 +1073,7 @@ func TestAlerts(t *testing.T) {
 	rule := obj.(*monitoringv1.PrometheusRule)
 	anchors := docAnchors(t, operationsDoc)
 
-	want := []string{"Ingestd429Storm", "IngestdCursorStuck", "IngestdNoLeader", "IngestdOutboxBacklogGrowing",
+	want := []string{"Ingestd429Storm", "IngestdCursorStuck", "IngestdKafkaAccessDenied", "IngestdNoLeader", "IngestdOutboxBacklogGrowing",
 		"IngestdSourceHalted", "IngestdUnknownStatuses"}
 	var got []string
 	for _, g := range rule.Spec.Groups {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
+	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 )
 
@@ -27,6 +30,10 @@ func validEnv() map[string]string {
 }
 
 func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("this is not PEM\n"), 0o600))
+	certs := kafkatest.NewCerts(t, kafkatest.CertOptions{})
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -46,6 +53,21 @@ func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		{"bad http addr", map[string]string{"INGESTD_HTTP_ADDR": "8080"}, nil, "INGESTD_HTTP_ADDR"},
 		{"bad database url", map[string]string{"INGESTD_DATABASE_URL": "postgres://u:" + secretPassword + "@[::1"}, nil, "INGESTD_DATABASE_URL"},
 		{"flag overrides env", nil, []string{"--yandex-page-limit=0"}, "INGESTD_YANDEX_PAGE_LIMIT"},
+		{"kafka tls not a bool", map[string]string{"INGESTD_KAFKA_TLS": "sure"}, nil, "INGESTD_KAFKA_TLS"},
+		{"kafka CA file missing", map[string]string{"INGESTD_KAFKA_TLS_CA_FILE": filepath.Join(dir, "absent.pem")}, nil, "INGESTD_KAFKA_TLS_CA_FILE"},
+		{"kafka CA file not PEM", map[string]string{"INGESTD_KAFKA_TLS_CA_FILE": notPEM}, nil, "INGESTD_KAFKA_TLS_CA_FILE"},
+		{"kafka CA file a key", map[string]string{"INGESTD_KAFKA_TLS_CA_FILE": certs.ClientKeyFile}, nil, "INGESTD_KAFKA_TLS_CA_FILE"},
+		{"kafka cert without key", map[string]string{"INGESTD_KAFKA_TLS_CERT_FILE": certs.ClientCertFile}, nil, "INGESTD_KAFKA_TLS_KEY_FILE"},
+		{"kafka key without cert", map[string]string{"INGESTD_KAFKA_TLS_KEY_FILE": certs.ClientKeyFile}, nil, "INGESTD_KAFKA_TLS_CERT_FILE"},
+		{"kafka cert not PEM", map[string]string{"INGESTD_KAFKA_TLS_CERT_FILE": notPEM, "INGESTD_KAFKA_TLS_KEY_FILE": certs.ClientKeyFile}, nil, "INGESTD_KAFKA_TLS_CERT_FILE"},
+		{"kafka key not PEM", map[string]string{"INGESTD_KAFKA_TLS_CERT_FILE": certs.ClientCertFile, "INGESTD_KAFKA_TLS_KEY_FILE": notPEM}, nil, "INGESTD_KAFKA_TLS_KEY_FILE"},
+		{"kafka key unreadable (a directory)", map[string]string{"INGESTD_KAFKA_TLS_CERT_FILE": certs.ClientCertFile, "INGESTD_KAFKA_TLS_KEY_FILE": dir}, nil, "INGESTD_KAFKA_TLS_KEY_FILE"},
+		{"kafka key of another cert", map[string]string{"INGESTD_KAFKA_TLS_CERT_FILE": certs.ClientCertFile, "INGESTD_KAFKA_TLS_KEY_FILE": kafkatest.NewCerts(t, kafkatest.CertOptions{}).ClientKeyFile}, nil, "INGESTD_KAFKA_TLS_KEY_FILE"},
+		{"kafka sasl mechanism unknown", map[string]string{"INGESTD_KAFKA_SASL_MECHANISM": "GSSAPI"}, nil, "INGESTD_KAFKA_SASL_MECHANISM"},
+		{"kafka sasl mechanism without username", map[string]string{"INGESTD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "INGESTD_KAFKA_SASL_PASSWORD": secretPassword}, nil, "INGESTD_KAFKA_SASL_USERNAME"},
+		{"kafka sasl mechanism without password", map[string]string{"INGESTD_KAFKA_SASL_MECHANISM": "PLAIN", "INGESTD_KAFKA_SASL_USERNAME": "ingestd"}, nil, "INGESTD_KAFKA_SASL_PASSWORD"},
+		{"kafka sasl credentials without mechanism", map[string]string{"INGESTD_KAFKA_SASL_USERNAME": "ingestd", "INGESTD_KAFKA_SASL_PASSWORD": secretPassword}, nil, "INGESTD_KAFKA_SASL_MECHANISM"},
+		{"kafka compression unknown", map[string]string{"INGESTD_KAFKA_COMPRESSION": "brotli"}, nil, "INGESTD_KAFKA_COMPRESSION"},
 		{"stray argument", nil, []string{"run", "extra"}, "unexpected arguments"},
 		{"stray arguments are not echoed", nil, []string{"migrate", "extra", "--database-url", "postgres://u:" + secretPassword + "@x/db"}, "unexpected arguments"},
 		{"unknown command", nil, []string{"frobnicate"}, `unknown command "frobnicate"`},

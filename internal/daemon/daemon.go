@@ -18,6 +18,7 @@ import (
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/pg"
@@ -64,13 +65,15 @@ type Daemon struct {
 	http *httpServer // nil when INGESTD_HTTP_ADDR is off
 
 	// services are every long-running component, in the order they start;
-	// they stop in the reverse order (see Run).
-	services []service.Service
+	// they stop in the reverse order (see Run). The first beforeKafka of
+	// them start before the topic is known; the rest wait for it.
+	services    []service.Service
+	beforeKafka int
 }
 
 // New validates cfg (a *ConfigError says what is wrong), connects to
-// PostgreSQL and Kafka, checks the schema and the topic, and builds every
-// component. Nothing polls or publishes until Run.
+// PostgreSQL, checks the schema, and builds every component. Nothing polls
+// or publishes until Run, which also waits for Kafka.
 func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, &ConfigError{Err: err}
@@ -109,9 +112,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 // (ready before the first commit), then the sources.
 func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.Set) error {
 	cfg := d.cfg
-	pub, err := publish.New(ctx, cfg.Kafka, st.Outbox, d.log.Named("publish"), d.reg)
+	pub, err := publish.Open(cfg.Kafka, st.Outbox, d.log.Named("publish"), d.reg)
 	if err != nil {
-		return err
+		return &ConfigError{Err: err}
 	}
 	d.pub = pub
 	lm := lease.NewMetrics(d.reg)
@@ -194,7 +197,9 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	// Every instance ends the outbox COPYs that a frozen instance left
 	// holding the outbox counter and its lease row; it runs before the
 	// writers start and until they have stopped.
-	d.services = append(d.services, &stallBreaker{outbox: st.Outbox, log: d.log.Named("outbox")}, publisher, sources)
+	d.services = append(d.services, &stallBreaker{outbox: st.Outbox, log: d.log.Named("outbox")})
+	d.beforeKafka = len(d.services)
+	d.services = append(d.services, publisher, sources)
 	return nil
 }
 
@@ -232,6 +237,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	runCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
 	for i, s := range d.services {
+		if i == d.beforeKafka {
+			if err := d.awaitKafka(ctx); err != nil {
+				d.stop(d.services[:i])
+				if ctx.Err() != nil {
+					d.log.Info("stopped before kafka answered")
+					return nil
+				}
+				return err
+			}
+		}
 		if err := s.Start(runCtx); err != nil {
 			d.stop(d.services[:i])
 			return fmt.Errorf("start: %w", err)
@@ -263,6 +278,37 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stop(d.services)
 	d.log.Info("stopped")
 	return runErr
+}
+
+// awaitKafka prepares the publisher (topic check or creation, and the
+// partition count events are assigned with), retrying with backoff until
+// it succeeds or ctx ends: the sources cannot commit before it. Meanwhile
+// /readyz answers 503 with the reason. A missing topic that ingestd may not
+// create is a configuration mistake and ends the daemon.
+func (d *Daemon) awaitKafka(ctx context.Context) error {
+	bo := d.cfg.Backoff.New()
+	var last string
+	for {
+		err := d.pub.Prepare(ctx)
+		var ae *kafkaconn.AccessError
+		switch {
+		case err == nil:
+			if last != "" {
+				d.log.Info("kafka answers; starting")
+			}
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, publish.ErrTopicMissing):
+			return err
+		case errors.As(err, &ae):
+			// The publisher logged it, once.
+		case err.Error() != last:
+			d.log.Warn("waiting for kafka", zap.Error(err))
+		}
+		last = err.Error()
+		retry.Sleep(ctx, bo.Next())
+	}
 }
 
 // stop stops services in the reverse of their start order: the sources

@@ -198,19 +198,28 @@ func TestRestartResumesFromStoredCursor(t *testing.T) {
 func TestStartupErrors(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name    string
-		mutate  func(*daemon.Config)
+		name   string
+		mutate func(*daemon.Config)
+		// atRun: New succeeds and Run fails (Kafka is checked by Run,
+		// which waits for it).
+		atRun   bool
 		wantErr string
 	}{
-		{"missing topic", func(c *daemon.Config) { c.Kafka.CreateTopic = false; c.Kafka.Topic = "absent" }, "INGESTD_KAFKA_CREATE_TOPIC"},
-		{"unmigrated database", func(c *daemon.Config) { c.Database.DatabaseURL = secret.New(pgtest.Schema(t)) }, "ingestd migrate"},
-		{"no source", func(c *daemon.Config) { c.Yandex.Token = secret.String{} }, "INGESTD_YANDEX_TOKEN"},
+		{"missing topic", func(c *daemon.Config) { c.Kafka.CreateTopic = false; c.Kafka.Topic = "absent" }, true, "INGESTD_KAFKA_CREATE_TOPIC"},
+		{"unmigrated database", func(c *daemon.Config) { c.Database.DatabaseURL = secret.New(pgtest.Schema(t)) }, false, "ingestd migrate"},
+		{"no source", func(c *daemon.Config) { c.Yandex.Token = secret.String{} }, false, "INGESTD_YANDEX_TOKEN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, sim.YandexConfig{Seed: 1, Backlog: 10})
 			tc.mutate(&s.cfg)
-			_, err := daemon.New(context.Background(), s.cfg, zaptest.NewLogger(t))
+			d, err := daemon.New(context.Background(), s.cfg, zaptest.NewLogger(t))
+			if tc.atRun {
+				require.NoError(t, err)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				err = d.Run(ctx)
+			}
 			require.ErrorContains(t, err, tc.wantErr)
 		})
 	}

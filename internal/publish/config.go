@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/retry"
 )
 
@@ -19,6 +22,13 @@ import (
 type Config struct {
 	// Brokers are the bootstrap brokers (INGESTD_KAFKA_BROKERS, required).
 	Brokers []string
+	// Conn is how every connection to the brokers is made: TLS and SASL
+	// (INGESTD_KAFKA_TLS*, INGESTD_KAFKA_SASL_*).
+	Conn kafkaconn.Config
+	// Compression is the codec of produced record batches
+	// (INGESTD_KAFKA_COMPRESSION: none, gzip, snappy, lz4 or zstd; default
+	// lz4, chosen by measurement: see docs/performance.md).
+	Compression string
 	// Topic receives every event (INGESTD_KAFKA_TOPIC, default
 	// "delivery.status-changes").
 	Topic string
@@ -81,6 +91,7 @@ func DefaultConfig() Config {
 		CreateTopic:       true,
 		Partitions:        6,
 		ReplicationFactor: -1,
+		Compression:       "lz4",
 		BatchSize:         1000,
 		BatchBytes:        1_000_000,
 		WriteTimeout:      10 * time.Second,
@@ -132,8 +143,20 @@ func (c Config) Validate() error {
 	if c.Retention < 0 {
 		errs = append(errs, fmt.Errorf("INGESTD_OUTBOX_RETENTION: must not be negative, got %s", c.Retention))
 	}
-	errs = append(errs, c.Backoff.Validate())
+	if _, ok := codecs[c.Compression]; !ok {
+		errs = append(errs, fmt.Errorf("INGESTD_KAFKA_COMPRESSION: %q is not one of none, gzip, snappy, lz4, zstd", c.Compression))
+	}
+	errs = append(errs, c.Conn.Validate(), c.Backoff.Validate())
 	return errors.Join(errs...)
+}
+
+// codecs maps INGESTD_KAFKA_COMPRESSION's values to kafka-go's codecs.
+var codecs = map[string]kafka.Compression{
+	"none":   0,
+	"gzip":   kafka.Gzip,
+	"snappy": kafka.Snappy,
+	"lz4":    kafka.Lz4,
+	"zstd":   kafka.Zstd,
 }
 
 func validTopic(t string) bool {

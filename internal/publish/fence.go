@@ -1,12 +1,10 @@
 package publish
 
 import (
-	"context"
 	"errors"
 	"net"
-	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ingestd/ingestd/internal/lease"
 )
@@ -21,35 +19,25 @@ var errLeaseLapsed = errors.New("publisher lease may have lapsed: refusing to wr
 // frozen (SIGSTOP, a VM pause, a long stall) and then thawed past its lease
 // would still send after its successor took over. Checking in Write shrinks
 // that window to the few instructions between the check and the system call.
+// It sits under TLS (see kafkaconn.Settings.Transport), so that the check
+// covers every record the TLS layer sends, and the handshakes too.
 type fencedConn struct {
 	net.Conn
 	held *lease.Held
+	// sent counts the bytes written (nil: not counted).
+	sent prometheus.Counter
 }
 
 func (c *fencedConn) Write(b []byte) (int, error) {
 	if !c.held.Valid() {
-		// Close it so that nothing buffered by a wrapper above is flushed
-		// later on this connection.
+		// Close it so that nothing buffered by a wrapper above (TLS) is
+		// flushed later on this connection.
 		_ = c.Conn.Close()
 		return 0, errLeaseLapsed
 	}
-	return c.Conn.Write(b)
-}
-
-// fencedTransport returns a transport whose connections write only while h
-// is valid. Each lease term gets its own, so no connection outlives the term
-// it was fenced for.
-func fencedTransport(h *lease.Held) *kafka.Transport {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	return &kafka.Transport{
-		ClientID:    "ingestd",
-		DialTimeout: 5 * time.Second,
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &fencedConn{Conn: conn, held: h}, nil
-		},
+	n, err := c.Conn.Write(b)
+	if c.sent != nil {
+		c.sent.Add(float64(n))
 	}
+	return n, err
 }

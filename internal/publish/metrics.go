@@ -1,6 +1,10 @@
 package publish
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ingestd/ingestd/internal/kafkaconn"
+)
 
 type metrics struct {
 	published     *prometheus.CounterVec
@@ -13,6 +17,11 @@ type metrics struct {
 	outboxReads   prometheus.Counter
 	lag           prometheus.Histogram
 	lastPublished prometheus.Gauge
+	accessErrors  *prometheus.CounterVec
+	retriedWrites prometheus.Counter
+	unknownWrites prometheus.Counter
+	readbacks     prometheus.Counter
+	bytesSent     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,6 +69,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Unix time of the last batch acknowledged by Kafka.",
 		}),
 	}
-	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned, m.reconciled, m.outboxReads, m.lag, m.lastPublished)
+	m.accessErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ingestd_kafka_access_errors_total",
+		Help: "Kafka operations refused for who ingestd is: kind authentication (SASL), authorization (an ACL) or tls (the certificate checks).",
+	}, []string{"kind"})
+	for _, k := range kafkaconn.AccessKinds {
+		m.accessErrors.WithLabelValues(k)
+	}
+	m.retriedWrites = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ingestd_publish_retried_writes_total",
+		Help: "Produce requests certainly not written (the partition's leader moved, its broker went away) and sent again on fresh metadata, without a read-back.",
+	})
+	m.unknownWrites = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ingestd_publish_unknown_writes_total",
+		Help: "Produce requests whose outcome was unknown (a timeout, a dropped connection): their partition was read back before anything more was written to it.",
+	})
+	m.readbacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ingestd_publish_readbacks_total",
+		Help: "Partitions whose last record was read back from Kafka: every partition at each lease takeover, and one after each write of unknown outcome.",
+	})
+	m.bytesSent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ingestd_kafka_bytes_sent_total",
+		Help: "Bytes the producer wrote to Kafka connections (after compression and TLS).",
+	})
+	reg.MustRegister(m.published, m.writeErrors, m.writeSeconds, m.backlog, m.oldestAge, m.pruned, m.reconciled, m.outboxReads, m.lag, m.lastPublished,
+		m.accessErrors, m.retriedWrites, m.unknownWrites, m.readbacks, m.bytesSent)
 	return m
 }

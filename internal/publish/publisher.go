@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
+	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/retry"
@@ -53,18 +57,21 @@ type Publisher struct {
 	store  Store
 	log    *zap.Logger
 	m      *metrics
+	conn   *kafkaconn.Settings
+	codec  kafka.Compression
 	client *kafka.Client
-	// producer is replaced after every failed write. It and the fields
-	// below are used only by Run's goroutine.
+	// producer is replaced after every write of unknown outcome and
+	// whenever a partition's leader moved. It and the fields below are
+	// used only by Run's goroutine.
 	producer *kafka.Client
 	// ptransport is the producer's transport, fenced by the current lease.
 	ptransport *kafka.Transport
-	// unsettled is true while a failed write's outcome is unknown: Kafka
-	// may still append it, so nothing may be re-sent, and no successor may
-	// take over, before settleAt (the failure plus WriteTimeout, which
-	// bounds how long the broker may still act on the request).
-	unsettled bool
-	settleAt  time.Time
+	// parts is what this lease term knows of each partition.
+	parts []partState
+	// wm is the in-memory watermark per partition: ahead of the stored one
+	// by the acknowledgements not yet recorded. nil until the term's first
+	// read-back loaded it.
+	wm []int64
 	// memFrom is the seq from which rows may be taken from mem: every row
 	// below it is known to be published. 0 means "read the outbox".
 	memFrom int64
@@ -76,47 +83,109 @@ type Publisher struct {
 
 	// partitions is the partition count rows are assigned with (recorded in
 	// the outbox target); partitionIDs is 0..partitions-1 for the balancer.
+	// Both are set once by Prepare.
 	partitions   int
 	partitionIDs []int
+
+	// access is the Kafka access failure that stops publishing now, if any;
+	// /readyz reports it. Written by Run's goroutine, read by probes.
+	accessMu sync.Mutex
+	access   error
+	// prepared is set once Prepare succeeded; probes read it.
+	prepared atomic.Bool
 
 	wake chan struct{}
 }
 
-// New checks cfg (filling in the defaults of zero Backoff and Now), checks
-// the topic (creating it when allowed and missing) and records the outbox
-// target. It does not publish until Run.
+// partState is what the publisher knows of one partition in a lease term.
+type partState struct {
+	// readBack is set when the partition's tail must be read from Kafka
+	// before anything more is written to it: at the start of a term, and
+	// after a write of unknown outcome.
+	readBack bool
+	// settleAt is when a write of unknown outcome can no longer land (the
+	// failure plus WriteTimeout, which bounds how long the broker may still
+	// act on the request): the read-back waits for it, or the write could
+	// land after it and be sent twice; and no successor may take over
+	// before it.
+	settleAt time.Time
+	// retryAt is when the partition is tried again after a failed write or
+	// read-back; the other partitions carry on meanwhile.
+	retryAt time.Time
+	backoff *retry.Backoff
+}
+
+// New opens a publisher and prepares it (see Open and Prepare).
 func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	p, err := Open(cfg, store, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Prepare(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Open checks cfg (filling in the defaults of zero Backoff and Now), loads
+// its TLS and SASL settings and registers the metrics. It does not contact
+// Kafka: Prepare does, and the publisher is usable only after it succeeded.
+func Open(cfg Config, store Store, log *zap.Logger, reg prometheus.Registerer) (*Publisher, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	transport := &kafka.Transport{ClientID: "ingestd", DialTimeout: 5 * time.Second}
+	conn, err := cfg.Conn.Load()
+	if err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	for _, w := range conn.Warnings() {
+		log.Warn(w)
+	}
 	p := &Publisher{
 		cfg:    cfg,
 		store:  store,
 		log:    log,
 		m:      newMetrics(reg),
-		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport},
+		conn:   conn,
+		codec:  codecs[cfg.Compression],
+		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: conn.Transport(5*time.Second, nil)},
 		wake:   make(chan struct{}, 1),
+	}
+	return p, nil
+}
+
+// Prepare checks the topic (creating it when allowed and missing) and
+// records the outbox target, which fixes the partition count events are
+// assigned with. A missing topic that may not be created is ErrTopicMissing;
+// an access failure is a *kafkaconn.AccessError, and is also reported by
+// AccessError until a later Kafka operation succeeds. Prepare may be
+// called again after a failure; once it succeeded, it does nothing.
+func (p *Publisher) Prepare(ctx context.Context) error {
+	if p.partitions > 0 {
+		return nil
 	}
 	have, err := p.ensureTopic(ctx)
 	if err != nil {
-		return nil, err
+		p.noteAccess(err)
+		return err
 	}
-	n, err := store.Target(ctx, cfg.Topic, have)
+	n, err := p.store.Target(ctx, p.cfg.Topic, have)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if n != have {
-		log.Warn("topic has more partitions than the outbox was written for; new partitions stay unused so per-shipment order holds",
-			zap.String("topic", cfg.Topic), zap.Int("topic_partitions", have), zap.Int("used_partitions", n))
+		p.log.Warn("topic has more partitions than the outbox was written for; new partitions stay unused so per-shipment order holds",
+			zap.String("topic", p.cfg.Topic), zap.Int("topic_partitions", have), zap.Int("used_partitions", n))
 	}
-	p.partitions = n
+	p.noteAccess(nil)
 	p.partitionIDs = make([]int, n)
 	for i := range p.partitionIDs {
 		p.partitionIDs[i] = i
 	}
-	return p, nil
+	p.partitions = n
+	p.prepared.Store(true)
+	return nil
 }
 
 // newProducer builds the client that produces to Kafka over transport.
@@ -124,7 +193,7 @@ func New(ctx context.Context, cfg Config, store Store, log *zap.Logger, reg prom
 // Writer would add its own batching (a goroutine, a timer and a
 // BatchSize-long message array per partition and write) and, with retries,
 // could write a batch twice (segmentio/kafka-go#1427). Here every failure
-// comes back to step, where the read-back decides what landed.
+// comes back to write and step, which know whether it may have landed.
 func (p *Publisher) newProducer(transport *kafka.Transport) *kafka.Client {
 	return &kafka.Client{Addr: kafka.TCP(p.cfg.Brokers...), Timeout: p.cfg.WriteTimeout, Transport: transport}
 }
@@ -132,7 +201,7 @@ func (p *Publisher) newProducer(transport *kafka.Transport) *kafka.Client {
 // ensureTopic returns the topic's partition count, creating the topic first
 // when it is missing and CreateTopic allows it.
 func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
-	n, err := topicPartitions(ctx, p.cfg)
+	n, err := topicPartitions(ctx, p.cfg, p.conn)
 	if err != nil || n > 0 {
 		return n, err
 	}
@@ -143,16 +212,16 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 		Topic: p.cfg.Topic, NumPartitions: p.cfg.Partitions, ReplicationFactor: p.cfg.ReplicationFactor,
 	}}})
 	if err != nil {
-		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, err)
+		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, p.conn.Translate(err, "CREATE", p.cfg.Topic))
 	}
 	if err := res.Errors[p.cfg.Topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
-		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, err)
+		return 0, fmt.Errorf("create topic %q: %w", p.cfg.Topic, p.conn.Translate(err, "CREATE", p.cfg.Topic))
 	}
 	p.log.Info("created topic", zap.String("topic", p.cfg.Topic), zap.Int("partitions", p.cfg.Partitions))
 	// Metadata can lag creation for a moment on a real cluster.
 	last := ErrTopicMissing
 	for deadline := p.cfg.Now().Add(30 * time.Second); p.cfg.Now().Before(deadline); {
-		n, err := topicPartitions(ctx, p.cfg)
+		n, err := topicPartitions(ctx, p.cfg, p.conn)
 		if err == nil && n > 0 {
 			return n, nil
 		}
@@ -166,18 +235,68 @@ func (p *Publisher) ensureTopic(ctx context.Context) (int, error) {
 	return 0, fmt.Errorf("topic %q not visible after creation: %w", p.cfg.Topic, last)
 }
 
-// Ping checks that a broker answers for the topic right now; /readyz uses
-// it. It dials afresh because the producer's transport serves metadata from a
-// cache, which would report a dead cluster as healthy for a while.
+// Ping checks that a broker answers for the topic right now, and that no
+// access failure stops publishing; /readyz uses it. It dials afresh because
+// the producer's transport serves metadata from a cache, which would report
+// a dead cluster as healthy for a while.
 func (p *Publisher) Ping(ctx context.Context) error {
-	_, err := topicPartitions(ctx, p.cfg)
-	return err
+	if _, err := topicPartitions(ctx, p.cfg, p.conn); err != nil {
+		return err
+	}
+	if err := p.AccessError(); err != nil {
+		return err
+	}
+	if !p.prepared.Load() {
+		return errors.New("the topic is not checked yet (see the log)")
+	}
+	return nil
+}
+
+// AccessError returns the Kafka access failure (authentication,
+// authorization, TLS) that stops this publisher now, or nil.
+func (p *Publisher) AccessError() error {
+	p.accessMu.Lock()
+	defer p.accessMu.Unlock()
+	return p.access
+}
+
+// noteAccess records the outcome of a Kafka operation: an access failure
+// is counted, logged once when it starts or changes, and reported by
+// AccessError until an operation succeeds (err nil), which is logged once
+// too. Other errors leave the state as it is.
+func (p *Publisher) noteAccess(err error) {
+	var ae *kafkaconn.AccessError
+	if err != nil && !errors.As(err, &ae) {
+		return
+	}
+	p.accessMu.Lock()
+	prev := p.access
+	if err != nil {
+		p.access = ae
+	} else {
+		p.access = nil
+	}
+	p.accessMu.Unlock()
+	switch {
+	case ae != nil:
+		p.m.accessErrors.WithLabelValues(ae.Kind).Inc()
+		if prev == nil || prev.Error() != ae.Error() {
+			p.log.Error("kafka refused access; nothing is published until it is fixed (retrying with backoff)",
+				zap.String("kind", ae.Kind), zap.String("topic", p.cfg.Topic), zap.String("principal", ae.Principal), zap.Error(ae))
+		}
+	case prev != nil:
+		p.log.Info("kafka access restored", zap.String("topic", p.cfg.Topic))
+	}
 }
 
 // CheckTopic reports whether the brokers answer and the topic exists (or
 // may be created at start); `ingestd check-config` uses it.
 func CheckTopic(ctx context.Context, cfg Config) error {
-	n, err := topicPartitions(ctx, cfg)
+	conn, err := cfg.Conn.Load()
+	if err != nil {
+		return err
+	}
+	n, err := topicPartitions(ctx, cfg, conn)
 	switch {
 	case err != nil:
 		return err
@@ -193,20 +312,20 @@ func CheckTopic(ctx context.Context, cfg Config) error {
 // for a while; and kafka.Client's metadata request, because the one a
 // kafka-go Conn sends allows auto-creation, which on a cluster with
 // auto.create.topics.enable would create the topic with broker defaults.
-func topicPartitions(ctx context.Context, cfg Config) (int, error) {
-	tr := &kafka.Transport{ClientID: "ingestd", DialTimeout: 2 * time.Second}
+func topicPartitions(ctx context.Context, cfg Config, conn *kafkaconn.Settings) (int, error) {
+	tr := conn.Transport(2*time.Second, nil)
 	defer tr.CloseIdleConnections()
 	c := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 5 * time.Second, Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{cfg.Topic}})
 	if err != nil {
-		return 0, fmt.Errorf("no broker of %v answers for topic %q: %w", cfg.Brokers, cfg.Topic, err)
+		return 0, fmt.Errorf("no broker of %v answers for topic %q: %w", cfg.Brokers, cfg.Topic, conn.Translate(err, "DESCRIBE", cfg.Topic))
 	}
 	for _, t := range md.Topics {
 		if t.Name != cfg.Topic || errors.Is(t.Error, kafka.UnknownTopicOrPartition) {
 			continue
 		}
 		if t.Error != nil {
-			return 0, fmt.Errorf("metadata of topic %q: %w", cfg.Topic, t.Error)
+			return 0, fmt.Errorf("metadata of topic %q: %w", cfg.Topic, conn.Translate(t.Error, "DESCRIBE", cfg.Topic))
 		}
 		return len(t.Partitions), nil
 	}
@@ -352,26 +471,37 @@ func (p *Publisher) Close() error {
 	if p.ptransport != nil {
 		p.ptransport.CloseIdleConnections()
 	}
+	p.client.Transport.(*kafka.Transport).CloseIdleConnections()
 	return nil
 }
 
 // resetProducer replaces the producer with a fresh one on a new transport
-// fenced by h. After an ambiguous failure the old connections cannot be
-// trusted; a new lease term must not reuse connections fenced by the last.
+// fenced by h. After a write of unknown outcome the old connections cannot
+// be trusted; after a leader moved, the new transport's first metadata names
+// the new leader (kafka-go's cached metadata would keep sending to the old
+// one until it expires); and a new lease term must not reuse connections
+// fenced by the last.
 func (p *Publisher) resetProducer(h *lease.Held) {
 	if p.ptransport != nil {
 		p.ptransport.CloseIdleConnections()
 	}
-	p.ptransport = fencedTransport(h)
+	p.ptransport = p.conn.Transport(5*time.Second, func(c net.Conn) net.Conn {
+		return &fencedConn{Conn: c, held: h, sent: p.m.bytesSent}
+	})
 	p.producer = p.newProducer(p.ptransport)
 }
 
-// Run relays the outbox to Kafka while h is held. It first reconciles with
-// what Kafka already holds, then publishes rows in outbox order. It returns
-// nil when ctx ends, or after publishing everything committed once stop is
+// Run relays the outbox to Kafka while h is held. It first reads back what
+// Kafka already holds, then publishes rows in outbox order. It returns nil
+// when ctx ends, or after publishing everything committed once stop is
 // closed; and an error wrapping lease.ErrFenced when it can no longer prove
-// it holds the lease. Other failures are retried with backoff forever.
+// it holds the lease. Other failures are retried with backoff forever: a
+// failure of one partition (its broker gone, a write of unknown outcome)
+// holds up only that partition.
 func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}) error {
+	if p.partitions == 0 {
+		return errors.New("publisher: Run before Prepare succeeded")
+	}
 	maintCtx, stopMaint := context.WithCancel(ctx)
 	maintDone := make(chan struct{})
 	go func() {
@@ -385,71 +515,115 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 
 	bo := p.cfg.Backoff.New()
 	p.resetProducer(h)
-	// A new lease term trusts nothing from the last one: reconcile with
-	// Kafka and read the outbox before taking rows from memory again.
+	// A new lease term trusts nothing from the last one: read back every
+	// partition's tail and read the outbox before taking rows from memory
+	// again.
+	p.wm = nil
+	p.parts = make([]partState, p.partitions)
+	for i := range p.parts {
+		p.parts[i] = partState{readBack: true, backoff: p.cfg.Backoff.New()}
+	}
 	p.memFrom = 0
 	p.memReset()
 	var (
-		wm       []int64 // nil: reconcile with Kafka before publishing
 		unsaved  = map[int]int64{}
 		draining bool
 	)
 	for {
 		if ctx.Err() != nil {
-			return nil
+			return p.stopped()
 		}
 		select {
 		case <-stop:
 			draining, stop = true, nil
 		default:
 		}
-		err := p.step(ctx, h, &wm, unsaved)
+		err := p.step(ctx, h, unsaved)
+		var perr *partitionsError
 		switch {
 		case err == nil:
 			bo.Reset()
 		case errors.Is(err, errIdle):
-			if draining {
+			if draining && !p.waiting() {
 				return nil
 			}
 			p.idle(ctx, stop)
 		case ctx.Err() != nil:
-			if p.unsettled {
-				return fmt.Errorf("stopped with a Kafka write of unknown outcome: %w", lease.ErrLetExpire)
-			}
-			return nil
+			return p.stopped()
 		case errors.Is(err, lease.ErrFenced):
 			return err
+		case errors.As(err, &perr):
+			// The partitions at fault wait out their own backoff; the
+			// others carry on at once. Access failures were logged once
+			// by noteAccess.
+			if !perr.access {
+				p.log.Warn("publishing to some partitions failed; the others carry on", zap.Error(err))
+			}
 		default:
 			wait := bo.Next()
-			p.log.Warn("publish failed; reconciling with Kafka before retrying", zap.Error(err), zap.Duration("backoff", wait))
+			p.log.Warn("publish failed; retrying", zap.Error(err), zap.Duration("backoff", wait))
 			retry.Sleep(ctx, wait)
 		}
 	}
 }
 
+// stopped is Run's result when ctx ended: a write whose outcome is still
+// unknown must be let settle before a successor reads back, so the lease is
+// left to expire rather than released.
+func (p *Publisher) stopped() error {
+	now := p.cfg.Now()
+	for _, st := range p.parts {
+		if st.readBack && st.settleAt.After(now) {
+			return fmt.Errorf("stopped with a Kafka write of unknown outcome: %w", lease.ErrLetExpire)
+		}
+	}
+	return nil
+}
+
+// waiting reports whether a partition is held back (waiting to be read
+// back or to be retried), so that rows may be pending though none could be
+// taken now.
+func (p *Publisher) waiting() bool {
+	for _, st := range p.parts {
+		if st.readBack || !st.retryAt.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// partitionsError is the failure of some partitions in one step; each
+// waits until its retryAt, the others go on.
+type partitionsError struct {
+	err error
+	// access is true when every failure is an access failure (logged by
+	// noteAccess).
+	access bool
+}
+
+func (e *partitionsError) Error() string { return e.err.Error() }
+func (e *partitionsError) Unwrap() error { return e.err }
+
+// failed records the failure of partition part and returns its error,
+// translated when it is an access failure of op.
+func (p *Publisher) failed(part int, op string, err error, now time.Time) error {
+	err = p.conn.Translate(err, op, p.cfg.Topic)
+	p.noteAccess(err)
+	st := &p.parts[part]
+	st.retryAt = now.Add(st.backoff.Next())
+	if st.readBack && st.settleAt.After(st.retryAt) {
+		st.retryAt = st.settleAt
+	}
+	return fmt.Errorf("partition %d: %w", part, err)
+}
+
 var errIdle = errors.New("outbox empty")
 
-// step publishes one batch of pending rows. wm is the in-memory watermark,
-// ahead of the stored one by the acknowledgements in unsaved until those
-// are recorded; it is nil when it must be rebuilt from Kafka's read-back.
-func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsaved map[int]int64) error {
-	if *wm == nil {
-		if p.unsettled {
-			// Let a write of unknown outcome land (or fail) before reading
-			// back what Kafka holds; otherwise it could land after the
-			// read-back and be sent twice.
-			retry.Sleep(ctx, p.settleAt.Sub(p.cfg.Now()))
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-		}
-		reconciled, err := p.reconcile(ctx, h.Lease)
-		if err != nil {
-			return fmt.Errorf("reconcile with kafka: %w", err)
-		}
-		*wm = reconciled
-		p.unsettled = false
-		clear(unsaved)
+// step publishes one batch of pending rows of the partitions that may be
+// written now.
+func (p *Publisher) step(ctx context.Context, h *lease.Held, unsaved map[int]int64) error {
+	if err := p.readBack(ctx, h.Lease); err != nil {
+		return err
 	}
 	// Acknowledged rows whose watermark did not reach PostgreSQL yet are
 	// recorded before anything else: they must never be sent twice.
@@ -459,7 +633,16 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		}
 		clear(unsaved)
 	}
-	rows, memNext, horizon, err := p.next(ctx, *wm)
+	marks, all := p.writable(p.cfg.Now())
+	if marks == nil {
+		return errIdle
+	}
+	if !all {
+		// The memory queue continues from a seq for every partition at
+		// once; while one is held back, read the outbox.
+		p.memFrom = 0
+	}
+	rows, memNext, horizon, err := p.next(ctx, marks, all)
 	if err != nil {
 		return err
 	}
@@ -473,37 +656,77 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 		return fmt.Errorf("lease %s epoch %d may have expired: %w", h.Lease.Name, h.Lease.Epoch, lease.ErrFenced)
 	}
 	p.cfg.Failpoints.Hit(failpoint.BeforeWrite)
-	acked, werr := p.write(ctx, rows, h.Lease.Epoch)
-	if werr != nil {
-		// Some records may have been written even though the call failed.
-		// Never resend blindly: replace the connections and let the next step
-		// reconcile with what Kafka holds.
-		if ambiguous(werr) {
-			p.unsettled = true
-			p.settleAt = p.cfg.Now().Add(p.cfg.WriteTimeout)
-		}
-		p.resetProducer(h)
-		*wm = nil
-		p.memFrom = 0
-		return werr
+	acked, werr := p.write(ctx, h, rows)
+	for part, seq := range acked {
+		p.wm[part] = max(p.wm[part], seq)
+		unsaved[part] = seq
+		p.parts[part].backoff.Reset()
 	}
 	switch {
+	case werr != nil:
+		p.memFrom = 0
 	case memNext > 0:
 		p.memFrom = memNext
 	case horizon > 0:
 		p.memFrom = horizon + 1
 	}
-	p.cfg.Failpoints.Hit(failpoint.AfterAck)
-	for part, seq := range acked {
-		(*wm)[part] = max((*wm)[part], seq)
-		unsaved[part] = seq
+	if len(acked) > 0 {
+		p.cfg.Failpoints.Hit(failpoint.AfterAck)
+		if err := p.store.MarkPublished(ctx, h.Lease, unsaved); err != nil {
+			return err
+		}
+		clear(unsaved)
+		p.m.lastPublished.Set(float64(p.cfg.Now().Unix()))
 	}
-	if err := p.store.MarkPublished(ctx, h.Lease, unsaved); err != nil {
-		return err
+	if werr == nil {
+		p.noteAccess(nil)
 	}
-	clear(unsaved)
-	p.m.lastPublished.Set(float64(p.cfg.Now().Unix()))
-	return nil
+	return werr
+}
+
+// writable returns the watermarks to read pending rows with: a partition
+// held back (to be read back, or waiting to retry) gets MaxInt64 so that
+// none of its rows is taken. It returns nil when no partition may be
+// written now, and all=true when every partition may.
+func (p *Publisher) writable(now time.Time) (marks []int64, all bool) {
+	if p.wm == nil {
+		return nil, false
+	}
+	marks = slices.Clone(p.wm)
+	all = true
+	some := false
+	for part := range p.parts {
+		st := &p.parts[part]
+		if !st.retryAt.IsZero() && !now.Before(st.retryAt) && !st.readBack {
+			st.retryAt = time.Time{}
+		}
+		if st.readBack || !st.retryAt.IsZero() {
+			marks[part] = math.MaxInt64
+			all = false
+			continue
+		}
+		some = true
+	}
+	if !some {
+		return nil, false
+	}
+	return marks, all
+}
+
+// nextDue returns when the earliest held-back partition may be tried
+// again, or the zero time when none is held back.
+func (p *Publisher) nextDue() time.Time {
+	var due time.Time
+	for _, st := range p.parts {
+		t := st.retryAt
+		if st.readBack && st.settleAt.After(t) {
+			t = st.settleAt
+		}
+		if (st.readBack || !st.retryAt.IsZero()) && (due.IsZero() || t.Before(due)) {
+			due = t
+		}
+	}
+	return due
 }
 
 // next returns the rows to publish now. From memory when the queue
@@ -513,7 +736,10 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, wm *[]int64, unsave
 // once these rows are written everything up to horizon is published and
 // memory can take over from horizon+1. Rows at or below their partition's
 // watermark are never returned.
-func (p *Publisher) next(ctx context.Context, wm []int64) (rows []outbox.Row, memNext, horizon int64, err error) {
+//
+// all is false while some partition is held back (its wm is MaxInt64): the
+// memory queue is then not used, and no horizon is returned.
+func (p *Publisher) next(ctx context.Context, wm []int64, all bool) (rows []outbox.Row, memNext, horizon int64, err error) {
 	if p.memFrom > 0 {
 		taken, next, ok := p.memTake(p.memFrom)
 		switch {
@@ -527,7 +753,7 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []outbox.Row, me
 			}
 			if len(rows) == 0 {
 				p.memFrom = next
-				return p.next(ctx, wm)
+				return p.next(ctx, wm, all)
 			}
 			return rows, next, 0, nil
 		case ok:
@@ -546,7 +772,7 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []outbox.Row, me
 			// tenth of a catch-up's rows were); rows committed by another
 			// instance wait memHandoffGrace longer.
 			if p.awaitHandoff(ctx) {
-				return p.next(ctx, wm)
+				return p.next(ctx, wm, all)
 			}
 		}
 		p.memFrom = 0
@@ -561,7 +787,7 @@ func (p *Publisher) next(ctx context.Context, wm []int64) (rows []outbox.Row, me
 		return nil, 0, 0, err
 	}
 	p.m.outboxReads.Add(float64(len(rows)))
-	if len(rows) < p.cfg.BatchSize {
+	if all && len(rows) < p.cfg.BatchSize {
 		horizon = max(last, 1)
 		if len(rows) == 0 {
 			p.memFrom = last + 1
@@ -634,13 +860,28 @@ func (b *writeBufs) keep(kh []kafka.Header, seqs []byte, recs []kafka.Record, si
 // source, type, time, subject); the buffer grows if it is short.
 const headerBytesPerMsg = 192
 
+// Retries of a partition whose leader moved, within one write: the first
+// at once on fresh metadata, then after movedPause, doubling, so that an
+// election in progress (LEADER_NOT_AVAILABLE) has time to finish. After
+// them, the partition waits out its backoff and the others carry on.
+const (
+	movedRetries = 3
+	movedPause   = 50 * time.Millisecond
+)
+
 // write sends rows to Kafka and returns, per partition, the highest seq
-// acknowledged. Each partition's rows go in one produce request, all
-// partitions' requests at once, and write returns when every one has been
-// answered: at most one batch per partition is ever in flight, so partition
-// order is outbox order. If any request fails, write returns an error and no
-// acknowledgements; the caller reconciles with what Kafka holds.
-func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (map[int]int64, error) {
+// acknowledged. Each partition's rows go in requests of at most BatchBytes,
+// one after another, and every partition's at once: at most one request per
+// partition is ever in flight, so partition order is outbox order, and what
+// Kafka acknowledged of a partition is always a prefix of its rows.
+//
+// A request answered with an error that proves it was not written (its
+// leader moved, its broker is gone) is sent again on fresh metadata, up to
+// movedRetries times, with no read-back. A partition whose request may have
+// been written (a timeout, a dropped connection) is marked for read-back
+// once the request can no longer land; one refused outright waits out its
+// backoff. The error is a *partitionsError naming each partition at fault.
+func (p *Publisher) write(ctx context.Context, h *lease.Held, rows []outbox.Row) (map[int]int64, error) {
 	// The batch's records, their key and value readers, headers, header
 	// values, keys and seq values share a few allocations instead of taking
 	// several per message; each record gets capped windows of them. Records are grouped by partition, each partition's a
@@ -653,10 +894,12 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 	}
 	var (
 		now        = p.cfg.Now()
-		epochValue = strconv.AppendInt(nil, epoch, 10)
+		epochValue = strconv.AppendInt(nil, h.Lease.Epoch, 10)
 		hdrs       = make([]event.Header, 0, perMsg)
 		first      = make([]int, p.partitions+1)
 		next       = make([]int, p.partitions)
+		// recSeq[k] is the seq of recs[k], and recRow[k] its row.
+		recSeq = make([]int64, len(rows))
 	)
 	keyBytes := 0
 	for i := range rows {
@@ -695,59 +938,135 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 		// retention and consumers' seeks by time go by it.
 		recs[k] = kafka.Record{Time: now, Key: key, Value: value, Headers: kh[start:len(kh):len(kh)]}
 		sizes[k] = size
+		recSeq[k] = r.Seq
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
 	started := p.cfg.Now()
+	// pos[part] is where the partition's first record not yet acknowledged
+	// is in recs.
+	pos := slices.Clone(first[:p.partitions])
 	errs := make([]error, p.partitions)
-	var wg sync.WaitGroup
+	send := func(part int) {
+		for end := first[part+1]; pos[part] < end; {
+			n := chunkLen(sizes[pos[part]:end], p.cfg.BatchBytes)
+			res, err := p.producer.Produce(wctx, &kafka.ProduceRequest{
+				Topic: p.cfg.Topic, Partition: part, RequiredAcks: kafka.RequireAll, Compression: p.codec,
+				Records: kafka.NewRecordReader(recs[pos[part] : pos[part]+n]...),
+			})
+			if err == nil {
+				err = res.Error
+			}
+			if err != nil {
+				// The later chunks are not sent, so what landed is a
+				// prefix of the partition's rows.
+				errs[part] = err
+				return
+			}
+			pos[part] += n
+		}
+	}
+	active := make([]int, 0, p.partitions)
 	for part := range p.partitions {
-		batch, bsizes := recs[first[part]:first[part+1]], sizes[first[part]:first[part+1]]
-		if len(batch) == 0 {
+		if first[part] < first[part+1] {
+			active = append(active, part)
+		}
+	}
+	for round := 0; ; round++ {
+		var wg sync.WaitGroup
+		for _, part := range active {
+			errs[part] = nil
+			wg.Go(func() { send(part) })
+		}
+		wg.Wait()
+		moved := active[:0]
+		for _, part := range active {
+			if errs[part] != nil && kafkaconn.ProduceOutcome(errs[part]) == kafkaconn.Moved {
+				moved = append(moved, part)
+			}
+		}
+		if len(moved) == 0 || round == movedRetries || wctx.Err() != nil {
+			break
+		}
+		// Every request was answered (or never sent), so kafka-go is done
+		// with the records' readers: rewind the unsent ones and send them
+		// again, to the leader that fresh metadata names.
+		p.m.retriedWrites.Add(float64(len(moved)))
+		for _, part := range moved {
+			for k := pos[part]; k < first[part+1]; k++ {
+				recs[k].Key.(*recordBytes).off = 0
+				recs[k].Value.(*recordBytes).off = 0
+			}
+		}
+		p.resetProducer(h)
+		if round > 0 && !retry.Sleep(wctx, movedPause<<(round-1)) {
+			break
+		}
+		active = moved
+	}
+	p.m.writeSeconds.Observe(p.cfg.Now().Sub(started).Seconds())
+
+	acked := make(map[int]int64, p.partitions)
+	var (
+		failures []error
+		unknown  bool
+		access   = true
+	)
+	now = p.cfg.Now()
+	for part := range p.partitions {
+		if pos[part] > first[part] {
+			acked[part] = recSeq[pos[part]-1]
+		}
+		err := errs[part]
+		if err == nil {
 			continue
 		}
-		// A partition's records go in requests of at most BatchBytes, one
-		// after another: the broker refuses a larger record batch
-		// (MESSAGE_TOO_LARGE), and sending the next only after the last
-		// was acknowledged keeps one request in flight per partition. If
-		// one fails, the later ones are not sent, so what landed is a
-		// prefix of the partition's rows, which reconciliation finds.
-		wg.Go(func() {
-			for len(batch) > 0 {
-				n := chunkLen(bsizes, p.cfg.BatchBytes)
-				res, err := p.producer.Produce(wctx, &kafka.ProduceRequest{
-					Topic: p.cfg.Topic, Partition: part, RequiredAcks: kafka.RequireAll,
-					Records: kafka.NewRecordReader(batch[:n]...),
-				})
-				switch {
-				case err != nil:
-					errs[part] = fmt.Errorf("partition %d: %w", part, err)
-					return
-				case res.Error != nil:
-					errs[part] = fmt.Errorf("partition %d: %w", part, res.Error)
-					return
-				}
-				batch, bsizes = batch[n:], bsizes[n:]
-			}
-		})
+		outcome := kafkaconn.ProduceOutcome(err)
+		if outcome == kafkaconn.Unknown {
+			// Kafka may still append the request until it times out on
+			// the broker: read the partition back only after that.
+			unknown = true
+			st := &p.parts[part]
+			st.readBack = true
+			st.settleAt = now.Add(p.cfg.WriteTimeout)
+			p.m.unknownWrites.Inc()
+		}
+		err = p.failed(part, "WRITE", fmt.Errorf("%s: %w", outcome, err), now)
+		var ae *kafkaconn.AccessError
+		access = access && errors.As(err, &ae)
+		failures = append(failures, err)
 	}
-	wg.Wait()
-	p.m.writeSeconds.Observe(p.cfg.Now().Sub(started).Seconds())
-	if err := errors.Join(errs...); err != nil {
-		p.m.writeErrors.Inc()
-		return nil, fmt.Errorf("write %d events to kafka: %w", len(rows), err)
+	p.countPublished(rows, acked, now)
+	if len(failures) == 0 {
+		b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
+		p.bufs = b
+		return acked, nil
 	}
-	b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
-	p.bufs = b
-	acked := make(map[int]int64, p.partitions)
-	now = p.cfg.Now()
+	p.m.writeErrors.Inc()
+	if unknown {
+		// The connections of a write of unknown outcome cannot be trusted,
+		// and kafka-go may still be encoding from the batch's buffers, so
+		// they are not reused either.
+		p.resetProducer(h)
+	} else {
+		b.keep(kh, seqs, recs, sizes, readers, hvals, keys)
+		p.bufs = b
+	}
+	return acked, &partitionsError{err: fmt.Errorf("write %d events to kafka: %w", len(rows), errors.Join(failures...)), access: access}
+}
+
+// countPublished updates the metrics of the rows Kafka acknowledged: those
+// of each partition up to acked[partition].
+func (p *Publisher) countPublished(rows []outbox.Row, acked map[int]int64, now time.Time) {
 	// The per-source counter is added to once per run of rows of one
 	// source, not looked up by label for every row.
 	run, runSource := 0, ""
 	for i := range rows {
 		r := &rows[i]
-		acked[r.Partition] = max(acked[r.Partition], r.Seq)
+		if a, ok := acked[r.Partition]; !ok || r.Seq > a {
+			continue
+		}
 		p.m.lag.Observe(now.Sub(r.Msg.Time).Seconds())
 		if r.SourceID != runSource {
 			if run > 0 {
@@ -760,28 +1079,16 @@ func (p *Publisher) write(ctx context.Context, rows []outbox.Row, epoch int64) (
 	if run > 0 {
 		p.m.published.WithLabelValues(runSource).Add(float64(run))
 	}
-	return acked, nil
 }
 
-// ambiguous reports whether a failed write may still have been appended by
-// the broker: anything but an error code in the broker's own answer (a
-// timeout, a dropped connection, a cancelled context).
-func ambiguous(err error) bool {
-	// A write of several partitions failed if any did; it is ambiguous if
-	// any partition's failure is.
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		if joined, ok := e.(interface{ Unwrap() []error }); ok {
-			return slices.ContainsFunc(joined.Unwrap(), ambiguous)
-		}
-	}
-	var kerr kafka.Error
-	return !errors.As(err, &kerr)
-}
-
-// idle waits for a commit's wake-up, a stop, or IdlePoll, whichever comes
-// first.
+// idle waits for a commit's wake-up, a stop, IdlePoll, or the moment a
+// held-back partition may be tried again, whichever comes first.
 func (p *Publisher) idle(ctx context.Context, stop <-chan struct{}) {
-	retry.Sleep(ctx, p.cfg.IdlePoll, p.wake, stop)
+	wait := p.cfg.IdlePoll
+	if due := p.nextDue(); !due.IsZero() {
+		wait = min(wait, max(due.Sub(p.cfg.Now()), time.Millisecond))
+	}
+	retry.Sleep(ctx, wait, p.wake, stop)
 }
 
 // maintain prunes the outbox and refreshes the backlog gauges.

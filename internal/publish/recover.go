@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/lease"
 )
 
@@ -24,29 +25,24 @@ type tail struct {
 	eventID string
 }
 
-// readTails reads the last record of every partition directly from its
-// leader. This is the check Kafka's own producer documentation recommends
-// after an ambiguous send: what the broker holds is the truth.
-func (p *Publisher) readTails(ctx context.Context) ([]tail, error) {
-	d := &kafka.Dialer{ClientID: "ingestd", Timeout: 10 * time.Second}
-	tails := make([]tail, p.partitions)
-	for part := range p.partitions {
-		var (
-			t   tail
-			err error
-		)
-		for _, broker := range p.cfg.Brokers {
-			t, err = readTail(ctx, d, broker, p.cfg.Topic, part)
-			if err == nil {
-				break
-			}
+// readTail reads the last record of partition part directly from its
+// leader, asking each bootstrap broker in turn where the leader is. This is
+// the check Kafka's own producer documentation recommends after an
+// ambiguous send: what the broker holds is the truth.
+func (p *Publisher) readTail(ctx context.Context, part int) (tail, error) {
+	d := p.conn.Dialer(10 * time.Second)
+	var err error
+	for _, broker := range p.cfg.Brokers {
+		var t tail
+		if t, err = readTail(ctx, d, broker, p.cfg.Topic, part); err == nil {
+			return t, nil
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read back partition %d of %s: %w", part, p.cfg.Topic, err)
+		var foreign bool
+		if foreign = errors.Is(err, ErrForeignRecord); foreign {
+			return tail{}, err
 		}
-		tails[part] = t
 	}
-	return tails, nil
+	return tail{}, fmt.Errorf("read back: %w", err)
 }
 
 func readTail(ctx context.Context, d *kafka.Dialer, broker, topic string, part int) (tail, error) {
@@ -107,43 +103,77 @@ func readTail(ctx context.Context, d *kafka.Dialer, broker, topic string, part i
 	}
 }
 
-// reconcile raises the stored watermarks to what Kafka already holds, so
+// readBack reads back the tail of every partition that needs it and may
+// be tried now, and raises the watermarks to what Kafka already holds, so
 // that rows acknowledged by Kafka but not yet recorded (a crash between the
-// two, an ambiguous write that did land) are never sent again. It returns
-// the watermarks to publish from.
-func (p *Publisher) reconcile(ctx context.Context, l lease.Lease) ([]int64, error) {
-	tails, err := p.readTails(ctx)
-	if err != nil {
-		return nil, err
+// two, a write of unknown outcome that did land) are never sent again. At
+// the start of a term it loads the stored watermarks first. A partition
+// that cannot be read back waits out its backoff; the others go on.
+func (p *Publisher) readBack(ctx context.Context, l lease.Lease) error {
+	now := p.cfg.Now()
+	var due []int
+	for part, st := range p.parts {
+		if st.readBack && !now.Before(st.settleAt) && !now.Before(st.retryAt) {
+			due = append(due, part)
+		}
 	}
-	wm, err := p.store.Watermarks(ctx)
-	if err != nil {
-		return nil, err
+	if len(due) == 0 {
+		return nil
 	}
-	if len(wm) != p.partitions {
-		return nil, fmt.Errorf("publish progress has %d partitions, the outbox target %d", len(wm), p.partitions)
+	if p.wm == nil {
+		wm, err := p.store.Watermarks(ctx)
+		if err != nil {
+			return err
+		}
+		if len(wm) != p.partitions {
+			return fmt.Errorf("publish progress has %d partitions, the outbox target %d", len(wm), p.partitions)
+		}
+		p.wm = wm
 	}
-	marks := map[int]int64{}
-	for part, t := range tails {
-		if t.seq <= wm[part] {
+	var (
+		marks    = map[int]int64{}
+		failures []error
+		access   = true
+	)
+	for _, part := range due {
+		t, err := p.readTail(ctx, part)
+		if errors.Is(err, ErrForeignRecord) {
+			return err
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			err = p.failed(part, "READ", err, p.cfg.Now())
+			var ae *kafkaconn.AccessError
+			access = access && errors.As(err, &ae)
+			failures = append(failures, err)
 			continue
 		}
-		row, err := p.store.Row(ctx, t.seq)
-		if err != nil {
-			return nil, err
+		p.m.readbacks.Inc()
+		if t.seq > p.wm[part] {
+			row, err := p.store.Row(ctx, t.seq)
+			if err != nil {
+				return err
+			}
+			if row == nil || row.Partition != part || row.Msg.ID != t.eventID {
+				return fmt.Errorf("%w: partition %d ends with seq %d (ce_id %s), which this outbox does not hold there; is another ingestd database publishing to %q?",
+					ErrForeignRecord, part, t.seq, t.eventID, p.cfg.Topic)
+			}
+			marks[part] = t.seq
+			p.wm[part] = t.seq
 		}
-		if row == nil || row.Partition != part || row.Msg.ID != t.eventID {
-			return nil, fmt.Errorf("%w: partition %d ends with seq %d (ce_id %s), which this outbox does not hold there; is another ingestd database publishing to %q?",
-				ErrForeignRecord, part, t.seq, t.eventID, p.cfg.Topic)
-		}
-		marks[part] = t.seq
-		wm[part] = t.seq
+		st := &p.parts[part]
+		st.readBack, st.settleAt, st.retryAt = false, time.Time{}, time.Time{}
 	}
 	if len(marks) > 0 {
 		if err := p.store.MarkPublished(ctx, l, marks); err != nil {
-			return nil, err
+			return err
 		}
 		p.m.reconciled.Add(float64(len(marks)))
 	}
-	return wm, nil
+	if len(failures) > 0 {
+		return &partitionsError{err: errors.Join(failures...), access: access}
+	}
+	return nil
 }
