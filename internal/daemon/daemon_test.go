@@ -17,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -37,18 +38,27 @@ type stack struct {
 
 func newStack(t *testing.T, sc sim.YandexConfig) *stack {
 	t.Helper()
+	return newStackOn(t, sc, kafkatest.Start(t), kafkaconn.Config{})
+}
+
+// newStackOn is newStack on the cluster kc, reached with conn.
+func newStackOn(t *testing.T, sc sim.YandexConfig, kc *kafkatest.Cluster, conn kafkaconn.Config) *stack {
+	t.Helper()
 	sc.Token = token
 	y, err := sim.NewYandex(sc)
 	require.NoError(t, err)
 	srv := httptest.NewServer(y)
 	t.Cleanup(srv.Close)
-	kc := kafkatest.Start(t)
 
 	store := pgtest.Open(t)
 	dsn := store.DSN
 	cfg := daemon.DefaultConfig()
 	cfg.Database.DatabaseURL = secret.New(dsn)
-	cfg.Kafka.Brokers = []string{kc.Addr}
+	cfg.Kafka.Brokers = kc.Addrs
+	if len(cfg.Kafka.Brokers) == 0 {
+		cfg.Kafka.Brokers = []string{kc.Addr}
+	}
+	cfg.Kafka.Conn = conn
 	cfg.Kafka.Partitions = 4
 	cfg.Kafka.IdlePoll = 50 * time.Millisecond
 	cfg.Yandex.Token = secret.New(token)
@@ -112,7 +122,7 @@ func (s *stack) sourceState(t *testing.T) cursor.State {
 // valid against the published JSON Schema.
 func (s *stack) requireExactlyOnce(t *testing.T, n int) {
 	t.Helper()
-	recs := kafkatest.ReadTopic(t, s.kafka.Addr, s.cfg.Kafka.Topic, n, 60*time.Second)
+	recs := s.kafka.ReadTopic(t, s.cfg.Kafka.Topic, n, 60*time.Second)
 
 	sch, err := schemas.CompileDeliveryEventV1()
 	require.NoError(t, err)
