@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/event"
@@ -27,11 +28,21 @@ type procStack struct {
 	sim    *sim.Yandex
 	simURL string
 	kafka  *kafkatest.Cluster
-	dsn    string
-	store  *pgtest.Stores
+	// kafkaEnv is how the processes reach kafka beyond the brokers' list
+	// (TLS and SASL settings).
+	kafkaEnv []string
+	dsn      string
+	store    *pgtest.Stores
 }
 
 func newProcStack(t *testing.T, sc sim.YandexConfig) *procStack {
+	t.Helper()
+	return newProcStackOn(t, sc, kafkatest.Start(t))
+}
+
+// newProcStackOn is newProcStack on the cluster kc; set kafkaEnv for its
+// TLS and SASL settings.
+func newProcStackOn(t *testing.T, sc sim.YandexConfig, kc *kafkatest.Cluster) *procStack {
 	t.Helper()
 	bin := buildBinary(t)
 	sc.Token = "tok"
@@ -40,7 +51,7 @@ func newProcStack(t *testing.T, sc sim.YandexConfig) *procStack {
 	srv := httptest.NewServer(y)
 	t.Cleanup(srv.Close)
 	store := pgtest.Open(t)
-	return &procStack{bin: bin, sim: y, simURL: srv.URL, kafka: kafkatest.Start(t), dsn: store.DSN, store: store}
+	return &procStack{bin: bin, sim: y, simURL: srv.URL, kafka: kc, dsn: store.DSN, store: store}
 }
 
 // proc is one running ingestd process.
@@ -64,7 +75,7 @@ func (s *procStack) spawn(t *testing.T, id string, extraEnv ...string) *proc {
 		"INGESTD_BACKOFF_INITIAL=20ms",
 		"INGESTD_BACKOFF_MAX=200ms",
 		"INGESTD_INSTANCE_ID=" + id,
-	}, extraEnv...)
+	}, append(s.kafkaEnv, extraEnv...)...)
 	c, err := child.Start(s.bin, child.Options{Env: env, LogBytes: 1 << 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Kill() })
@@ -126,7 +137,7 @@ func (s *procStack) finish(t *testing.T, n int) {
 // in per-key journal order.
 func (s *procStack) requireExactlyOnce(t *testing.T, n int) {
 	t.Helper()
-	recs := kafkatest.ReadTopic(t, s.kafka.Addr, "delivery.status-changes", n, 60*time.Second)
+	recs := s.kafka.ReadTopic(t, "delivery.status-changes", n, 60*time.Second)
 	seen := map[string]bool{}
 	got := map[string][]int64{}
 	for _, r := range recs {
@@ -175,11 +186,40 @@ func TestKillAtEveryPoint(t *testing.T) {
 
 // TestPausedInstanceIsFenced freezes the active instance (SIGSTOP) past its
 // lease, lets a second instance take over, then thaws the first: its writes
-// are refused and it stands by, and downstream sees every event once.
+// are refused and it stands by, and downstream sees every event once. It
+// runs on plaintext and on TLS with SASL SCRAM-SHA-512, where the fence sits
+// under the TLS layer and must refuse there too.
 func TestPausedInstanceIsFenced(t *testing.T) {
 	t.Parallel()
-	const n = 6000
-	s := newProcStack(t, sim.YandexConfig{Seed: 22, Backlog: 500, Rate: 1000, MaxEntries: n})
+	const kafkaPassword = "fence-test-password"
+	tests := []struct {
+		name  string
+		stack func(t *testing.T, sc sim.YandexConfig) *procStack
+	}{
+		{"plaintext", newProcStack},
+		{"TLS and SCRAM-SHA-512", func(t *testing.T, sc sim.YandexConfig) *procStack {
+			certs := kafkatest.NewCerts(t, kafkatest.CertOptions{})
+			kc := kafkatest.Start(t, kfake.TLS(certs.ServerTLS(false)), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "ingestd", kafkaPassword))
+			kc.ClientOpts = append(kc.ClientOpts, kafkatest.TLSOpt(certs.ClientTLS()), kafkatest.SASLOpt("SCRAM-SHA-512", "ingestd", kafkaPassword))
+			s := newProcStackOn(t, sc, kc)
+			s.kafkaEnv = []string{
+				"INGESTD_KAFKA_TLS_CA_FILE=" + certs.CAFile,
+				"INGESTD_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+				"INGESTD_KAFKA_SASL_USERNAME=ingestd",
+				"INGESTD_KAFKA_SASL_PASSWORD=" + kafkaPassword,
+			}
+			return s
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pausedInstanceIsFenced(t, tc.stack(t, sim.YandexConfig{Seed: 22, Backlog: 500, Rate: 1000, MaxEntries: 6000}), 6000)
+		})
+	}
+}
+
+func pausedInstanceIsFenced(t *testing.T, s *procStack, n int) {
 	a := s.spawn(t, "a")
 	require.Eventually(t, func() bool {
 		st, err := s.store.Cursors.Source(context.Background(), "yandex/default")
