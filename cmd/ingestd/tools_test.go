@@ -8,12 +8,14 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ingestd/ingestd/internal/cli"
@@ -302,5 +304,57 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 		require.True(t, ok, "no --json case for %q", cmd)
 		out := runCLI(t, append(a, "--json")...)
 		require.True(t, json.Valid([]byte(out)), "ingestd %s --json printed %q", cmd, out)
+	}
+}
+
+// TestCheckConfigReachesASecuredKafka runs check-config against brokers that
+// require TLS and SCRAM-SHA-512: it connects with the same settings as the
+// daemon, names what went wrong when the password, the CA or the broker's
+// certificate is wrong (exit status 1: the configuration is valid, a check
+// failed), and never prints the password.
+func TestCheckConfigReachesASecuredKafka(t *testing.T) {
+	const pw = "check-config-kafka-pw"
+	certs := kafkatest.NewCerts(t, kafkatest.CertOptions{})
+	var refuse atomic.Bool
+	kc := kafkatest.Start(t, kfake.TLS(certs.ServerTLS(false)), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "ingestd", pw))
+	kc.FailSASL(refuse.Load)
+	dsn := pgtest.Schema(t)
+	t.Setenv("INGESTD_DATABASE_URL", dsn)
+	runCLI(t, "migrate")
+	t.Setenv("INGESTD_KAFKA_BROKERS", kc.Addr)
+	t.Setenv("INGESTD_YANDEX_TOKEN", "tok")
+	t.Setenv("INGESTD_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+	t.Setenv("INGESTD_KAFKA_SASL_USERNAME", "ingestd")
+	t.Setenv("INGESTD_KAFKA_SASL_PASSWORD", pw)
+	tests := []struct {
+		name   string
+		caFile string
+		refuse bool
+		want   string // the kafka check; "ok" passes
+	}{
+		{"right settings", certs.CAFile, false, "ok"},
+		{"wrong password", certs.CAFile, true, "SASL authentication of User:ingestd"},
+		{"untrusted CA", kafkatest.NewCerts(t, kafkatest.CertOptions{}).CAFile, false, "TLS handshake"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("INGESTD_KAFKA_TLS_CA_FILE", tc.caFile)
+			refuse.Store(tc.refuse)
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"check-config", "--json"}, &out, &errOut)
+			var report struct {
+				Settings map[string]string `json:"settings"`
+				Checks   map[string]string `json:"checks"`
+			}
+			require.NoError(t, json.Unmarshal(out.Bytes(), &report), out.String())
+			require.Equal(t, "[REDACTED]", report.Settings["INGESTD_KAFKA_SASL_PASSWORD"])
+			require.Contains(t, report.Checks["kafka"], tc.want)
+			if tc.want == "ok" {
+				require.NoError(t, err)
+			} else {
+				require.Equal(t, 1, cli.ExitCode("ingestd", err, &errOut))
+			}
+			require.NotContains(t, out.String()+errOut.String(), pw)
+		})
 	}
 }

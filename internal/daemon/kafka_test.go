@@ -247,33 +247,16 @@ func TestKafkaAccessFailures(t *testing.T) {
 		fix func(t *testing.T, kc *kafkatest.Cluster)
 	}{
 		{
-			// kfake drops the connection on a wrong SCRAM proof, where
-			// Kafka answers SASL_AUTHENTICATION_FAILED and then closes
-			// it; so the brokers' credential check is played here, for
-			// PLAIN over TLS (as Confluent Cloud uses), by a control
-			// function answering as Kafka does until the operator has
-			// rotated the broker side to ingestd's password.
+			// The broker side has another password until the operator
+			// rotates it to ingestd's (kafkatest's FailSASL answers as
+			// Kafka does meanwhile).
 			name: "wrong password",
 			cluster: func(t *testing.T, c *kafkatest.Certs) *kafkatest.Cluster {
-				kc := secureCluster(t, c, false, kafkaconn.MechanismPlain, kfake.Superuser(kafkaconn.MechanismPlain, "ingestd", kafkaPassword))
-				kc.ControlKey(int16(kmsg.SASLAuthenticate), func(req kmsg.Request) (kmsg.Response, error, bool) {
-					kc.KeepControl()
-					auth := req.(*kmsg.SASLAuthenticateRequest)
-					parts := strings.Split(string(auth.SASLAuthBytes), "\x00")
-					if rotated.Load() || len(parts) != 3 || parts[1] != "ingestd" {
-						return nil, nil, false
-					}
-					resp := auth.ResponseKind().(*kmsg.SASLAuthenticateResponse)
-					resp.ErrorCode = 58 // SASL_AUTHENTICATION_FAILED
-					msg := "Authentication failed: Invalid username or password"
-					resp.ErrorMessage = &msg
-					return resp, nil, true
-				})
+				kc := secureCluster(t, c, false, kafkaconn.MechanismSCRAMSHA512, kfake.Superuser(kafkaconn.MechanismSCRAMSHA512, "ingestd", kafkaPassword))
+				kc.FailSASL(func() bool { return !rotated.Load() })
 				return kc
 			},
-			conn: func(c *kafkatest.Certs) kafkaconn.Config {
-				return kafkaconn.Config{CAFile: c.CAFile, SASLMechanism: kafkaconn.MechanismPlain, SASLUsername: "ingestd", SASLPassword: secret.New(kafkaPassword)}
-			},
+			conn:   func(c *kafkatest.Certs) kafkaconn.Config { s := scram; s.CAFile = c.CAFile; return s },
 			kind:   kafkaconn.KindAuthentication,
 			reason: []string{"SASL authentication", "User:ingestd"},
 			fix:    func(*testing.T, *kafkatest.Cluster) { rotated.Store(true) },

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -34,4 +35,24 @@ func SASLOpt(mechanism, user, pass string) kgo.Opt {
 // ServerName from the broker's host when cfg leaves it empty.
 func TLSOpt(cfg *tls.Config) kgo.Opt {
 	return kgo.DialTLSConfig(cfg)
+}
+
+// FailSASL makes the cluster answer SASL authentication with
+// SASL_AUTHENTICATION_FAILED for as long as fail returns true, as Kafka
+// answers a wrong password before it closes the connection. kfake itself
+// closes the connection without an answer, which a client cannot tell from
+// a network failure; this plays the broker's credential check for tests of
+// what a client does with the answer.
+func (c *Cluster) FailSASL(fail func() bool) {
+	c.ControlKey(int16(kmsg.SASLAuthenticate), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !fail() {
+			return nil, nil, false
+		}
+		resp := req.(*kmsg.SASLAuthenticateRequest).ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		resp.ErrorCode = 58 // SASL_AUTHENTICATION_FAILED
+		msg := "Authentication failed: Invalid username or password"
+		resp.ErrorMessage = &msg
+		return resp, nil, true
+	})
 }
