@@ -178,7 +178,7 @@ func (p *Publisher) Prepare(ctx context.Context) error {
 		p.log.Warn("topic has more partitions than the outbox was written for; new partitions stay unused so per-shipment order holds",
 			zap.String("topic", p.cfg.Topic), zap.Int("topic_partitions", have), zap.Int("used_partitions", n))
 	}
-	p.noteAccess(nil)
+	p.noteSuccess("DESCRIBE", "CREATE")
 	p.partitionIDs = make([]int, n)
 	for i := range p.partitionIDs {
 		p.partitionIDs[i] = i
@@ -260,32 +260,40 @@ func (p *Publisher) AccessError() error {
 	return p.access
 }
 
-// noteAccess records the outcome of a Kafka operation: an access failure
-// is counted, logged once when it starts or changes, and reported by
-// AccessError until an operation succeeds (err nil), which is logged once
-// too. Other errors leave the state as it is.
+// noteAccess records an access failure: it is counted, logged once when it
+// starts or changes, and reported by AccessError until an operation shows
+// it fixed (see noteSuccess). Other errors are ignored.
 func (p *Publisher) noteAccess(err error) {
 	var ae *kafkaconn.AccessError
-	if err != nil && !errors.As(err, &ae) {
+	if !errors.As(err, &ae) {
 		return
 	}
+	p.m.accessErrors.WithLabelValues(ae.Kind).Inc()
 	p.accessMu.Lock()
 	prev := p.access
-	if err != nil {
-		p.access = ae
-	} else {
+	p.access = ae
+	p.accessMu.Unlock()
+	if prev == nil || prev.Error() != ae.Error() {
+		p.log.Error("kafka refused access; nothing is published until it is fixed (retrying with backoff)",
+			zap.String("kind", ae.Kind), zap.String("topic", p.cfg.Topic), zap.String("principal", ae.Principal), zap.Error(ae))
+	}
+}
+
+// noteSuccess records that Kafka allowed the operations ops: it clears a
+// recorded access failure that they prove fixed (any authentication or
+// TLS failure, since the connection was made; an authorization failure
+// only of one of ops, since another ACL may still be missing), and logs
+// the recovery once.
+func (p *Publisher) noteSuccess(ops ...string) {
+	p.accessMu.Lock()
+	ae, _ := p.access.(*kafkaconn.AccessError)
+	fixed := ae != nil && (ae.Kind != kafkaconn.KindAuthorization || slices.Contains(ops, ae.Op))
+	if fixed {
 		p.access = nil
 	}
 	p.accessMu.Unlock()
-	switch {
-	case ae != nil:
-		p.m.accessErrors.WithLabelValues(ae.Kind).Inc()
-		if prev == nil || prev.Error() != ae.Error() {
-			p.log.Error("kafka refused access; nothing is published until it is fixed (retrying with backoff)",
-				zap.String("kind", ae.Kind), zap.String("topic", p.cfg.Topic), zap.String("principal", ae.Principal), zap.Error(ae))
-		}
-	case prev != nil:
-		p.log.Info("kafka access restored", zap.String("topic", p.cfg.Topic))
+	if fixed {
+		p.log.Info("kafka access restored", zap.String("topic", p.cfg.Topic), zap.String("was", ae.Kind))
 	}
 }
 
@@ -679,7 +687,7 @@ func (p *Publisher) step(ctx context.Context, h *lease.Held, unsaved map[int]int
 		p.m.lastPublished.Set(float64(p.cfg.Now().Unix()))
 	}
 	if werr == nil {
-		p.noteAccess(nil)
+		p.noteSuccess("WRITE")
 	}
 	return werr
 }

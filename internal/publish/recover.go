@@ -151,6 +151,7 @@ func (p *Publisher) readBack(ctx context.Context, l lease.Lease) error {
 			continue
 		}
 		p.m.readbacks.Inc()
+		p.noteSuccess("READ")
 		if t.seq > p.wm[part] {
 			row, err := p.store.Row(ctx, t.seq)
 			if err != nil {
