@@ -254,6 +254,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("ingestd running; competing for leases",
 		zap.Bool("yandex", d.cfg.Yandex.Enabled()), zap.Bool("bts", d.cfg.BTS.Enabled()), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.Bool("kafka_tls", d.cfg.Kafka.Conn.UsesTLS()), zap.String("kafka_sasl", d.cfg.Kafka.Conn.SASLMechanism), zap.String("kafka_compression", d.cfg.Kafka.Compression),
 		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 
 	var (
