@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -16,7 +17,8 @@ import (
 	"time"
 )
 
-// CertOptions configures NewCerts. The zero value is ready to use.
+// CertOptions configures NewCerts and WriteCerts. The zero value is ready to
+// use.
 type CertOptions struct {
 	// ServerHosts are the server certificate's subject alternative names.
 	// Entries that parse as IP addresses become IP SANs, the rest DNS
@@ -29,8 +31,8 @@ type CertOptions struct {
 }
 
 // Certs is a test PKI: a self-signed CA and a server and a client
-// certificate signed by it. The files are PEM and live in the test's
-// temporary directory.
+// certificate signed by it. The files are PEM and live in the directory
+// given to WriteCerts (the test's temporary directory for NewCerts).
 type Certs struct {
 	// CAFile is the CA certificate.
 	CAFile string
@@ -48,20 +50,41 @@ type Certs struct {
 // NewCerts makes a fresh CA, a server certificate (for TLS server auth) and a
 // client certificate (for TLS client auth) signed by it, valid from an hour
 // ago until a day from now, and writes them as PEM files into t.TempDir().
+// It is WriteCerts for a test: any error fails the test.
 func NewCerts(t testing.TB, o CertOptions) *Certs {
 	t.Helper()
+	c, err := WriteCerts(t.TempDir(), o)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return c
+}
+
+// WriteCerts makes a fresh CA, a server certificate (for TLS server auth) and
+// a client certificate (for TLS client auth) signed by it, valid from an hour
+// ago until a day from now, and writes them as PEM files into dir, which must
+// exist: ca.pem, server.pem, server-key.pem, client.pem and client-key.pem
+// (the keys readable by their owner only). It is for programs, such as test
+// harnesses, that make certificates outside a test; tests use NewCerts.
+func WriteCerts(dir string, o CertOptions) (*Certs, error) {
 	if len(o.ServerHosts) == 0 {
 		o.ServerHosts = []string{"127.0.0.1", "localhost"}
 	}
 	if o.ClientCN == "" {
 		o.ClientCN = "ingestd"
 	}
-	dir := t.TempDir()
 	now := time.Now()
 
-	caKey := newKey(t)
+	caKey, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	caSerial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
 	caTmpl := &x509.Certificate{
-		SerialNumber:          newSerial(t),
+		SerialNumber:          caSerial,
 		Subject:               pkix.Name{CommonName: "kafkatest CA"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
@@ -71,15 +94,19 @@ func NewCerts(t testing.TB, o CertOptions) *Certs {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		t.Fatalf("kafkatest: create CA certificate: %v", err)
+		return nil, fmt.Errorf("kafkatest: create CA certificate: %w", err)
 	}
 	caCert, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		t.Fatalf("kafkatest: parse CA certificate: %v", err)
+		return nil, fmt.Errorf("kafkatest: parse CA certificate: %w", err)
 	}
 
+	serverSerial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
 	serverTmpl := &x509.Certificate{
-		SerialNumber: newSerial(t),
+		SerialNumber: serverSerial,
 		Subject:      pkix.Name{CommonName: o.ServerHosts[0]},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
@@ -93,8 +120,12 @@ func NewCerts(t testing.TB, o CertOptions) *Certs {
 			serverTmpl.DNSNames = append(serverTmpl.DNSNames, h)
 		}
 	}
+	clientSerial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
 	clientTmpl := &x509.Certificate{
-		SerialNumber: newSerial(t),
+		SerialNumber: clientSerial,
 		Subject:      pkix.Name{CommonName: o.ClientCN},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
@@ -109,10 +140,16 @@ func NewCerts(t testing.TB, o CertOptions) *Certs {
 		CAPool:         x509.NewCertPool(),
 	}
 	c.CAPool.AddCert(caCert)
-	writePEM(t, c.CAFile, "CERTIFICATE", caDER, 0o644)
-	c.server = issue(t, serverTmpl, caCert, caKey, filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"))
-	c.client = issue(t, clientTmpl, caCert, caKey, c.ClientCertFile, c.ClientKeyFile)
-	return c
+	if err := writePEM(c.CAFile, "CERTIFICATE", caDER, 0o644); err != nil {
+		return nil, err
+	}
+	if c.server, err = issue(serverTmpl, caCert, caKey, filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
+		return nil, err
+	}
+	if c.client, err = issue(clientTmpl, caCert, caKey, c.ClientCertFile, c.ClientKeyFile); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ServerTLS returns a listener configuration for kfake.TLS that presents the
@@ -142,51 +179,61 @@ func (c *Certs) ClientTLS() *tls.Config {
 
 // issue signs tmpl with the CA, writes the certificate and a new key to
 // certFile and keyFile, and returns them as a TLS certificate.
-func issue(t testing.TB, tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey, certFile, keyFile string) tls.Certificate {
-	t.Helper()
-	key := newKey(t)
+func issue(tmpl, ca *x509.Certificate, caKey *ecdsa.PrivateKey, certFile, keyFile string) (tls.Certificate, error) {
+	key, err := newKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		t.Fatalf("kafkatest: create certificate %s: %v", tmpl.Subject.CommonName, err)
+		return tls.Certificate{}, fmt.Errorf("kafkatest: create certificate %s: %w", tmpl.Subject.CommonName, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("kafkatest: marshal key: %v", err)
+		return tls.Certificate{}, fmt.Errorf("kafkatest: marshal key: %w", err)
 	}
-	writePEM(t, certFile, "CERTIFICATE", der, 0o644)
-	writePEM(t, keyFile, "PRIVATE KEY", keyDER, 0o600)
+	if err := writePEM(certFile, "CERTIFICATE", der, 0o644); err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writePEM(keyFile, "PRIVATE KEY", keyDER, 0o600); err != nil {
+		return tls.Certificate{}, err
+	}
 	// Loading the pair back from the files checks that what was written is
 	// what a client configured with the file paths will load.
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		t.Fatalf("kafkatest: load key pair %s: %v", certFile, err)
+		return tls.Certificate{}, fmt.Errorf("kafkatest: load key pair %s: %w", certFile, err)
 	}
-	return pair
+	return pair, nil
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
+func newKey() (*ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("kafkatest: generate key: %v", err)
+		return nil, fmt.Errorf("kafkatest: generate key: %w", err)
 	}
-	return key
+	return key, nil
 }
 
 // newSerial returns a random 128-bit serial number, as RFC 5280 asks serial
 // numbers to be unique per CA.
-func newSerial(t testing.TB) *big.Int {
-	t.Helper()
+func newSerial() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {
-		t.Fatalf("kafkatest: serial number: %v", err)
+		return nil, fmt.Errorf("kafkatest: serial number: %w", err)
 	}
-	return n
+	return n, nil
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte, perm os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), perm); err != nil {
-		t.Fatalf("kafkatest: write %s: %v", path, err)
+// writePEM writes der as one PEM block of type typ to path with perm. An
+// existing file keeps its permissions under os.WriteFile, so it is removed
+// first: a private key must not stay readable by others.
+func writePEM(path, typ string, der []byte, perm os.FileMode) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("kafkatest: write %s: %w", path, err)
 	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), perm); err != nil {
+		return fmt.Errorf("kafkatest: write %s: %w", path, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -119,4 +120,57 @@ func TestCertsTLSConfigs(t *testing.T) {
 		})
 	}
 	require.NotSame(t, certs.ServerTLS(false), certs.ServerTLS(false), "each call returns a config the caller may change")
+}
+
+func TestWriteCerts(t *testing.T) {
+	t.Parallel()
+	t.Run("writes the PKI into dir", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		certs, err := WriteCerts(dir, CertOptions{})
+		require.NoError(t, err)
+		require.Equal(t, filepath.Join(dir, "ca.pem"), certs.CAFile)
+		require.Equal(t, filepath.Join(dir, "client.pem"), certs.ClientCertFile)
+		require.Equal(t, filepath.Join(dir, "client-key.pem"), certs.ClientKeyFile)
+		for _, name := range []string{"ca.pem", "server.pem", "client.pem"} {
+			_, err := os.Stat(filepath.Join(dir, name))
+			require.NoError(t, err, name)
+		}
+		for _, name := range []string{"server-key.pem", "client-key.pem"} {
+			fi, err := os.Stat(filepath.Join(dir, name))
+			require.NoError(t, err, name)
+			require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "%s is readable by its owner only", name)
+		}
+		// A client trusting the CA file verifies the server certificate
+		// for kfake's loopback listeners.
+		caPEM, err := os.ReadFile(certs.CAFile)
+		require.NoError(t, err)
+		roots := x509.NewCertPool()
+		require.True(t, roots.AppendCertsFromPEM(caPEM))
+		_, err = certs.ServerTLS(true).Certificates[0].Leaf.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: roots})
+		require.NoError(t, err)
+	})
+	t.Run("a second call replaces the files and keeps keys private", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		first, err := WriteCerts(dir, CertOptions{})
+		require.NoError(t, err)
+		// A key file someone opened up must not stay open when replaced.
+		require.NoError(t, os.Chmod(first.ClientKeyFile, 0o644))
+		second, err := WriteCerts(dir, CertOptions{})
+		require.NoError(t, err)
+		require.False(t, first.CAPool.Equal(second.CAPool), "a fresh CA")
+		fi, err := os.Stat(second.ClientKeyFile)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+		pair, err := tls.LoadX509KeyPair(second.ClientCertFile, second.ClientKeyFile)
+		require.NoError(t, err)
+		_, err = pair.Leaf.Verify(x509.VerifyOptions{Roots: second.CAPool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		require.NoError(t, err)
+	})
+	t.Run("a missing directory is an error", func(t *testing.T) {
+		t.Parallel()
+		_, err := WriteCerts(filepath.Join(t.TempDir(), "absent"), CertOptions{})
+		require.ErrorContains(t, err, "kafkatest: write")
+	})
 }

@@ -101,16 +101,25 @@ func (h *harness) check(ctx context.Context) (*summary, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		within = min(within, time.Until(dl)-15*time.Second)
 	}
-	recs, ends, err := consumeTopic(ctx, h.env.kafkaAddr, h.o.events, max(within, 10*time.Second))
+	c, err := consumeTopic(ctx, h.env.kafkaAddrs, h.env.kafkaOpts, h.o.events, max(within, 10*time.Second))
 	if err != nil {
 		return nil, err
 	}
+	recs, ends := c.recs, c.ends
 	for i := range recs {
 		if t, ok := h.env.produces.arrival(recs[i].partition, recs[i].ts); ok {
 			recs[i].arrived = t
 		}
 	}
 	s := h.newSummary()
+	s.Redelivered = c.again
+	if len(c.errs) > 0 && int64(len(recs)) < c.endTotal() {
+		// A checker that cannot read the topic must not pass for lost
+		// events: say why it read too little.
+		for _, e := range c.errs {
+			s.Evidence = append(s.Evidence, fmt.Sprintf("the checker's consumer read %d of %d records; it saw: %s", len(recs), c.endTotal(), e))
+		}
+	}
 	for _, off := range ends {
 		s.TopicEndOffsets += off
 	}
@@ -128,33 +137,41 @@ func (h *harness) check(ctx context.Context) (*summary, error) {
 }
 
 // consumeTopic reads the topic from the start with franz-go, a client
-// independent of ingestd's kafka-go producer, until it has reached the
-// expected count or the topic's end offsets and the count has been stable
-// for stableFor, or within passes. It returns the records in partition,
-// offset order and each partition's end offset.
-func consumeTopic(ctx context.Context, addr string, want int, within time.Duration) ([]record, map[int32]int64, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(addr),
+// independent of ingestd's kafka-go producer, seeded with every broker and
+// configured with opts (TLS, SASL), until it has reached the expected count
+// or the topic's end offsets and the count has been stable for stableFor,
+// or within passes. It returns the records in partition, offset order and
+// each partition's end offset.
+//
+// Each (partition, offset) is judged once: after a partition's leader
+// moved, a consumer may rewind the partition and deliver records again,
+// which are the same records, not duplicates written by ingestd (those sit
+// at offsets of their own).
+func consumeTopic(ctx context.Context, seeds []string, opts []kgo.Opt, want int, within time.Duration) (*consumed, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(seeds...),
 		kgo.ConsumeTopics(topicName),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(200*time.Millisecond),
-	)
+		kgo.FetchMaxWait(200 * time.Millisecond),
+	}, opts...)...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka consumer: %w", err)
+		return nil, fmt.Errorf("kafka consumer: %w", err)
 	}
 	defer cl.Close()
 	// The final instance has exited, so nothing writes any more: the end
 	// offsets are the exact number of records the topic holds.
 	ends, err := endOffsets(ctx, cl)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	var endTotal int64
-	for _, off := range ends {
-		endTotal += off
-	}
+	c := &consumed{ends: ends}
+	endTotal := c.endTotal()
 
-	var out []record
+	var (
+		out    []record
+		seen   = offsetSet{}
+		logged = map[string]bool{}
+	)
 	deadline := time.Now().Add(within)
 	grew := time.Now()
 	for time.Now().Before(deadline) {
@@ -166,23 +183,95 @@ func consumeTopic(ctx context.Context, addr string, want int, within time.Durati
 		fetches := cl.PollFetches(pctx)
 		cancel()
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		n := len(out)
-		fetches.EachRecord(func(r *kgo.Record) { out = append(out, decode(r)) })
+		fetches.EachRecord(func(r *kgo.Record) {
+			if !seen.add(r.Partition, r.Offset) {
+				c.again++
+				return
+			}
+			out = append(out, decode(r))
+		})
 		if len(out) > n {
 			grew = time.Now()
 		}
-		// Errors are retried by the client; the deadline bounds them.
+		// Errors are retried by the client; the deadline bounds them. The
+		// first few distinct ones are kept to explain a short read.
+		fetches.EachError(func(_ string, _ int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			if msg := err.Error(); !logged[msg] && len(c.errs) < maxExamples {
+				logged[msg] = true
+				c.errs = append(c.errs, msg)
+			}
+		})
 	}
 	slices.SortStableFunc(out, func(a, b record) int {
 		return cmp.Or(cmp.Compare(a.partition, b.partition), cmp.Compare(a.offset, b.offset))
 	})
-	return out, ends, nil
+	c.recs = out
+	return c, nil
 }
 
-// endOffsets returns the high watermark of every partition of the topic.
+// consumed is what consumeTopic read.
+type consumed struct {
+	// recs are the records in partition, offset order, each once.
+	recs []record
+	// ends is each partition's end offset.
+	ends map[int32]int64
+	// again counts the records delivered again at a (partition, offset)
+	// already read, and dropped.
+	again int
+	// errs are the distinct fetch errors the consumer saw.
+	errs []string
+}
+
+// endTotal is the number of records the topic holds.
+func (c *consumed) endTotal() int64 {
+	var n int64
+	for _, off := range c.ends {
+		n += off
+	}
+	return n
+}
+
+// offsetSet is the (partition, offset) pairs a consumer delivered.
+type offsetSet map[partitionOffset]struct{}
+
+type partitionOffset struct {
+	partition int32
+	offset    int64
+}
+
+// add records a delivery and reports whether it is the first of its
+// (partition, offset).
+func (s offsetSet) add(partition int32, offset int64) bool {
+	k := partitionOffset{partition, offset}
+	if _, ok := s[k]; ok {
+		return false
+	}
+	s[k] = struct{}{}
+	return true
+}
+
+// endOffsets returns the high watermark of every partition of the topic,
+// asking again on fresh metadata while a partition's leader is moving.
 func endOffsets(ctx context.Context, cl *kgo.Client) (map[int32]int64, error) {
+	for attempt := 1; ; attempt++ {
+		ends, err := endOffsetsOnce(ctx, cl)
+		if err == nil || attempt == 20 || !kerr.IsRetriable(err) {
+			return ends, err
+		}
+		cl.ForceMetadataRefresh()
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func endOffsetsOnce(ctx context.Context, cl *kgo.Client) (map[int32]int64, error) {
 	meta := kmsg.NewPtrMetadataRequest()
 	mt := kmsg.NewMetadataRequestTopic()
 	mt.Topic = kmsg.StringPtr(topicName)

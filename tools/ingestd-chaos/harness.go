@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,7 +128,6 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 	}
 	h.childEnv = []string{
 		"INGESTD_DATABASE_URL=" + env.dsn,
-		"INGESTD_KAFKA_BROKERS=" + env.kafkaAddr,
 		"INGESTD_KAFKA_TOPIC=" + topicName,
 		"INGESTD_KAFKA_PARTITIONS=" + strconv.Itoa(partitions),
 		"INGESTD_YANDEX_TOKEN=" + env.token,
@@ -146,6 +146,7 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 		"INGESTD_LOG_LEVEL=warn",
 		"INGESTD_SHUTDOWN_TIMEOUT=" + childShutdownTimeout.String(),
 	}
+	h.childEnv = append(h.childEnv, env.kafkaEnv...)
 	h.cursorPos = make(map[string]int, o.events+1)
 	for n := 0; n <= o.events; n++ {
 		h.cursorPos[env.y.CursorAfter(n)] = n
@@ -170,6 +171,14 @@ func (h *harness) note(format string, args ...any) {
 func (h *harness) run(ctx context.Context, started time.Time) (*summary, error) {
 	h.printf("ingestd chaos: %d events over %d claims (%d available at start, the rest appended during the rounds), seed %d, at least %d SIGKILLs, lease TTL %v, page limit %d, dual rate %.2f",
 		h.o.events, h.o.claims, h.o.backlog, h.o.seed, h.o.kills, h.o.leaseTTL, h.o.pageLimit, h.o.dualRate)
+	if h.o.cluster {
+		h.printf("cluster mode: %d brokers (%s) over TLS with SASL %s; every partition's leader elected anew every %v on average, a broker removed (during a produce request to it, its connections dropped) every %v on average and added back on the same node id and port after %v..%v",
+			clusterBrokers, strings.Join(h.env.kafkaAddrs, ", "), saslMechanism, h.o.moveEvery, h.o.removeEvery, brokerDownMin, brokerDownMax)
+		// The brokers churn through the rounds and the final drain; the
+		// checker reads a settled cluster, so that what it finds is
+		// ingestd's doing.
+		h.env.churn.start()
+	}
 	// The rounds get 60% of the time at most, so that the final drain and
 	// the checker still run (and report) when the rounds are slow.
 	roundsUntil := started.Add(h.o.timeout * 6 / 10)
@@ -179,6 +188,10 @@ func (h *harness) run(ctx context.Context, started time.Time) (*summary, error) 
 	var finalFailures []string
 	if err := h.final(ctx, &finalFailures); err != nil {
 		return nil, err
+	}
+	if h.env.churn != nil {
+		h.env.churn.stop()
+		h.printChurn()
 	}
 	sum, err := h.check(ctx)
 	if err != nil {
@@ -285,12 +298,57 @@ func (h *harness) rounds(ctx context.Context, until time.Time) error {
 		if err != nil {
 			return err
 		}
-		h.printf("round %3d  instances=%d  committed=%d/%d  available=%d  backlog=%d  kills=%d  %s",
-			h.round, r.instances, p.committed, h.o.events, h.env.y.Available(), p.backlog, h.stats.Kills.Total, r.action)
+		h.printf("round %3d  instances=%d  committed=%d/%d  available=%d  backlog=%d  kills=%d%s  %s",
+			h.round, r.instances, p.committed, h.o.events, h.env.y.Available(), p.backlog, h.stats.Kills.Total, h.churnCounts(), r.action)
+		h.printChurn()
 		if h.fatal != nil {
 			return h.fatal
 		}
 	}
+}
+
+// churnCounts is the cluster mode's part of a round line.
+func (h *harness) churnCounts() string {
+	if h.env.churn == nil {
+		return ""
+	}
+	st := h.env.churn.counts()
+	return fmt.Sprintf("  shuffles=%d  removals=%d  not-leader=%d", st.Shuffles, st.Removals, h.env.produces.refusedBatches())
+}
+
+// printChurn prints the churner's events since the last call: the broker
+// removals and returns, with wall-clock times to line up with the rounds.
+func (h *harness) printChurn() {
+	if h.env.churn == nil {
+		return
+	}
+	for _, e := range h.env.churn.takeEvents() {
+		h.printf("  %s", e)
+	}
+}
+
+// writeFailureRE matches a partition write that ingestd's publisher logged
+// as failed, with its outcome (internal/kafkaconn.Outcome): "moved" (its
+// leader moved, and the re-sends on fresh metadata did not reach the new
+// one), "unknown" (it may have landed: the partition is read back) or
+// "refused".
+var writeFailureRE = regexp.MustCompile(`partition \d+: (moved|unknown|refused): `)
+
+// loggedWriteFailures counts the failed partition writes in the kept logs
+// of every instance, by outcome. It is what the harness can tell of
+// ingestd_publish_unknown_writes_total and its kin without scraping each
+// short-lived process's metrics; a log longer than instanceLogBytes is
+// counted in part.
+func (h *harness) loggedWriteFailures() map[string]int {
+	counts := map[string]int{"moved": 0, "unknown": 0, "refused": 0}
+	h.fleet.mu.Lock()
+	defer h.fleet.mu.Unlock()
+	for _, c := range h.fleet.instances {
+		for _, m := range writeFailureRE.FindAllStringSubmatch(c.p.Log().String(), -1) {
+			counts[m[1]]++
+		}
+	}
+	return counts
 }
 
 // roundKind is what a round does.
@@ -984,8 +1042,8 @@ func (h *harness) final(ctx context.Context, failures *[]string) error {
 	if err != nil {
 		return err
 	}
-	h.printf("final      instances=1  committed=%d/%d  backlog=%d  kills=%d  cursor at %s after %v; %s",
-		p.committed, h.o.events, p.backlog, h.stats.Kills.Total, h.describePos(p), took, how)
+	h.printf("final      instances=1  committed=%d/%d  backlog=%d  kills=%d%s  cursor at %s after %v; %s",
+		p.committed, h.o.events, p.backlog, h.stats.Kills.Total, h.churnCounts(), h.describePos(p), took, how)
 	return nil
 }
 

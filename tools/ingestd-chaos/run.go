@@ -18,10 +18,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
+	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
@@ -56,6 +58,12 @@ type options struct {
 	databaseURL string
 	timeout     time.Duration
 	jsonOut     bool
+	// cluster selects cluster mode (see cluster.go); moveEvery and
+	// removeEvery are its mean intervals between leader shuffles and
+	// between broker removals.
+	cluster     bool
+	moveEvery   time.Duration
+	removeEvery time.Duration
 }
 
 // parseOptions reads args. A bad flag is a usage error.
@@ -77,6 +85,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.databaseURL, "database-url", envOr("INGESTD_TEST_DATABASE_URL", defaultDatabaseURL), "PostgreSQL server; the run creates its own schema there and drops it at the end")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run, after ingestd is built")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the summary as JSON on stdout (round lines go to stderr then)")
+	fs.BoolVar(&o.cluster, "cluster", false, "cluster mode: three brokers reached over TLS with SASL/SCRAM-SHA-512 (the harness makes the CA and passes its file to the children), partition leaders moving every -move-every, and a broker removed every -remove-every (during a produce request to it when one comes within 2s; its connections dropped) and added back on the same node id and port 0.5-3s later")
+	fs.DurationVar(&o.moveEvery, "move-every", 300*time.Millisecond, "with -cluster: mean interval between elections of every partition's leader (each interval jittered by ±50%)")
+	fs.DurationVar(&o.removeEvery, "remove-every", 8*time.Second, "with -cluster: mean interval between a removed broker's return and the next removal (jittered by ±50%; the first removal comes after a quarter of it)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -125,6 +136,12 @@ func (o options) validate() error {
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("-timeout must be positive, got %v", o.timeout))
+	}
+	if o.moveEvery < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("-move-every must be at least 10ms, got %v", o.moveEvery))
+	}
+	if o.removeEvery < o.moveEvery {
+		errs = append(errs, fmt.Errorf("-remove-every must be at least -move-every (%v), got %v", o.moveEvery, o.removeEvery))
 	}
 	return errors.Join(errs...)
 }
@@ -218,9 +235,19 @@ type environment struct {
 	pool    *pgxpool.Pool
 	store   *storage.Stores
 
-	kafka     *kfake.Cluster
-	kafkaAddr string
-	produces  *produceLog
+	kafka *kfake.Cluster
+	// kafkaAddrs are the brokers' host:port, node i at index i; the
+	// children and the checker are given all of them.
+	kafkaAddrs []string
+	// kafkaOpts are what the checker's client needs to reach the brokers
+	// (TLS and SASL in cluster mode).
+	kafkaOpts []kgo.Opt
+	// kafkaEnv are the children's settings to reach the brokers.
+	kafkaEnv []string
+	// certDir holds the cluster mode's CA and certificates.
+	certDir  string
+	churn    *churner
+	produces *produceLog
 
 	y        *sim.Yandex
 	token    string
@@ -267,17 +294,9 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 
 	// Topics are not auto-created, as on a production cluster: ingestd
 	// creates its topic at start.
-	env.kafka, err = kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		return env, fmt.Errorf("start the in-process Kafka broker: %w", err)
+	if err := env.startKafka(o); err != nil {
+		return env, err
 	}
-	env.produces = newProduceLog()
-	env.kafka.ControlKey(int16(kmsg.Produce), env.produces.observe)
-	addrs := env.kafka.ListenAddrs()
-	if len(addrs) == 0 {
-		return env, errors.New("the in-process Kafka broker has no listen address")
-	}
-	env.kafkaAddr = addrs[0]
 
 	var tok [12]byte
 	if _, err := rand.Read(tok[:]); err != nil {
@@ -316,6 +335,64 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 	return env, nil
 }
 
+// startKafka starts the in-process broker, or in cluster mode three behind
+// TLS and SASL with their churner (started by the harness), and sets what
+// the children and the checker need to reach them.
+func (env *environment) startKafka(o options) error {
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	var tracker *connTracker
+	if o.cluster {
+		dir, err := os.MkdirTemp("", "ingestd-chaos-certs-")
+		if err != nil {
+			return fmt.Errorf("a directory for the certificates: %w", err)
+		}
+		env.certDir = dir
+		certs, err := kafkatest.WriteCerts(dir, kafkatest.CertOptions{})
+		if err != nil {
+			return err
+		}
+		var pw [18]byte
+		if _, err := rand.Read(pw[:]); err != nil {
+			return fmt.Errorf("random SASL password: %w", err)
+		}
+		pass := hex.EncodeToString(pw[:])
+		tracker = &connTracker{}
+		opts = []kfake.Opt{
+			kfake.NumBrokers(clusterBrokers),
+			kfake.TLS(certs.ServerTLS(false)),
+			kfake.EnableSASL(),
+			kfake.Superuser(saslMechanism, saslUser, pass),
+			kfake.ListenFn(tracker.listen),
+		}
+		env.kafkaOpts = []kgo.Opt{kafkatest.TLSOpt(certs.ClientTLS()), kafkatest.SASLOpt(saslMechanism, saslUser, pass)}
+		env.kafkaEnv = []string{
+			"INGESTD_KAFKA_TLS=true",
+			"INGESTD_KAFKA_TLS_CA_FILE=" + certs.CAFile,
+			"INGESTD_KAFKA_SASL_MECHANISM=" + saslMechanism,
+			"INGESTD_KAFKA_SASL_USERNAME=" + saslUser,
+			"INGESTD_KAFKA_SASL_PASSWORD=" + pass,
+		}
+	}
+	var err error
+	if env.kafka, err = kfake.NewCluster(opts...); err != nil {
+		return fmt.Errorf("start the in-process Kafka broker: %w", err)
+	}
+	env.kafkaAddrs = env.kafka.ListenAddrs()
+	if len(env.kafkaAddrs) == 0 {
+		return errors.New("the in-process Kafka broker has no listen address")
+	}
+	env.kafkaEnv = append(env.kafkaEnv, "INGESTD_KAFKA_BROKERS="+strings.Join(env.kafkaAddrs, ","))
+	env.produces = newProduceLog(env.kafka)
+	if o.cluster {
+		if env.churn, err = newChurner(env.kafka, tracker, env.kafkaAddrs, o.moveEvery, o.removeEvery, o.seed); err != nil {
+			return err
+		}
+		env.produces.onProduce = env.churn.onProduce
+	}
+	env.kafka.ControlKey(int16(kmsg.Produce), env.produces.observe)
+	return nil
+}
+
 // assumedSecondsPerKill is the pace guess before the first round: a round
 // takes about a lease TTL (a killed holder blocks its successor) plus the
 // random delay before the kill.
@@ -340,8 +417,17 @@ func (env *environment) close(w io.Writer) {
 			_, _ = fmt.Fprintln(w, "ingestd-chaos: stop the simulator:", err)
 		}
 	}
+	// The churner calls into the cluster, which must still run.
+	if env.churn != nil {
+		env.churn.stop()
+	}
 	if env.kafka != nil {
 		env.kafka.Close()
+	}
+	if env.certDir != "" {
+		if err := os.RemoveAll(env.certDir); err != nil {
+			_, _ = fmt.Fprintln(w, "ingestd-chaos: remove the certificates:", err)
+		}
 	}
 	if env.pool != nil {
 		env.pool.Close()

@@ -79,6 +79,67 @@ func TestChaosSmall(t *testing.T) {
 		s.SIGKILLs.Failpoints["poller.after-commit"]+s.SIGKILLs.Failpoints["publish.before-write"]+s.SIGKILLs.Failpoints["publish.after-ack"])
 }
 
+// TestChaosSmallCluster runs the cluster mode on a small journal: three
+// brokers over TLS with SASL/SCRAM-SHA-512, partition leaders moving every
+// 100ms on average and a broker removed (its connections dropped) and added
+// back, while ingestd is SIGKILLed at every failpoint and at random. The
+// checker must still find every entry exactly once, in per-shipment order,
+// and the brokers must have refused writes sent to a former leader: ingestd
+// met moved leaders and sent those writes again.
+func TestChaosSmallCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs ingestd many times")
+	}
+	bin, remove, err := child.Build(t.Context(), child.IngestdPackage)
+	require.NoError(t, err)
+	t.Cleanup(remove)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err = run(ctx, []string{
+		"-binary", bin,
+		"-cluster", "-move-every", "100ms", "-remove-every", "4s",
+		"-events", "2000", "-claims", "200", "-kills", "4",
+		"-page-limit", "20",
+		// The pause and dual rounds are TestChaosSmall's; this run is about
+		// the brokers.
+		"-dual-rate", "0",
+		"-seed", "5",
+		"-timeout", "75s",
+		"-json",
+	}, &stdout, &stderr)
+	t.Logf("round log:\n%s", stderr.String())
+	require.NoError(t, err, "summary:\n%s", stdout.String())
+
+	var s summary
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &s), stdout.String())
+	require.True(t, s.Pass, stdout.String())
+	require.Equal(t, "cluster", s.Mode)
+	require.Equal(t, 2000, s.Received, "records, each (partition, offset) once")
+	require.Equal(t, 2000, s.Distinct)
+	require.Zero(t, s.Lost)
+	require.Zero(t, s.Duplicated)
+	require.Zero(t, s.OrderViolations)
+	require.Zero(t, s.SeqRegressions)
+	require.Zero(t, s.StaleEpochWrites)
+	require.Empty(t, s.UnexpectedExits)
+	require.GreaterOrEqual(t, s.SIGKILLs.Total, 4)
+	for _, fp := range failpoints() {
+		require.Positive(t, s.SIGKILLs.Failpoints[fp], "failpoint %s fired", fp)
+	}
+
+	c := s.Cluster
+	require.NotNil(t, c, stdout.String())
+	require.Equal(t, clusterBrokers, c.Brokers)
+	require.Equal(t, "SCRAM-SHA-512", c.SASLMechanism)
+	require.Positive(t, c.Shuffles)
+	require.Positive(t, c.LeaderChanges)
+	require.Positive(t, c.Removals)
+	require.Equal(t, c.Removals, c.Returns, "every removed broker came back")
+	require.Positive(t, c.RefusedBatches, "ingestd wrote to a former leader at least once (and then to the new one)")
+}
+
 func TestParseOptionsRejectsNonsense(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
@@ -88,6 +149,8 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 		{"-lease-ttl", "500ms"},
 		{"-page-limit", "1001"},
 		{"-backlog", "60000"},
+		{"-cluster", "-move-every", "1ms"},
+		{"-cluster", "-remove-every", "100ms"},
 		{"extra"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
@@ -100,6 +163,7 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 	require.Equal(t, 50000, o.events)
 	require.Equal(t, 5000, o.backlog, "a tenth of the journal at start by default")
 	require.Equal(t, 25, o.kills)
+	require.False(t, o.cluster, "the single-broker mode by default")
 	require.NotZero(t, o.seed, "a seed is picked and printed")
 }
 

@@ -20,13 +20,31 @@ type partitionInfo struct {
 	Watermark int64 `json:"watermark"`
 }
 
+// clusterReport is what the cluster mode did to the brokers, and what the
+// brokers saw of it.
+type clusterReport struct {
+	Brokers       int    `json:"brokers"`
+	SASLMechanism string `json:"sasl_mechanism"`
+	churnStats
+	// RefusedBatches counts partition batches that reached a broker which
+	// no longer led their partition (each answered NOT_LEADER_OR_FOLLOWER,
+	// for ingestd to send again on fresh metadata).
+	RefusedBatches int `json:"produce_batches_to_former_leaders"`
+}
+
 // summary is the result of a run, printed as text or JSON.
 type summary struct {
-	Seed           int64 `json:"seed"`
-	EventsExpected int   `json:"events_expected"`
-	// Received counts records; Distinct their distinct event ids.
+	Seed int64 `json:"seed"`
+	// Mode is "single broker" or "cluster" (-cluster).
+	Mode           string `json:"mode"`
+	EventsExpected int    `json:"events_expected"`
+	// Received counts records, each (partition, offset) once; Distinct
+	// their distinct event ids. Redelivered counts the records the
+	// checker's consumer delivered again (after a leader move it may
+	// rewind a partition), which are judged once.
 	Received        int   `json:"received"`
 	Distinct        int   `json:"distinct"`
+	Redelivered     int   `json:"checker_redeliveries"`
 	TopicEndOffsets int64 `json:"topic_end_offsets"`
 	Lost            int   `json:"lost"`
 	// Duplicated is records beyond the first of each expected id, plus
@@ -62,7 +80,12 @@ type summary struct {
 	FailpointMisses int        `json:"failpoint_misses"`
 	InstanceStarts  int        `json:"instance_starts"`
 	UnexpectedExits []string   `json:"unexpected_exits"`
-	ElapsedSeconds  float64    `json:"elapsed_seconds"`
+	// WriteFailuresLogged counts the partition writes the instances logged
+	// as failed, by outcome: moved, unknown, refused.
+	WriteFailuresLogged map[string]int `json:"write_failures_logged"`
+	// Cluster is set in cluster mode.
+	Cluster        *clusterReport `json:"cluster,omitempty"`
+	ElapsedSeconds float64        `json:"elapsed_seconds"`
 
 	Evidence []string `json:"evidence"`
 	Notes    []string `json:"notes"`
@@ -76,8 +99,9 @@ type summary struct {
 
 func (h *harness) newSummary() *summary {
 	st := h.stats
-	return &summary{
+	s := &summary{
 		Seed:            h.o.seed,
+		Mode:            "single broker",
 		EventsExpected:  h.o.events,
 		SIGKILLs:        st.Kills,
 		Rounds:          st.Rounds,
@@ -90,7 +114,19 @@ func (h *harness) newSummary() *summary {
 		UnexpectedExits: st.Unexpected,
 		Notes:           st.Notes,
 		shown:           map[string]int{},
+
+		WriteFailuresLogged: h.loggedWriteFailures(),
 	}
+	if h.env.churn != nil {
+		s.Mode = "cluster"
+		s.Cluster = &clusterReport{
+			Brokers:        clusterBrokers,
+			SASLMechanism:  saslMechanism,
+			churnStats:     h.env.churn.counts(),
+			RefusedBatches: h.env.produces.refusedBatches(),
+		}
+	}
+	return s
 }
 
 // example appends one evidence line, at most maxExamples per format.
@@ -158,6 +194,17 @@ func (h *harness) judge(s *summary) {
 	if len(s.UnexpectedExits) > 0 {
 		fail("%d instances exited unexpectedly", len(s.UnexpectedExits))
 	}
+	if c := s.Cluster; c != nil {
+		if c.Shuffles == 0 {
+			fail("cluster mode, but no partition leader was elected anew")
+		}
+		if c.Removals == 0 {
+			fail("cluster mode, but no broker was removed")
+		}
+		if c.Returns < c.Removals {
+			fail("%d brokers removed but only %d added back", c.Removals, c.Returns)
+		}
+	}
 	s.Pass = len(s.Failures) == 0
 }
 
@@ -175,9 +222,9 @@ func (s *summary) writeText(w io.Writer) {
 	line := func(label, format string, args ...any) {
 		fmt.Fprintf(&b, "  %-22s %s\n", label, fmt.Sprintf(format, args...))
 	}
-	fmt.Fprintf(&b, "\ningestd chaos summary (seed %d)\n", s.Seed)
+	fmt.Fprintf(&b, "\ningestd chaos summary (%s, seed %d)\n", s.Mode, s.Seed)
 	line("events expected", "%d", s.EventsExpected)
-	line("received (records)", "%d (topic end offsets %d)", s.Received, s.TopicEndOffsets)
+	line("received (records)", "%d (topic end offsets %d; %d redelivered by the consumer, judged once)", s.Received, s.TopicEndOffsets, s.Redelivered)
 	line("distinct", "%d", s.Distinct)
 	line("lost", "%d", s.Lost)
 	line("duplicated", "%d (unexpected ids %d)", s.Duplicated, s.Unexpected)
@@ -206,6 +253,12 @@ func (s *summary) writeText(w io.Writer) {
 	line("rounds", "%d (with two instances %d; pause %d: takeovers %d, fenced step-downs %d; failpoint misses %d)",
 		s.Rounds, s.DualRounds, s.PauseRounds, s.Takeovers, s.FencedStepDowns, s.FailpointMisses)
 	line("instance starts", "%d", s.InstanceStarts)
+	wf := s.WriteFailuresLogged
+	line("failed writes logged", "%d of unknown outcome (read back), %d to a moved leader past the re-sends, %d refused", wf["unknown"], wf["moved"], wf["refused"])
+	if c := s.Cluster; c != nil {
+		line("cluster", "%d brokers, TLS + SASL %s; %d leader elections (%d partition leader changes), %d broker removals (%d during a produce request to the broker; %d added back; %d client connections dropped); %d produce batches reached a former leader",
+			c.Brokers, c.SASLMechanism, c.Shuffles, c.LeaderChanges, c.Removals, c.RemovalsMidProduce, c.Returns, c.DroppedConns, c.RefusedBatches)
+	}
 	line("unexpected exits", "%d", len(s.UnexpectedExits))
 	line("elapsed", "%v", (time.Duration(s.ElapsedSeconds * float64(time.Second))).Round(time.Second))
 	if len(s.Evidence) > 0 {
@@ -223,10 +276,15 @@ func (s *summary) writeText(w io.Writer) {
 			fmt.Fprintf(&b, "    - %s\n", n)
 		}
 	}
+	// The result line names the run, so that the two runs of `make chaos`
+	// read apart.
+	run := fmt.Sprintf("%s, seed %d: %d SIGKILLs, %d lost, %d duplicated, %d order violations, %v",
+		s.Mode, s.Seed, s.SIGKILLs.Total, s.Lost, s.Duplicated, s.OrderViolations,
+		(time.Duration(s.ElapsedSeconds * float64(time.Second))).Round(time.Second))
 	if s.Pass {
-		b.WriteString("RESULT: PASS\n")
+		fmt.Fprintf(&b, "RESULT: PASS (%s)\n", run)
 	} else {
-		fmt.Fprintf(&b, "RESULT: FAIL: %s\n", strings.Join(s.Failures, "; "))
+		fmt.Fprintf(&b, "RESULT: FAIL (%s): %s\n", run, strings.Join(s.Failures, "; "))
 	}
 	_, _ = io.WriteString(w, b.String())
 }
