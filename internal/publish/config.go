@@ -27,7 +27,7 @@ type Config struct {
 	Conn kafkaconn.Config
 	// Compression is the codec of produced record batches
 	// (INGESTD_KAFKA_COMPRESSION: none, gzip, snappy, lz4 or zstd; default
-	// lz4, chosen by measurement: see docs/performance.md).
+	// snappy, chosen by measurement: see docs/performance.md).
 	Compression string
 	// Topic receives every event (INGESTD_KAFKA_TOPIC, default
 	// "delivery.status-changes").
@@ -91,7 +91,7 @@ func DefaultConfig() Config {
 		CreateTopic:       true,
 		Partitions:        6,
 		ReplicationFactor: -1,
-		Compression:       "lz4",
+		Compression:       "snappy",
 		BatchSize:         1000,
 		BatchBytes:        1_000_000,
 		WriteTimeout:      10 * time.Second,

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,15 +88,34 @@ type catchUpResult struct {
 	// rows (pg_column_size of the whole row), on average.
 	AvgMessageBytes float64 `json:"avg_message_bytes"`
 	AvgRowBytes     float64 `json:"avg_outbox_row_bytes"`
+
+	// Compression is the INGESTD_KAFKA_COMPRESSION the run set; empty when
+	// it left the binary's default. StoredCodec is the codec of the record
+	// batches read back from the topic ("none" when uncompressed), which
+	// the raw produce run uses too.
+	Compression string `json:"compression,omitempty"`
+	StoredCodec string `json:"stored_codec"`
+	// KafkaBytesSent is the growth of ingestd's
+	// ingestd_kafka_bytes_sent_total over the catch-up: bytes written to
+	// Kafka connections after compression, request framing and metadata
+	// requests included; nil when the binary does not export it.
+	KafkaBytesSent         *float64 `json:"kafka_bytes_sent,omitempty"`
+	KafkaBytesSentPerEvent *float64 `json:"kafka_bytes_sent_per_event,omitempty"`
+	// StoredBytes is the size of the topic's partitions as the broker
+	// reports it (DescribeLogDirs): the record batches as ingestd sent them,
+	// since kfake stores them without recompressing.
+	StoredBytes         int64   `json:"stored_bytes"`
+	StoredBytesPerEvent float64 `json:"stored_bytes_per_event"`
 }
 
 // catchUp drains a backlog of n journal entries with the real ingestd and
 // then measures the raw limits of kafka-go and PostgreSQL with the same
 // messages and rows.
-func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error) {
+// codec is the run's INGESTD_KAFKA_COMPRESSION ("" leaves it unset).
+func (b *bench) catchUp(ctx context.Context, n int, codec string) (r catchUpResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, b.o.timeout)
 	defer cancel()
-	r = catchUpResult{Events: n, PageLimit: b.o.pageLimit}
+	r = catchUpResult{Events: n, PageLimit: b.o.pageLimit, Compression: codec}
 
 	sch, err := createSchema(ctx, b.o.databaseURL, "bench_catchup")
 	if err != nil {
@@ -155,7 +175,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	if err != nil {
 		return r, err
 	}
-	c, err := startIngestd(b.bin, b.childEnv(ingestdDSN, broker, simAddr, httpAddr))
+	c, err := startIngestd(b.bin, b.childEnv(ingestdDSN, broker, simAddr, httpAddr, codec))
 	if err != nil {
 		return r, err
 	}
@@ -170,6 +190,13 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	start := first.time()
 	harness0 := selfCPU()
 	child0, childErr := procCPU(c.Pid())
+	// Before the first upstream request nothing was committed, so whatever
+	// ingestd has sent to Kafka so far is start-up (metadata, reading back
+	// the empty partitions); the catch-up's bytes are counted from here.
+	sent0, sentErr := scrapeMetrics(ctx, httpAddr)
+	if sentErr != nil {
+		b.logf("no bytes-sent baseline, counting from 0 (start-up included): %v", sentErr)
+	}
 	if err := pgCPU.sample(ctx); err != nil {
 		return r, err
 	}
@@ -226,6 +253,12 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	if r.Stages, err = scrapeStages(ctx, httpAddr); err != nil {
 		b.logf("no stage timings: %v", err)
 	}
+	if r.Stages != nil && r.Stages.KafkaBytesSent != nil {
+		v := *r.Stages.KafkaBytesSent - sent0[bytesSentMetric]
+		r.KafkaBytesSent = &v
+		per := v / float64(n)
+		r.KafkaBytesSentPerEvent = &per
+	}
 	ru, err := stop(ctx, c)
 	if err != nil {
 		return r, err
@@ -239,6 +272,10 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	if r.TopicRecords, err = topicRecords(ctx, broker, topicName, b.o.partitions); err != nil {
 		return r, err
 	}
+	if r.StoredBytes, err = topicBytes(ctx, broker, topicName, b.o.partitions); err != nil {
+		return r, err
+	}
+	r.StoredBytesPerEvent = float64(r.StoredBytes) / float64(n)
 
 	elapsed := publishedAt.Sub(start)
 	r.Seconds = elapsed.Seconds()
@@ -266,11 +303,19 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 	// The raw limits, in the same run, on the same broker and server, with
 	// the messages ingestd produced and the rows it stored.
 	b.logf("raw limits: kafka-go producing %d of ingestd's messages, PostgreSQL taking %d of its rows", n, n)
-	sample, err := sampleRecords(ctx, broker, topicName, min(n, rawBatch))
+	sample, stored, err := sampleRecords(ctx, broker, topicName, min(n, rawBatch))
 	if err != nil {
 		return r, err
 	}
 	r.AvgMessageBytes = avgMessageBytes(sample)
+	r.StoredCodec = stored
+	rawCodec, ok := kafkaCodecs[stored]
+	if !ok {
+		return r, fmt.Errorf("the topic's record batches are compressed with %s, not one codec of %s", stored, strings.Join(codecs, ", "))
+	}
+	if codec != "" && stored != codec {
+		return r, fmt.Errorf("asked ingestd for INGESTD_KAFKA_COMPRESSION=%s, but its record batches are compressed with %s: does the binary support the setting?", codec, stored)
+	}
 	// The broker keeps every record in this process's memory. Deleting
 	// ingestd's topic (and collecting the garbage) gives the raw produce run
 	// the same empty broker the catch-up started with, rather than one
@@ -279,7 +324,7 @@ func (b *bench) catchUp(ctx context.Context, n int) (r catchUpResult, err error)
 		return r, err
 	}
 	runtime.GC()
-	kd, kcpu, err := rawKafka(ctx, broker, sample, n)
+	kd, kcpu, err := rawKafka(ctx, broker, sample, n, rawCodec)
 	if err != nil {
 		return r, err
 	}
@@ -342,8 +387,9 @@ func waitFirst(ctx context.Context, c *child.Process, first *firstRequest) error
 }
 
 // childEnv is the complete ingestd configuration of a benchmark run.
-func (b *bench) childEnv(dsn, broker, simAddr, httpAddr string) []string {
-	return []string{
+// codec sets INGESTD_KAFKA_COMPRESSION; "" leaves the binary's default.
+func (b *bench) childEnv(dsn, broker, simAddr, httpAddr, codec string) []string {
+	env := []string{
 		"INGESTD_DATABASE_URL=" + dsn,
 		"INGESTD_KAFKA_BROKERS=" + broker,
 		"INGESTD_KAFKA_TOPIC=" + topicName,
@@ -356,6 +402,10 @@ func (b *bench) childEnv(dsn, broker, simAddr, httpAddr string) []string {
 		"INGESTD_HTTP_ADDR=" + httpAddr,
 		"INGESTD_LOG_LEVEL=warn",
 	}
+	if codec != "" {
+		env = append(env, "INGESTD_KAFKA_COMPRESSION="+codec)
+	}
+	return env
 }
 
 // usPer is d in microseconds per item.

@@ -100,7 +100,7 @@ func (b *bench) freshness(ctx context.Context) (res *freshResult, err error) {
 		wg.Wait()
 	}()
 
-	c, err := startIngestd(b.bin, b.childEnv(dsn, broker, simAddr, "127.0.0.1:0"))
+	c, err := startIngestd(b.bin, b.childEnv(dsn, broker, simAddr, "127.0.0.1:0", b.o.compression))
 	if err != nil {
 		return nil, err
 	}

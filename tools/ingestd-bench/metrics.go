@@ -47,14 +47,52 @@ type stageTimes struct {
 	// OutboxReadRows is ingestd_publish_outbox_read_rows_total: rows the
 	// publisher read back instead of taking them from memory.
 	OutboxReadRows *float64 `json:"outbox_read_rows,omitempty"`
+	// KafkaBytesSent is ingestd_kafka_bytes_sent_total: bytes the producer
+	// wrote to Kafka connections since the process started.
+	KafkaBytesSent *float64 `json:"kafka_bytes_sent_total,omitempty"`
 }
+
+// bytesSentMetric counts the bytes ingestd's producer wrote to Kafka
+// connections.
+const bytesSentMetric = "ingestd_kafka_bytes_sent_total"
 
 // scrapeStages reads ingestd_page_commit_seconds and
 // ingestd_publish_write_seconds (required), and
-// ingestd_publish_outbox_read_rows_total, go_memstats_mallocs_total and
-// go_memstats_alloc_bytes_total (when exported) from ingestd's /metrics.
-// The histograms' _sum and _count are added up over all label sets.
+// ingestd_publish_outbox_read_rows_total, ingestd_kafka_bytes_sent_total,
+// go_memstats_mallocs_total and go_memstats_alloc_bytes_total (when
+// exported) from ingestd's /metrics. The histograms' _sum and _count are
+// added up over all label sets.
 func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
+	vals, err := scrapeMetrics(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"ingestd_page_commit_seconds_sum", "ingestd_page_commit_seconds_count", "ingestd_publish_write_seconds_sum", "ingestd_publish_write_seconds_count"} {
+		if _, ok := vals[name]; !ok {
+			return nil, fmt.Errorf("read ingestd's metrics: %s not exported", name)
+		}
+	}
+	opt := func(name string) *float64 {
+		if v, ok := vals[name]; ok {
+			return &v
+		}
+		return nil
+	}
+	return &stageTimes{
+		CommitSeconds:  vals["ingestd_page_commit_seconds_sum"],
+		Commits:        vals["ingestd_page_commit_seconds_count"],
+		WriteSeconds:   vals["ingestd_publish_write_seconds_sum"],
+		Writes:         vals["ingestd_publish_write_seconds_count"],
+		Mallocs:        opt("go_memstats_mallocs_total"),
+		AllocBytes:     opt("go_memstats_alloc_bytes_total"),
+		OutboxReadRows: opt("ingestd_publish_outbox_read_rows_total"),
+		KafkaBytesSent: opt(bytesSentMetric),
+	}, nil
+}
+
+// scrapeMetrics reads every sample of ingestd's /metrics, adding up the
+// values of a name over all its label sets.
+func scrapeMetrics(ctx context.Context, addr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -69,18 +107,7 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read ingestd's metrics: %s", resp.Status)
 	}
-	var st stageTimes
-	var mallocs, allocBytes, outboxReads float64
-	seen := map[string]bool{}
-	fields := map[string]*float64{
-		"ingestd_page_commit_seconds_sum":        &st.CommitSeconds,
-		"ingestd_page_commit_seconds_count":      &st.Commits,
-		"ingestd_publish_write_seconds_sum":      &st.WriteSeconds,
-		"ingestd_publish_write_seconds_count":    &st.Writes,
-		"go_memstats_mallocs_total":              &mallocs,
-		"go_memstats_alloc_bytes_total":          &allocBytes,
-		"ingestd_publish_outbox_read_rows_total": &outboxReads,
-	}
+	vals := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -98,34 +125,18 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 			}
 			rest, ok = strings.TrimSpace(line[j+1:]), true
 		}
-		dst, want := fields[name]
-		vals := strings.Fields(rest)
-		if !ok || !want || len(vals) == 0 {
+		fields := strings.Fields(rest)
+		if !ok || len(fields) == 0 {
 			continue
 		}
-		v, err := strconv.ParseFloat(vals[0], 64)
+		v, err := strconv.ParseFloat(fields[0], 64)
 		if err != nil {
 			return nil, fmt.Errorf("read ingestd's metrics: %s: %w", name, err)
 		}
-		*dst += v
-		seen[name] = true
+		vals[name] += v
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read ingestd's metrics: %w", err)
 	}
-	for _, name := range []string{"ingestd_page_commit_seconds_sum", "ingestd_page_commit_seconds_count", "ingestd_publish_write_seconds_sum", "ingestd_publish_write_seconds_count"} {
-		if !seen[name] {
-			return nil, fmt.Errorf("read ingestd's metrics: %s not exported", name)
-		}
-	}
-	if seen["go_memstats_mallocs_total"] {
-		st.Mallocs = &mallocs
-	}
-	if seen["go_memstats_alloc_bytes_total"] {
-		st.AllocBytes = &allocBytes
-	}
-	if seen["ingestd_publish_outbox_read_rows_total"] {
-		st.OutboxReadRows = &outboxReads
-	}
-	return &st, nil
+	return vals, nil
 }

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,13 +23,70 @@ import (
 // raw runs cycle through.
 const rawBatch = 1000
 
+// kafkaCodecs maps the codec names of INGESTD_KAFKA_COMPRESSION (and of
+// codecName) to kafka-go's, for the raw produce run.
+var kafkaCodecs = map[string]kafka.Compression{
+	"none":   0,
+	"gzip":   kafka.Gzip,
+	"snappy": kafka.Snappy,
+	"lz4":    kafka.Lz4,
+	"zstd":   kafka.Zstd,
+}
+
+// codecName names the compression type of a record batch's attributes, as
+// INGESTD_KAFKA_COMPRESSION does.
+func codecName(t uint8) string {
+	switch t {
+	case 0:
+		return "none"
+	case 1:
+		return "gzip"
+	case 2:
+		return "snappy"
+	case 3:
+		return "lz4"
+	case 4:
+		return "zstd"
+	}
+	return "codec " + strconv.Itoa(int(t))
+}
+
+// batchCodecs records the codecs of the record batches a client fetches.
+type batchCodecs struct {
+	mu   sync.Mutex
+	seen map[uint8]bool
+}
+
+func (h *batchCodecs) OnFetchBatchRead(_ kgo.BrokerMetadata, _ string, _ int32, m kgo.FetchBatchMetrics) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.seen == nil {
+		h.seen = map[uint8]bool{}
+	}
+	h.seen[m.CompressionType] = true
+}
+
+// name is the one codec seen, or all of them joined by "+" ("" if none).
+func (h *batchCodecs) name() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var names []string
+	for t := range h.seen {
+		names = append(names, codecName(t))
+	}
+	slices.Sort(names)
+	return strings.Join(names, "+")
+}
+
 // sampleRecords reads the first want records of topic, keys, values and
-// headers exactly as ingestd produced them, with their partitions.
-func sampleRecords(ctx context.Context, broker, topic string, want int) ([]kafka.Message, error) {
+// headers exactly as ingestd produced them, with their partitions, and
+// names the codec of the record batches they came in.
+func sampleRecords(ctx context.Context, broker, topic string, want int) ([]kafka.Message, string, error) {
+	var seen batchCodecs
 	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond), kgo.WithHooks(&seen))
 	if err != nil {
-		return nil, fmt.Errorf("create a consumer of %s: %w", topic, err)
+		return nil, "", fmt.Errorf("create a consumer of %s: %w", topic, err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -34,14 +95,14 @@ func sampleRecords(ctx context.Context, broker, topic string, want int) ([]kafka
 	for len(out) < want {
 		f := cl.PollRecords(ctx, want-len(out))
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %d sample records of %s (got %d): %w", want, topic, len(out), err)
+			return nil, "", fmt.Errorf("read %d sample records of %s (got %d): %w", want, topic, len(out), err)
 		}
 		var ferr error
 		f.EachError(func(t string, p int32, err error) {
 			ferr = errors.Join(ferr, fmt.Errorf("fetch %s/%d: %w", t, p, err))
 		})
 		if ferr != nil {
-			return nil, ferr
+			return nil, "", ferr
 		}
 		f.EachRecord(func(r *kgo.Record) {
 			hs := make([]kafka.Header, len(r.Headers))
@@ -51,7 +112,7 @@ func sampleRecords(ctx context.Context, broker, topic string, want int) ([]kafka
 			out = append(out, kafka.Message{Partition: int(r.Partition), Key: r.Key, Value: r.Value, Headers: hs})
 		})
 	}
-	return out, nil
+	return out, seen.name(), nil
 }
 
 // avgMessageBytes is the average size of key, value and headers.
@@ -118,12 +179,57 @@ func topicRecords(ctx context.Context, broker, topic string, partitions int) (in
 	return sum, nil
 }
 
+// topicBytes is the size of topic's partitions as the broker reports it
+// (DescribeLogDirs): for kfake, the record batches' bytes as produced.
+func topicBytes(ctx context.Context, broker, topic string, partitions int) (int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
+	if err != nil {
+		return 0, fmt.Errorf("create a Kafka client: %w", err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDescribeLogDirsRequest()
+	rt := kmsg.NewDescribeLogDirsRequestTopic()
+	rt.Topic = topic
+	for p := range partitions {
+		rt.Partitions = append(rt.Partitions, int32(p))
+	}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, fmt.Errorf("describe the log dirs of %s: %w", topic, err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return 0, fmt.Errorf("describe the log dirs of %s: %w", topic, err)
+	}
+	var sum int64
+	seen := 0
+	for _, d := range resp.Dirs {
+		if err := kerr.ErrorForCode(d.ErrorCode); err != nil {
+			return 0, fmt.Errorf("describe the log dir %s: %w", d.Dir, err)
+		}
+		for _, t := range d.Topics {
+			if t.Topic != topic {
+				continue
+			}
+			for _, p := range t.Partitions {
+				sum += p.Size
+				seen++
+			}
+		}
+	}
+	if seen != partitions {
+		return 0, fmt.Errorf("describe the log dirs of %s: %d partitions answered, want %d", topic, seen, partitions)
+	}
+	return sum, nil
+}
+
 // rawKafka produces n messages, cycling through sample, to the raw topic
 // with kafka-go configured like ingestd's writer (acks from all replicas,
-// batches of up to 1000, 2ms batch timeout, the partition ingestd chose),
-// 1000 messages per synchronous call. It returns the time taken and the
-// harness's CPU meanwhile (the broker's work, plus kafka-go's).
-func rawKafka(ctx context.Context, broker string, sample []kafka.Message, n int) (elapsed, cpu time.Duration, err error) {
+// batches of up to 1000, 2ms batch timeout, the partition ingestd chose,
+// the codec of ingestd's batches), 1000 messages per synchronous call. It
+// returns the time taken and the harness's CPU meanwhile (the broker's
+// work, plus kafka-go's).
+func rawKafka(ctx context.Context, broker string, sample []kafka.Message, n int, codec kafka.Compression) (elapsed, cpu time.Duration, err error) {
 	if len(sample) == 0 {
 		return 0, 0, errors.New("raw produce: no sample messages")
 	}
@@ -136,6 +242,7 @@ func rawKafka(ctx context.Context, broker string, sample []kafka.Message, n int)
 		BatchBytes:             64 << 20,
 		BatchTimeout:           2 * time.Millisecond,
 		MaxAttempts:            3,
+		Compression:            codec,
 		AllowAutoTopicCreation: false,
 	}
 	defer func() {

@@ -33,14 +33,23 @@ type config struct {
 	FreshSeconds   float64 `json:"fresh_seconds"`
 	FreshBacklog   int     `json:"fresh_backlog"`
 	PollIntervalMs float64 `json:"poll_interval_ms"`
+	// Compression is --compression ("" for the binary's default);
+	// Compare and Rounds describe a --compare-compression run.
+	Compression string   `json:"compression,omitempty"`
+	Compare     []string `json:"compare_compression,omitempty"`
+	Rounds      int      `json:"rounds,omitempty"`
 }
 
 func configOf(o options) config {
-	return config{
+	c := config{
 		Sizes: o.sizes, PageLimit: o.pageLimit, Partitions: o.partitions, KafkaBatch: rawBatch,
 		Claims: o.claims, Seed: o.seed, FreshRate: o.freshRate, FreshSeconds: o.freshDur.Seconds(),
-		FreshBacklog: o.freshBacklog, PollIntervalMs: ms(o.pollInterval),
+		FreshBacklog: o.freshBacklog, PollIntervalMs: ms(o.pollInterval), Compression: o.compression,
 	}
+	if len(o.compare) > 0 {
+		c.Compare, c.Rounds, c.FreshSeconds = o.compare, o.rounds, 0
+	}
+	return c
 }
 
 // target is one target checked against one measurement.
@@ -56,12 +65,15 @@ type target struct {
 
 // report is everything one benchmark run measured.
 type report struct {
-	Machine   machine         `json:"machine"`
-	Config    config          `json:"config"`
-	CatchUp   []catchUpResult `json:"catch_up"`
-	Freshness *freshResult    `json:"freshness,omitempty"`
-	Targets   []target        `json:"targets"`
-	Notes     []string        `json:"notes"`
+	Machine machine         `json:"machine"`
+	Config  config          `json:"config"`
+	CatchUp []catchUpResult `json:"catch_up"`
+	// Compression summarizes CatchUp per codec in a --compare-compression
+	// run.
+	Compression []codecSummary `json:"compression,omitempty"`
+	Freshness   *freshResult   `json:"freshness,omitempty"`
+	Targets     []target       `json:"targets"`
+	Notes       []string       `json:"notes"`
 }
 
 // evaluate checks every target and writes the notes that say how to read
@@ -89,7 +101,11 @@ func (r *report) evaluate() {
 		"PostgreSQL CPU counts the backends serving ingestd's (or the raw run's) connections, read from /proc; the WAL writer, checkpointer and other auxiliary processes serve every database and are not counted.",
 		"Harness CPU is this process: the in-process kfake broker and the simulator (and a 20ms completion poll); during the raw produce run, the broker and the kafka-go producer.",
 		"Freshness delay is receipt by a franz-go consumer in this process minus the entry's appearance upstream. Receipt comes after Kafka's acknowledgement, so it overstates appearance-to-acknowledgement slightly.",
+		"Bytes sent to Kafka are the growth of ingestd's ingestd_kafka_bytes_sent_total from its first upstream request to the end of the catch-up, over the events: compressed record batches plus the produce requests' framing and metadata requests. Stored bytes are the topic's size as the broker reports it (DescribeLogDirs): kfake keeps record batches as they were sent, so they are ingestd's compressed batches. The raw produce run uses the codec of those batches.",
 		fmt.Sprintf("Everything shares this machine's %d CPUs with whatever else runs on it: a load average above the CPU count (start %s, end %s) means the figures are noisy.", r.Machine.CPUs, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd),
+	}
+	if len(r.Compression) > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("Compression runs: %d per codec, interleaved; odd rounds run the codecs in reverse order, so that a steady drift of the machine's speed favours none. Cells are the mean and, in brackets, the lowest and highest run.", r.Config.Rounds))
 	}
 	for _, c := range r.CatchUp {
 		if c.PGCPUUsPerEvent == nil {
@@ -183,6 +199,14 @@ func (r *report) rows() []tableRow {
 				}
 				return fmtInt(*c.Stages.OutboxReadRows)
 			})},
+			tableRow{label: "Kafka compression (as stored in the topic)", cells: per(func(c catchUpResult) string {
+				if c.Compression == "" {
+					return c.StoredCodec + " (default)"
+				}
+				return c.StoredCodec
+			})},
+			tableRow{label: "bytes sent to Kafka (per event)", cells: per(func(c catchUpResult) string { return optFmt(c.KafkaBytesSentPerEvent, 1) })},
+			tableRow{label: "record batches as stored (bytes per event)", cells: per(func(c catchUpResult) string { return fmtF(c.StoredBytesPerEvent, 1) })},
 			tableRow{label: "raw limit: kafka-go produce (events/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawKafkaPerSec) })},
 			tableRow{label: "raw limit: PostgreSQL COPY, 1 commit/page (rows/s)", cells: per(func(c catchUpResult) string { return fmtInt(c.RawPGPerSec) })},
 			tableRow{label: "ratio to the lower raw limit", cells: per(func(c catchUpResult) string { return fmtF(c.Ratio, 2) + " of " + shortLimit(c.Lower) }),
@@ -243,9 +267,16 @@ func (r *report) writeTable(w io.Writer) error {
 		m.CPUs, orUnknown(m.CPUModel), orUnknown(m.MemTotalGiB), orUnknown(m.Kernel), orUnknown(m.Postgres), orUnknown(m.PGDurability), m.GoVersion)
 	fmt.Fprintf(&b, "load average %s at start, %s at end; %d partitions, everything on 127.0.0.1\n\n", orUnknown(m.LoadAvgStart), orUnknown(m.LoadAvgEnd), r.Config.Partitions)
 
+	if len(r.Compression) > 0 {
+		b.WriteString(r.compressionTable())
+		b.WriteString("\nEvery run:\n")
+	}
 	headers := make([]string, max(len(r.CatchUp), 1))
 	for i, c := range r.CatchUp {
 		headers[i] = fmtInt(float64(c.Events)) + " events"
+		if len(r.Compression) > 0 {
+			headers[i] = c.Compression + " " + fmtInt(float64(c.Events))
+		}
 	}
 	if len(r.CatchUp) == 0 {
 		headers[0] = "value"
@@ -301,6 +332,149 @@ func (r *report) writeTable(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// stat is the mean, lowest and highest of one figure over repeated runs.
+type stat struct {
+	Mean float64 `json:"mean"`
+	Min  float64 `json:"min"`
+	Max  float64 `json:"max"`
+}
+
+func statOf(v []float64) stat {
+	if len(v) == 0 {
+		return stat{}
+	}
+	s := stat{Min: v[0], Max: v[0]}
+	for _, x := range v {
+		s.Mean += x
+		s.Min = min(s.Min, x)
+		s.Max = max(s.Max, x)
+	}
+	s.Mean /= float64(len(v))
+	return s
+}
+
+// codecSummary is one codec's runs in a compression comparison.
+type codecSummary struct {
+	Codec                string `json:"codec"`
+	Runs                 int    `json:"runs"`
+	EventsPerSec         stat   `json:"events_per_sec"`
+	IngestdCPUUsPerEvent stat   `json:"ingestd_cpu_us_per_event"`
+	// KafkaBytesSentPerEvent is nil when a run lacks the counter.
+	KafkaBytesSentPerEvent *stat `json:"kafka_bytes_sent_per_event,omitempty"`
+	// SentToNone is KafkaBytesSentPerEvent's mean over that of "none",
+	// when both were measured.
+	SentToNone          *float64 `json:"kafka_bytes_sent_ratio_to_none,omitempty"`
+	StoredBytesPerEvent stat     `json:"stored_bytes_per_event"`
+	PeakRSSMiB          stat     `json:"ingestd_peak_rss_mib"`
+	RawKafkaPerSec      stat     `json:"raw_kafka_events_per_sec"`
+}
+
+// summarize groups runs by their codec, in the order of list.
+func summarize(runs []catchUpResult, list []string) []codecSummary {
+	var out []codecSummary
+	for _, codec := range list {
+		var eps, cpu, sent, stored, rss, raw []float64
+		complete := true
+		for _, r := range runs {
+			if r.Compression != codec {
+				continue
+			}
+			eps = append(eps, r.EventsPerSec)
+			cpu = append(cpu, r.IngestdCPUUsPerEvent)
+			stored = append(stored, r.StoredBytesPerEvent)
+			rss = append(rss, r.PeakRSSMiB)
+			raw = append(raw, r.RawKafkaPerSec)
+			if r.KafkaBytesSentPerEvent == nil {
+				complete = false
+			} else {
+				sent = append(sent, *r.KafkaBytesSentPerEvent)
+			}
+		}
+		if len(eps) == 0 {
+			continue
+		}
+		s := codecSummary{Codec: codec, Runs: len(eps), EventsPerSec: statOf(eps), IngestdCPUUsPerEvent: statOf(cpu),
+			StoredBytesPerEvent: statOf(stored), PeakRSSMiB: statOf(rss), RawKafkaPerSec: statOf(raw)}
+		if complete {
+			st := statOf(sent)
+			s.KafkaBytesSentPerEvent = &st
+		}
+		out = append(out, s)
+	}
+	var none *stat
+	for _, s := range out {
+		if s.Codec == "none" {
+			none = s.KafkaBytesSentPerEvent
+		}
+	}
+	for i := range out {
+		if none != nil && none.Mean > 0 && out[i].KafkaBytesSentPerEvent != nil {
+			v := out[i].KafkaBytesSentPerEvent.Mean / none.Mean
+			out[i].SentToNone = &v
+		}
+	}
+	return out
+}
+
+// compressionTable lays out a compression comparison, one codec a line.
+func (r *report) compressionTable() string {
+	events := 0
+	if len(r.CatchUp) > 0 {
+		events = r.CatchUp[0].Events
+	}
+	spread := func(s stat, f func(float64) string) string {
+		return f(s.Mean) + " (" + f(s.Min) + "–" + f(s.Max) + ")"
+	}
+	int0 := func(v float64) string { return fmtInt(v) }
+	dec := func(prec int) func(float64) string { return func(v float64) string { return fmtF(v, prec) } }
+	header := []string{"codec", "runs", "catch-up (events/s)", "ingestd CPU (µs/event)", "sent to Kafka (B/event)", "sent vs none", "stored (B/event)", "peak RSS (MiB)", "raw kafka-go (events/s)"}
+	rows := [][]string{header}
+	for _, s := range r.Compression {
+		sent, ratio := "not exported", "–"
+		if s.KafkaBytesSentPerEvent != nil {
+			sent = spread(*s.KafkaBytesSentPerEvent, dec(1))
+		}
+		if s.SentToNone != nil {
+			ratio = fmtF(*s.SentToNone, 3)
+		}
+		rows = append(rows, []string{s.Codec, strconv.Itoa(s.Runs), spread(s.EventsPerSec, int0), spread(s.IngestdCPUUsPerEvent, dec(2)),
+			sent, ratio, fmtF(s.StoredBytesPerEvent.Mean, 1), fmtF(s.PeakRSSMiB.Mean, 1), spread(s.RawKafkaPerSec, int0)})
+	}
+	w := make([]int, len(header))
+	for _, row := range rows {
+		for i, c := range row {
+			w[i] = max(w[i], width(c))
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "compression: %s events per catch-up (page limit %d), %d runs per codec, interleaved\n", fmtInt(float64(events)), r.Config.PageLimit, r.Config.Rounds)
+	for k, row := range rows {
+		for i, c := range row {
+			if i > 0 {
+				b.WriteString("  ")
+			}
+			b.WriteString(pad(c, w[i], i > 0))
+		}
+		b.WriteString("\n")
+		if k == 0 {
+			total := 2 * (len(w) - 1)
+			for _, x := range w {
+				total += x
+			}
+			b.WriteString(strings.Repeat("-", total) + "\n")
+		}
+	}
+	return b.String()
+}
+
+// optFmt formats an optional figure.
+func optFmt(p *float64, prec int) string {
+	if p == nil {
+		return "not exported"
+	}
+	return fmtF(*p, prec)
 }
 
 func shortLimit(s string) string {

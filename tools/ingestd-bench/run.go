@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,18 @@ type options struct {
 	bin          string
 	databaseURL  string
 	timeout      time.Duration
+	// compression is INGESTD_KAFKA_COMPRESSION of every ingestd run; empty
+	// leaves it unset, so the binary's default applies.
+	compression string
+	// compare lists the codecs of a compression comparison (empty: none),
+	// each run rounds times (see compareOrder).
+	compare []string
+	rounds  int
 }
+
+// codecs are INGESTD_KAFKA_COMPRESSION's values, in the order a comparison
+// of "all" runs them.
+var codecs = []string{"none", "lz4", "zstd", "snappy", "gzip"}
 
 // parseOptions reads args. A bad flag is a usage error (exit status 2).
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -66,6 +78,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	// from the environment may hold a password.
 	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL server; each run creates and drops its own schemas (default: $INGESTD_DATABASE_URL, else the local server at 127.0.0.1:5432, user postgres)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "bound on each catch-up run")
+	fs.StringVar(&o.compression, "compression", "", "INGESTD_KAFKA_COMPRESSION of every ingestd run: "+strings.Join(codecs, ", ")+" (default: unset, the binary's own default)")
+	compare := fs.String("compare-compression", "", "compare codecs: comma-separated codecs, or all ("+strings.Join(codecs, ",")+"); runs the catch-up once per codec and round, interleaved, and skips the freshness run")
+	fs.IntVar(&o.rounds, "rounds", 2, "rounds of --compare-compression; every other round runs the codecs in reverse order")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -90,6 +105,24 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.sizes = append(o.sizes, n)
 	}
 	var errs []error
+	if o.compression != "" && !slices.Contains(codecs, o.compression) {
+		errs = append(errs, fmt.Errorf("--compression: %q is not one of %s", o.compression, strings.Join(codecs, ", ")))
+	}
+	if *compare != "" {
+		var err error
+		if o.compare, err = parseCodecs(*compare); err != nil {
+			errs = append(errs, fmt.Errorf("--compare-compression: %w", err))
+		}
+		if o.compression != "" {
+			errs = append(errs, errors.New("--compression and --compare-compression exclude each other"))
+		}
+		if len(o.sizes) != 1 {
+			errs = append(errs, fmt.Errorf("--compare-compression takes one backlog size, got %d", len(o.sizes)))
+		}
+		if o.rounds < 1 || o.rounds > 100 {
+			errs = append(errs, fmt.Errorf("--rounds: must be between 1 and 100, got %d", o.rounds))
+		}
+	}
 	if o.pageLimit < 1 || o.pageLimit > 1000 {
 		errs = append(errs, fmt.Errorf("--page-limit: must be between 1 and 1000, got %d", o.pageLimit))
 	}
@@ -142,6 +175,42 @@ func parseCount(s string) (int, error) {
 	return n * mult, nil
 }
 
+// parseCodecs reads the codec list of --compare-compression: codecs
+// separated by commas, each at most once, or "all".
+func parseCodecs(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "all" {
+		return slices.Clone(codecs), nil
+	}
+	var out []string
+	for _, c := range strings.Split(s, ",") {
+		c = strings.TrimSpace(c)
+		switch {
+		case !slices.Contains(codecs, c):
+			return nil, fmt.Errorf("%q is not one of %s (or all)", c, strings.Join(codecs, ", "))
+		case slices.Contains(out, c):
+			return nil, fmt.Errorf("%s is listed twice", c)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// compareOrder is the order of a comparison's catch-ups: the codecs in the
+// given order in even rounds and reversed in odd ones (A B C, C B A, ...).
+// Over every two rounds each codec's mean position is the same, so a
+// machine that drifts steadily faster or slower favours none of them.
+func compareOrder(list []string, rounds int) []string {
+	var out []string
+	for r := range rounds {
+		round := slices.Clone(list)
+		if r%2 == 1 {
+			slices.Reverse(round)
+		}
+		out = append(out, round...)
+	}
+	return out
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v
@@ -184,17 +253,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	rep := &report{Config: configOf(o)}
 	rep.Machine = machineInfo(ctx, o.databaseURL)
-	for _, n := range o.sizes {
-		b.logf("catch-up: draining a backlog of %d events (page limit %d)", n, o.pageLimit)
-		r, err := b.catchUp(ctx, n)
-		if err != nil {
-			return fmt.Errorf("catch-up of %d events: %w", n, err)
+	if len(o.compare) > 0 {
+		n := o.sizes[0]
+		order := compareOrder(o.compare, o.rounds)
+		for i, codec := range order {
+			b.logf("compression %s (run %d of %d): draining a backlog of %d events (page limit %d)", codec, i+1, len(order), n, o.pageLimit)
+			r, err := b.catchUp(ctx, n, codec)
+			if err != nil {
+				return fmt.Errorf("catch-up of %d events with %s: %w", n, codec, err)
+			}
+			b.logf("compression %s: %.0f events/s, ingestd %.2f µs/event, %s bytes sent to Kafka per event",
+				codec, r.EventsPerSec, r.IngestdCPUUsPerEvent, optFmt(r.KafkaBytesSentPerEvent, 1))
+			rep.CatchUp = append(rep.CatchUp, r)
 		}
-		b.logf("catch-up: %d events in %.2fs = %.0f events/s; raw kafka-go %.0f/s, raw PostgreSQL %.0f rows/s",
-			n, r.Seconds, r.EventsPerSec, r.RawKafkaPerSec, r.RawPGPerSec)
-		rep.CatchUp = append(rep.CatchUp, r)
+		rep.Compression = summarize(rep.CatchUp, o.compare)
+	} else {
+		for _, n := range o.sizes {
+			b.logf("catch-up: draining a backlog of %d events (page limit %d)", n, o.pageLimit)
+			r, err := b.catchUp(ctx, n, o.compression)
+			if err != nil {
+				return fmt.Errorf("catch-up of %d events: %w", n, err)
+			}
+			b.logf("catch-up: %d events in %.2fs = %.0f events/s; raw kafka-go %.0f/s, raw PostgreSQL %.0f rows/s",
+				n, r.Seconds, r.EventsPerSec, r.RawKafkaPerSec, r.RawPGPerSec)
+			rep.CatchUp = append(rep.CatchUp, r)
+		}
 	}
-	if o.freshDur > 0 {
+	if o.freshDur > 0 && len(o.compare) == 0 {
 		b.logf("freshness: %.0f events/s for %v, poll interval %v", o.freshRate, o.freshDur, o.pollInterval)
 		f, err := b.freshness(ctx)
 		if err != nil {

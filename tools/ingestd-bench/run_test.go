@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
@@ -43,6 +44,8 @@ func TestRunSmoke(t *testing.T) {
 
 	numeric := []string{
 		"catch-up, end to end (events/s)",
+		"bytes sent to Kafka (per event)",
+		"record batches as stored (bytes per event)",
 		"time, first request to all published (s)",
 		"time, first request to last page committed (s)",
 		"stage: simulator answering ingestd's requests (s)",
@@ -78,7 +81,28 @@ func TestRunSmoke(t *testing.T) {
 	}
 	require.Equal(t, "3,000 / 3,000", rowCells(t, table, "check: topic records / outbox rows")[0])
 	require.Equal(t, "0 / 0", rowCells(t, table, "check: missing / duplicate events")[0])
+	require.Regexp(t, `^\w+ \(default\)$`, rowCells(t, table, "Kafka compression (as stored in the topic)")[0])
 	require.NotContains(t, table, "FAIL")
+
+	// A compression comparison: every codec asked for is the one stored,
+	// and compresses these JSON payloads to well under the uncompressed
+	// size.
+	stdout.Reset()
+	stderr.Reset()
+	err = run(ctx, []string{"--ingestd-bin", bin, "--events", "2000", "--compare-compression", "none,zstd", "--rounds", "1"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
+	table = stdout.String()
+	t.Logf("%s", table)
+	require.Equal(t, []string{"none", "zstd"}, rowCells(t, table, "Kafka compression (as stored in the topic)"))
+	require.NotContains(t, table, "freshness p99")
+	none := rowCells(t, table, "none")
+	zstd := rowCells(t, table, "zstd")
+	require.Equal(t, "1", none[0])
+	require.Equal(t, "1.000", none[4], "sent vs none of none")
+	ratio, err := strconv.ParseFloat(zstd[4], 64)
+	require.NoError(t, err, "sent vs none of zstd: %q", zstd[4])
+	require.Greater(t, ratio, 0.0)
+	require.Less(t, ratio, 0.5)
 }
 
 // rowCells returns the cells after label on its line of the table; cells
@@ -118,6 +142,9 @@ func TestParseCount(t *testing.T) {
 func TestParseOptionsRejectsBadValues(t *testing.T) {
 	for _, args := range [][]string{
 		{"--page-limit", "0"}, {"--page-limit", "1001"}, {"--sizes", "100k,0"}, {"--fresh-rate", "0"}, {"extra"},
+		{"--compression", "brotli"}, {"--compare-compression", "lz4,brotli"}, {"--compare-compression", "lz4,lz4"},
+		{"--compare-compression", "all", "--compression", "lz4"}, {"--compare-compression", "all", "--sizes", "100k,1M"},
+		{"--compare-compression", "all", "--rounds", "0"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
 		var ue *cli.UsageError
@@ -127,6 +154,84 @@ func TestParseOptionsRejectsBadValues(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int{100_000, 1_000_000}, o.sizes)
 	require.Equal(t, 250, o.pageLimit)
+	require.Empty(t, o.compression)
+	require.Empty(t, o.compare)
+
+	o, err = parseOptions([]string{"--compression", "zstd"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "zstd", o.compression)
+	o, err = parseOptions([]string{"--compare-compression", "all", "--events", "200k", "--rounds", "3"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"none", "lz4", "zstd", "snappy", "gzip"}, o.compare)
+	require.Equal(t, []int{200_000}, o.sizes)
+	require.Equal(t, 3, o.rounds)
+	o, err = parseOptions([]string{"--compare-compression", " gzip, none "}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"gzip", "none"}, o.compare)
+}
+
+func TestCompareOrder(t *testing.T) {
+	require.Equal(t, []string{"a", "b", "c"}, compareOrder([]string{"a", "b", "c"}, 1))
+	require.Equal(t, []string{"a", "b", "c", "c", "b", "a", "a", "b", "c"}, compareOrder([]string{"a", "b", "c"}, 3))
+	// Over an even number of rounds every codec's mean position is the same.
+	order := compareOrder(codecs, 4)
+	pos := map[string]int{}
+	for i, c := range order {
+		pos[c] += i
+	}
+	for _, c := range codecs {
+		require.Equal(t, pos[codecs[0]], pos[c], c)
+	}
+}
+
+func TestCodecNames(t *testing.T) {
+	for i, want := range []string{"none", "gzip", "snappy", "lz4", "zstd"} {
+		require.Equal(t, want, codecName(uint8(i)))
+		_, ok := kafkaCodecs[want]
+		require.True(t, ok, want)
+	}
+	require.Equal(t, "codec 7", codecName(7))
+	var h batchCodecs
+	require.Equal(t, "", h.name())
+	h.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 0, kgo.FetchBatchMetrics{CompressionType: 3})
+	h.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 1, kgo.FetchBatchMetrics{CompressionType: 3})
+	require.Equal(t, "lz4", h.name())
+	h.OnFetchBatchRead(kgo.BrokerMetadata{}, "t", 2, kgo.FetchBatchMetrics{CompressionType: 0})
+	require.Equal(t, "lz4+none", h.name())
+}
+
+func TestSummarizeCompression(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	runs := []catchUpResult{
+		{Events: 1000, Compression: "none", EventsPerSec: 40_000, IngestdCPUUsPerEvent: 10, KafkaBytesSentPerEvent: f(1000), StoredBytesPerEvent: 990, PeakRSSMiB: 40, RawKafkaPerSec: 100_000},
+		{Events: 1000, Compression: "lz4", EventsPerSec: 44_000, IngestdCPUUsPerEvent: 11, KafkaBytesSentPerEvent: f(200), StoredBytesPerEvent: 190, PeakRSSMiB: 41, RawKafkaPerSec: 120_000},
+		{Events: 1000, Compression: "lz4", EventsPerSec: 46_000, IngestdCPUUsPerEvent: 12, KafkaBytesSentPerEvent: f(210), StoredBytesPerEvent: 200, PeakRSSMiB: 43, RawKafkaPerSec: 140_000},
+		{Events: 1000, Compression: "none", EventsPerSec: 42_000, IngestdCPUUsPerEvent: 9, KafkaBytesSentPerEvent: f(1000), StoredBytesPerEvent: 990, PeakRSSMiB: 42, RawKafkaPerSec: 110_000},
+		{Events: 1000, Compression: "gzip", EventsPerSec: 30_000, IngestdCPUUsPerEvent: 20, StoredBytesPerEvent: 100, PeakRSSMiB: 40, RawKafkaPerSec: 50_000},
+	}
+	sum := summarize(runs, []string{"none", "lz4", "zstd", "gzip"})
+	require.Len(t, sum, 3, "zstd did not run")
+	require.Equal(t, "none", sum[0].Codec)
+	require.Equal(t, 2, sum[0].Runs)
+	require.Equal(t, stat{Mean: 41_000, Min: 40_000, Max: 42_000}, sum[0].EventsPerSec)
+	require.Equal(t, stat{Mean: 9.5, Min: 9, Max: 10}, sum[0].IngestdCPUUsPerEvent)
+	require.InDelta(t, 1.0, *sum[0].SentToNone, 1e-9)
+	require.Equal(t, "lz4", sum[1].Codec)
+	require.Equal(t, stat{Mean: 205, Min: 200, Max: 210}, *sum[1].KafkaBytesSentPerEvent)
+	require.InDelta(t, 0.205, *sum[1].SentToNone, 1e-9)
+	require.Equal(t, stat{Mean: 195, Min: 190, Max: 200}, sum[1].StoredBytesPerEvent)
+	require.Nil(t, sum[2].KafkaBytesSentPerEvent, "gzip's run lacks the counter")
+	require.Nil(t, sum[2].SentToNone)
+
+	rep := &report{Config: config{PageLimit: 1000, Rounds: 2}, CatchUp: runs, Compression: sum}
+	table := rep.compressionTable()
+	require.Contains(t, table, "1,000 events per catch-up (page limit 1000), 2 runs per codec")
+	require.Equal(t, []string{"2", "41,000 (40,000–42,000)", "9.50 (9.00–10.00)", "1000.0 (1000.0–1000.0)", "1.000", "990.0", "41.0", "105,000 (100,000–110,000)"},
+		rowCells(t, table, "none"))
+	require.Equal(t, []string{"2", "45,000 (44,000–46,000)", "11.50 (11.00–12.00)", "205.0 (200.0–210.0)", "0.205", "195.0", "42.0", "130,000 (120,000–140,000)"},
+		rowCells(t, table, "lz4"))
+	require.Equal(t, "not exported", rowCells(t, table, "gzip")[3])
+	require.Equal(t, "–", rowCells(t, table, "gzip")[4])
 }
 
 func TestFormatting(t *testing.T) {
@@ -156,6 +261,7 @@ ingestd_publish_write_seconds_count{partition="1", note="a b"} 4
 go_memstats_mallocs_total 1.234567e+06
 go_memstats_alloc_bytes_total 8.5e+08
 ingestd_publish_outbox_read_rows_total 3000
+ingestd_kafka_bytes_sent_total 2.5e+06
 `
 	f := func(v float64) *float64 { return &v }
 	tests := []struct {
@@ -165,7 +271,7 @@ ingestd_publish_outbox_read_rows_total 3000
 		wantErr string
 	}{
 		{name: "everything", body: histograms + counters, want: stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6,
-			Mallocs: f(1_234_567), AllocBytes: f(850_000_000), OutboxReadRows: f(3000)}},
+			Mallocs: f(1_234_567), AllocBytes: f(850_000_000), OutboxReadRows: f(3000), KafkaBytesSent: f(2_500_000)}},
 		{name: "an older binary without the counters", body: histograms,
 			want: stageTimes{CommitSeconds: 1.5, Commits: 3, WriteSeconds: 0.75, Writes: 6}},
 		{name: "no write histogram", body: strings.Split(histograms, "ingestd_publish_write")[0] + counters,
