@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/kafkatest"
+	"github.com/ingestd/ingestd/internal/promtest"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
@@ -60,33 +63,16 @@ func debugLog(buf *lockedBuffer) *zap.Logger {
 func metric(t *testing.T, r *running, name string, want map[string]string) float64 {
 	t.Helper()
 	body := get(t, "http://"+r.d.HTTPAddr()+"/metrics").body
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	require.NoError(t, err)
-	sum := 0.0
-	f, ok := families[name]
-	if !ok {
-		return 0
-	}
-	for _, m := range f.GetMetric() {
-		labels := map[string]string{}
-		for _, l := range m.GetLabel() {
-			labels[l.GetName()] = l.GetValue()
+	scraped := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+		out := make([]*dto.MetricFamily, 0, len(families))
+		for _, f := range families {
+			out = append(out, f)
 		}
-		match := true
-		for k, v := range want {
-			match = match && labels[k] == v
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.GetCounter() != nil:
-			sum += m.GetCounter().GetValue()
-		case m.GetGauge() != nil:
-			sum += m.GetGauge().GetValue()
-		}
-	}
+		return out, err
+	})
+	sum, _ := promtest.Sum(t, scraped, name, want)
 	return sum
 }
 
