@@ -75,6 +75,7 @@ func bindDaemonFlags(fs *flag.FlagSet, c *daemon.Config) {
 	fs.StringVar(&c.Yandex.AcceptLanguage, "yandex-accept-language", c.Yandex.AcceptLanguage, "Accept-Language sent to Yandex")
 	fs.Int64Var(&c.Yandex.MaxResponseBytes, "yandex-max-response-bytes", c.Yandex.MaxResponseBytes, "largest accepted journal response")
 
+	fs.StringVar(&c.SourcesFile, "sources-file", c.SourcesFile, "YAML file listing more sources (Yandex accounts, BTS logins); see docs/operations.md")
 	fs.StringVar(&c.BTS.BaseURL, "bts-base-url", c.BTS.BaseURL, "BTS Express API base URL (given to each client by BTS)")
 	fs.StringVar(&c.BTS.Login, "bts-login", c.BTS.Login, "BTS login; the BTS source runs when login and password are set")
 	fs.Var(secret.Flag{S: &c.BTS.Password}, "bts-password", "BTS password")

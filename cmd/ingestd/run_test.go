@@ -34,6 +34,9 @@ func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 	notPEM := filepath.Join(dir, "not.pem")
 	require.NoError(t, os.WriteFile(notPEM, []byte("this is not PEM\n"), 0o600))
 	certs := kafkatest.NewCerts(t, kafkatest.CertOptions{})
+	badSources := filepath.Join(dir, "sources.yaml")
+	require.NoError(t, os.WriteFile(badSources, []byte("sources:\n  - provider: yandex\n    account: shop-a\n    token_env: SHOP_A_TOKEN\n    page_limit: 0\n  - provider: dhl\n    account: x\n"), 0o600))
+	t.Setenv("SHOP_A_TOKEN", secretPassword)
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -67,6 +70,9 @@ func TestBadConfigurationExitsTwoNamingTheVariable(t *testing.T) {
 		{"kafka sasl mechanism without username", map[string]string{"INGESTD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "INGESTD_KAFKA_SASL_PASSWORD": secretPassword}, nil, "INGESTD_KAFKA_SASL_USERNAME"},
 		{"kafka sasl mechanism without password", map[string]string{"INGESTD_KAFKA_SASL_MECHANISM": "PLAIN", "INGESTD_KAFKA_SASL_USERNAME": "ingestd"}, nil, "INGESTD_KAFKA_SASL_PASSWORD"},
 		{"kafka sasl credentials without mechanism", map[string]string{"INGESTD_KAFKA_SASL_USERNAME": "ingestd", "INGESTD_KAFKA_SASL_PASSWORD": secretPassword}, nil, "INGESTD_KAFKA_SASL_MECHANISM"},
+		{"sources file missing", map[string]string{"INGESTD_SOURCES_FILE": filepath.Join(dir, "absent.yaml")}, nil, "INGESTD_SOURCES_FILE: " + filepath.Join(dir, "absent.yaml")},
+		{"sources file: bad field", map[string]string{"INGESTD_SOURCES_FILE": badSources}, nil, "sources[0] (line 2, yandex/shop-a): page_limit"},
+		{"sources file: unknown provider", map[string]string{"INGESTD_SOURCES_FILE": badSources}, nil, "sources[1] (line 6, dhl/x): provider"},
 		{"kafka compression unknown", map[string]string{"INGESTD_KAFKA_COMPRESSION": "brotli"}, nil, "INGESTD_KAFKA_COMPRESSION"},
 		{"stray argument", nil, []string{"run", "extra"}, "unexpected arguments"},
 		{"stray arguments are not echoed", nil, []string{"migrate", "extra", "--database-url", "postgres://u:" + secretPassword + "@x/db"}, "unexpected arguments"},

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/user"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -21,6 +23,7 @@ import (
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sources"
 	"github.com/ingestd/ingestd/internal/storage"
 )
 
@@ -299,6 +302,40 @@ func runOutbox(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// sourceJSON is a source as check-config lists it: where each secret
+// comes from, never its value.
+type sourceJSON struct {
+	ID       string `json:"id"`
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	BaseURL  string `json:"base_url"`
+	// From is "settings" for a source the INGESTD_YANDEX_* or
+	// INGESTD_BTS_* settings describe, else "file".
+	From    string            `json:"from"`
+	Secrets map[string]string `json:"secrets"`
+}
+
+func sourceOf(s sources.Source) sourceJSON {
+	j := sourceJSON{ID: s.ID(), Provider: s.Provider, From: "file", Secrets: map[string]string{}}
+	secretFrom := func(name string, ref sources.Secret, env string) {
+		if ref == (sources.Secret{}) {
+			j.From, j.Secrets[name] = "settings", "variable "+env
+			return
+		}
+		j.Secrets[name] = ref.String()
+	}
+	switch s.Provider {
+	case sources.ProviderYandex:
+		j.Account, j.BaseURL = s.Yandex.Account, s.Yandex.BaseURL
+		secretFrom("token", s.Token, "INGESTD_YANDEX_TOKEN")
+	case sources.ProviderBTS:
+		j.Account, j.BaseURL = s.BTS.Account, s.BTS.BaseURL
+		secretFrom("login", s.Login, "INGESTD_BTS_LOGIN")
+		secretFrom("password", s.Password, "INGESTD_BTS_PASSWORD")
+	}
+	return j
+}
+
 // runCheckConfig validates the configuration exactly as `ingestd run` would
 // read it, prints the effective settings (secrets redacted), and checks that
 // PostgreSQL (migrated) and Kafka (the topic) answer.
@@ -323,12 +360,17 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		Valid    bool              `json:"valid"`
 		Errors   []string          `json:"errors"`
 		Settings map[string]string `json:"settings"`
+		Sources  []sourceJSON      `json:"sources"`
 		Checks   map[string]string `json:"checks"`
-	}{Valid: true, Errors: []string{}, Settings: settings, Checks: map[string]string{}}
+	}{Valid: true, Errors: []string{}, Settings: settings, Sources: []sourceJSON{}, Checks: map[string]string{}}
 
 	if err := cfg.Validate(); err != nil {
 		report.Valid = false
 		report.Errors = append(report.Errors, strings.Split(err.Error(), "\n")...)
+	} else if srcs, err := cfg.Sources(); err == nil {
+		for _, s := range srcs {
+			report.Sources = append(report.Sources, sourceOf(s))
+		}
 	}
 	failed := false
 	if report.Valid && !offline {
@@ -363,6 +405,13 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		_ = tw.Flush()
 		for _, e := range report.Errors {
 			fmt.Fprintln(stdout, "error:", e)
+		}
+		for _, src := range report.Sources {
+			secrets := make([]string, 0, len(src.Secrets))
+			for _, k := range slices.Sorted(maps.Keys(src.Secrets)) {
+				secrets = append(secrets, k+" from "+src.Secrets[k])
+			}
+			fmt.Fprintf(stdout, "source %s (%s, %s): %s\n", src.ID, src.From, src.BaseURL, strings.Join(secrets, ", "))
 		}
 		for _, k := range []string{"postgres", "kafka"} {
 			if v, ok := report.Checks[k]; ok {

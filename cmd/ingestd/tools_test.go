@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -357,4 +359,43 @@ func TestCheckConfigReachesASecuredKafka(t *testing.T) {
 			require.NotContains(t, out.String()+errOut.String(), pw)
 		})
 	}
+}
+
+// TestCheckConfigListsSources: check-config lists every source, the
+// settings' own and the sources file's, with where each secret comes from
+// and never its value.
+func TestCheckConfigListsSources(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "shop-a")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(secretPassword+"\n"), 0o600))
+	file := filepath.Join(dir, "sources.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("sources:\n  - provider: yandex\n    account: shop-a\n    token_file: "+tokenFile+"\n  - provider: bts\n    account: tash\n    login_env: TASH_LOGIN\n    password_env: TASH_PASSWORD\n"), 0o600))
+	for k, v := range validEnv() {
+		t.Setenv(k, v)
+	}
+	t.Setenv("INGESTD_SOURCES_FILE", file)
+	t.Setenv("TASH_LOGIN", "tash")
+	t.Setenv("TASH_PASSWORD", secretPassword)
+
+	var out, errOut bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"check-config", "--offline", "--json"}, &out, &errOut), errOut.String())
+	require.NotContains(t, out.String()+errOut.String(), secretPassword)
+	var report struct {
+		Sources []map[string]any `json:"sources"`
+	}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &report))
+	require.Len(t, report.Sources, 3)
+	byID := map[string]map[string]any{}
+	for _, s := range report.Sources {
+		byID[s["id"].(string)] = s
+	}
+	require.Equal(t, "settings", byID["yandex/default"]["from"])
+	require.Equal(t, map[string]any{"token": "variable INGESTD_YANDEX_TOKEN"}, byID["yandex/default"]["secrets"])
+	require.Equal(t, map[string]any{"token": "file " + tokenFile}, byID["yandex/shop-a"]["secrets"])
+	require.Equal(t, map[string]any{"login": "variable TASH_LOGIN", "password": "variable TASH_PASSWORD"}, byID["bts/tash"]["secrets"])
+
+	out.Reset()
+	require.NoError(t, run(context.Background(), []string{"check-config", "--offline"}, &out, &errOut))
+	require.Contains(t, out.String(), "source yandex/shop-a (file, https://b2b.taxi.yandex.net): token from file "+tokenFile)
+	require.NotContains(t, out.String(), secretPassword)
 }

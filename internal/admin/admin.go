@@ -22,6 +22,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -61,9 +62,11 @@ type Config struct {
 	// Token is the bearer token every request must carry
 	// (INGESTD_ADMIN_TOKEN); empty disables the API.
 	Token secret.String
-	// BTSSourceID is the watch-list the BTS endpoints manage
-	// ("bts/<INGESTD_BTS_ACCOUNT>").
-	BTSSourceID string
+	// BTSAccounts are the BTS accounts this deployment runs; a request
+	// names its account with ?account=, which may be left out when there
+	// is one (or none: then the account "default", whose orders wait for
+	// a BTS source to be configured).
+	BTSAccounts []string
 }
 
 // Handler serves the admin API.
@@ -120,6 +123,25 @@ func (h *Handler) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], h.tokenSum[:]) == 1
 }
 
+// btsSource returns the watch-list a request is about: its ?account=, or
+// the only BTS account. It answers the request itself when it cannot tell.
+func (h *Handler) btsSource(w http.ResponseWriter, r *http.Request) (string, bool) {
+	account := r.URL.Query().Get("account")
+	switch {
+	case account == "" && len(h.cfg.BTSAccounts) == 0:
+		return bts.SourceID(bts.DefaultAccount), true
+	case account == "" && len(h.cfg.BTSAccounts) == 1:
+		return bts.SourceID(h.cfg.BTSAccounts[0]), true
+	case account == "":
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("several BTS accounts run here (%s): name one with ?account=", strings.Join(h.cfg.BTSAccounts, ", ")))
+		return "", false
+	case !slices.Contains(h.cfg.BTSAccounts, account) && !(len(h.cfg.BTSAccounts) == 0 && account == bts.DefaultAccount):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no BTS account %s runs here", quote(account)))
+		return "", false
+	}
+	return bts.SourceID(account), true
+}
+
 // trackRequest is the body of POST /v1/bts/orders.
 type trackRequest struct {
 	OrderIDs []string `json:"order_ids"`
@@ -153,7 +175,11 @@ func (h *Handler) track(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	added, err := h.store.Track(r.Context(), h.cfg.BTSSourceID, ids)
+	src, ok := h.btsSource(w, r)
+	if !ok {
+		return
+	}
+	added, err := h.store.Track(r.Context(), src, ids)
 	if err != nil {
 		h.internalError(w, "track bts orders", err)
 		return
@@ -162,7 +188,7 @@ func (h *Handler) track(w http.ResponseWriter, r *http.Request) {
 	for _, id := range added {
 		isAdded[id] = true
 	}
-	resp := trackResponse{Source: h.cfg.BTSSourceID, Added: added, AlreadyTracked: []string{}}
+	resp := trackResponse{Source: src, Added: added, AlreadyTracked: []string{}}
 	if resp.Added == nil {
 		resp.Added = []string{}
 	}
@@ -175,7 +201,7 @@ func (h *Handler) track(w http.ResponseWriter, r *http.Request) {
 	if len(added) > 0 {
 		status = http.StatusCreated
 	}
-	h.log.Info("admin: tracked BTS orders", zap.String("source", h.cfg.BTSSourceID),
+	h.log.Info("admin: tracked BTS orders", zap.String("source", src),
 		zap.Int("added", len(added)), zap.Int("already_tracked", len(resp.AlreadyTracked)))
 	writeJSON(w, status, resp)
 }
@@ -216,7 +242,11 @@ func (h *Handler) untrack(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s is not a BTS order id", quote(id)))
 		return
 	}
-	removed, err := h.store.Untrack(r.Context(), h.cfg.BTSSourceID, []string{id})
+	src, ok := h.btsSource(w, r)
+	if !ok {
+		return
+	}
+	removed, err := h.store.Untrack(r.Context(), src, []string{id})
 	if err != nil {
 		h.internalError(w, "untrack bts order", err)
 		return
@@ -225,8 +255,8 @@ func (h *Handler) untrack(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("order %s is not tracked", id))
 		return
 	}
-	h.log.Info("admin: untracked a BTS order", zap.String("source", h.cfg.BTSSourceID), zap.String("order_id", id))
-	writeJSON(w, http.StatusOK, untrackResponse{Source: h.cfg.BTSSourceID, Removed: id})
+	h.log.Info("admin: untracked a BTS order", zap.String("source", src), zap.String("order_id", id))
+	writeJSON(w, http.StatusOK, untrackResponse{Source: src, Removed: id})
 }
 
 // Order is one watch-list entry as the API shows it.
@@ -285,8 +315,12 @@ type listResponse struct {
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	src, ok := h.btsSource(w, r)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
-	lq := watchlist.ListQuery{SourceID: h.cfg.BTSSourceID, State: watchlist.State(q.Get("state")), After: q.Get("after"), Limit: DefaultListLimit}
+	lq := watchlist.ListQuery{SourceID: src, State: watchlist.State(q.Get("state")), After: q.Get("after"), Limit: DefaultListLimit}
 	if lq.State != "" && !lq.State.Valid() {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("state must be active, terminal or not_found, got %s", quote(string(lq.State))))
 		return
@@ -308,7 +342,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.internalError(w, "list bts orders", err)
 		return
 	}
-	resp := listResponse{Source: h.cfg.BTSSourceID, Orders: make([]Order, len(orders))}
+	resp := listResponse{Source: src, Orders: make([]Order, len(orders))}
 	for i, o := range orders {
 		resp.Orders[i] = OrderOf(o)
 	}

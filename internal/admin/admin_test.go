@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +30,7 @@ const (
 func newServer(t *testing.T, tok string) (*httptest.Server, *watchlist.Store) {
 	t.Helper()
 	store := pgtest.Open(t).Watchlist
-	h := admin.New(admin.Config{Token: secret.New(tok), BTSSourceID: src}, store, zaptest.NewLogger(t))
+	h := admin.New(admin.Config{Token: secret.New(tok), BTSAccounts: []string{"shop"}}, store, zaptest.NewLogger(t))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, store
@@ -233,7 +234,7 @@ func (failingStore) List(context.Context, watchlist.ListQuery) ([]watchlist.Orde
 
 func TestStoreErrorsAreNotExposed(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSSourceID: src}, failingStore{}, zaptest.NewLogger(t)))
+	srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: []string{"shop"}}, failingStore{}, zaptest.NewLogger(t)))
 	t.Cleanup(srv.Close)
 	for _, r := range []struct{ method, path, body string }{
 		{"POST", "/v1/bts/orders", `{"order_ids":["1"]}`},
@@ -243,5 +244,42 @@ func TestStoreErrorsAreNotExposed(t *testing.T) {
 		status, body, _ := call(t, srv, r.method, r.path, bearer, r.body)
 		require.Equal(t, http.StatusInternalServerError, status)
 		require.Equal(t, "internal error; see the ingestd log", body["error"])
+	}
+}
+
+// TestAccountSelection: with several BTS accounts a request names its
+// account; with one it may leave it out; an account that does not run here
+// is refused.
+func TestAccountSelection(t *testing.T) {
+	t.Parallel()
+	store := pgtest.Open(t).Watchlist
+	tests := []struct {
+		name       string
+		accounts   []string
+		query      string
+		wantStatus int
+		wantSource string
+	}{
+		{"the only account", []string{"shop"}, "", http.StatusCreated, "bts/shop"},
+		{"the only account, named", []string{"shop"}, "?account=shop", http.StatusCreated, "bts/shop"},
+		{"one of several", []string{"shop", "tashkent"}, "?account=tashkent", http.StatusCreated, "bts/tashkent"},
+		{"several, none named", []string{"shop", "tashkent"}, "", http.StatusBadRequest, ""},
+		{"an account not running here", []string{"shop"}, "?account=other", http.StatusNotFound, ""},
+		{"no BTS source: the default account", nil, "", http.StatusCreated, "bts/default"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: tc.accounts}, store, zaptest.NewLogger(t)))
+			t.Cleanup(srv.Close)
+			body := fmt.Sprintf(`{"order_ids": ["sel-%d"]}`, i)
+			status, resp, _ := call(t, srv, http.MethodPost, "/v1/bts/orders"+tc.query, "Bearer "+token, body)
+			require.Equal(t, tc.wantStatus, status, "%v", resp)
+			if tc.wantSource != "" {
+				require.Equal(t, tc.wantSource, resp["source"])
+			} else {
+				require.Contains(t, resp["error"], "account")
+			}
+		})
 	}
 }

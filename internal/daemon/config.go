@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -26,6 +27,7 @@ import (
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sources"
 	"github.com/ingestd/ingestd/internal/yandex"
 )
 
@@ -37,6 +39,14 @@ type Config struct {
 	// BTS is the BTS Express source: its client and its watch-list
 	// schedule.
 	BTS bts.Config
+	// SourcesFile lists more sources (INGESTD_SOURCES_FILE, default
+	// unset): Yandex accounts and BTS logins, whose optional settings
+	// default to Yandex's and BTS's above. The sources described by
+	// Yandex and BTS, when enabled, run beside them.
+	SourcesFile string
+	// Getenv looks up the variables a sources file names for its secrets;
+	// nil means os.Getenv.
+	Getenv func(string) string
 	// AdminToken authenticates the admin API (INGESTD_ADMIN_TOKEN,
 	// default unset: the API refuses every request).
 	AdminToken secret.String
@@ -90,6 +100,38 @@ type UpstreamConfig struct {
 	CABundle string
 }
 
+// Sources returns every source to run: the one INGESTD_YANDEX_* describes
+// and the one INGESTD_BTS_* describes, when enabled, then those of the
+// sources file. The same id twice is an error.
+func (c Config) Sources() ([]sources.Source, error) {
+	var out []sources.Source
+	if c.Yandex.Enabled() {
+		out = append(out, sources.Source{Provider: sources.ProviderYandex, Yandex: c.Yandex})
+	}
+	if c.BTS.Enabled() {
+		out = append(out, sources.Source{Provider: sources.ProviderBTS, BTS: c.BTS})
+	}
+	if c.SourcesFile == "" {
+		return out, nil
+	}
+	getenv := c.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	fromFile, err := sources.Read(c.SourcesFile, sources.Defaults{Yandex: c.Yandex, BTS: c.BTS}, getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range fromFile {
+		for _, o := range out {
+			if o.ID() == s.ID() {
+				return nil, fmt.Errorf("%s: %s: source %s is also described by the INGESTD_%s_* settings; list it once", sources.EnvFile, c.SourcesFile, s.ID(), strings.ToUpper(s.Provider))
+			}
+		}
+	}
+	return append(out, fromFile...), nil
+}
+
 // DefaultConfig returns every component's defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -123,8 +165,14 @@ func defaultInstanceID() string {
 // environment variable.
 func (c Config) Validate() error {
 	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate(), c.Backoff.Validate()}
-	if c.BTS.Enabled() {
-		errs = append(errs, watch.CheckClaimTimeout(c.BTS.Schedule, c.Backoff))
+	srcs, err := c.Sources()
+	errs = append(errs, err)
+	for _, s := range srcs {
+		if s.Provider == sources.ProviderBTS {
+			if err := watch.CheckClaimTimeout(s.BTS.Schedule, c.Backoff); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", s.ID(), err))
+			}
+		}
 	}
 	if _, err := failpoint.Parse(c.Failpoints); err != nil {
 		errs = append(errs, err)
@@ -140,8 +188,8 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout > 0 && c.Lease.TTL > 0 && c.ShutdownTimeout < 2*time.Second {
 		errs = append(errs, fmt.Errorf("INGESTD_SHUTDOWN_TIMEOUT: must be at least 2s to drain, got %s", c.ShutdownTimeout))
 	}
-	if !c.Yandex.Enabled() && !c.BTS.Enabled() {
-		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN (Yandex journal) and/or INGESTD_BTS_LOGIN with INGESTD_BTS_PASSWORD (BTS watch-list)"))
+	if err == nil && len(srcs) == 0 {
+		errs = append(errs, errors.New("no source configured: set INGESTD_YANDEX_TOKEN (Yandex journal) and/or INGESTD_BTS_LOGIN with INGESTD_BTS_PASSWORD (BTS watch-list), or list sources in INGESTD_SOURCES_FILE"))
 	}
 	if c.HTTP.enabled() {
 		if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {

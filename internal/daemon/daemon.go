@@ -28,6 +28,7 @@ import (
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/service"
+	"github.com/ingestd/ingestd/internal/sources"
 	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/watchlist"
 	"github.com/ingestd/ingestd/internal/yandex"
@@ -69,6 +70,8 @@ type Daemon struct {
 	// them start before the topic is known; the rest wait for it.
 	services    []service.Service
 	beforeKafka int
+	// sourceIDs are the sources this daemon runs, for its start-up line.
+	sourceIDs []string
 }
 
 // New validates cfg (a *ConfigError says what is wrong), connects to
@@ -128,57 +131,34 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		Now:           cfg.Now,
 	}
 
-	var sources service.Group
-	if cfg.Yandex.Enabled() {
-		hc, err := cfg.Upstream.httpClient(0)
-		if err != nil {
-			return err
-		}
-		client, err := yandex.NewClient(cfg.Yandex, hc)
-		if err != nil {
-			return err
-		}
-		jp, err := journal.New(journal.Config{
-			SourceID:     cfg.Yandex.SourceID(),
-			Account:      cfg.Yandex.Account,
-			PollInterval: cfg.Yandex.PollInterval,
-			Loop:         loop,
-			Failpoints:   fps,
-		}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex"), Metrics: pm})
-		if err != nil {
-			return err
-		}
-		// One instance walks a journal at a time: the poller runs under
-		// the source's lease.
-		r, err := lease.NewRunner(lease.Source(cfg.Yandex.SourceID()), cfg.Lease, st.Leases, jp.Run, d.log.Named("yandex"), lm)
-		if err != nil {
-			return err
-		}
-		sources = append(sources, r)
+	srcs, err := cfg.Sources()
+	if err != nil {
+		return &ConfigError{Err: err}
 	}
-	if cfg.BTS.Enabled() {
-		hc, err := cfg.Upstream.httpClient(cfg.BTS.Schedule.Concurrency)
-		if err != nil {
-			return err
+	var (
+		running     service.Group
+		btsAccounts []string
+	)
+	for _, src := range srcs {
+		switch src.Provider {
+		case sources.ProviderYandex:
+			r, err := d.yandexSource(src.Yandex, st, pub, loop, lm, pm, fps)
+			if err != nil {
+				return fmt.Errorf("source %s: %w", src.ID(), err)
+			}
+			running = append(running, r)
+		case sources.ProviderBTS:
+			wp, err := d.btsSource(src.BTS, st, pub, loop, pm)
+			if err != nil {
+				return fmt.Errorf("source %s: %w", src.ID(), err)
+			}
+			running = append(running, wp)
+			btsAccounts = append(btsAccounts, src.BTS.Account)
 		}
-		client, err := bts.NewClient(cfg.BTS, hc)
-		if err != nil {
-			return err
-		}
-		// The watch-list poller runs on every instance, without a lease:
-		// claims are taken with SKIP LOCKED and every write is
-		// compare-and-set per order, so replicas share the work instead
-		// of standing by.
-		wp, err := watch.New(watch.Config{
-			SourceID: cfg.BTS.SourceID(),
-			Account:  cfg.BTS.Account,
-			Schedule: cfg.BTS.Schedule,
-			Loop:     loop,
-		}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts"), Metrics: pm})
-		if err != nil {
-			return err
-		}
-		sources = append(sources, wp)
+	}
+	d.sourceIDs = make([]string, len(srcs))
+	for i, src := range srcs {
+		d.sourceIDs[i] = src.ID()
 	}
 	publisher, err := lease.NewRunner(lease.Publisher, cfg.Lease, st.Leases, pub.Run, d.log.Named("publish"), lm)
 	if err != nil {
@@ -190,7 +170,7 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		if err != nil {
 			return fmt.Errorf("listen on INGESTD_HTTP_ADDR %s: %w", cfg.HTTP.Addr, err)
 		}
-		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSSourceID: cfg.BTS.SourceID()}, st.Watchlist, d.log.Named("admin"))
+		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSAccounts: btsAccounts}, st.Watchlist, d.log.Named("admin"))
 		d.http = newHTTPServer(ln, d.handler(ad))
 		d.services = append(d.services, d.http)
 	}
@@ -199,8 +179,54 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	// writers start and until they have stopped.
 	d.services = append(d.services, &stallBreaker{outbox: st.Outbox, log: d.log.Named("outbox")})
 	d.beforeKafka = len(d.services)
-	d.services = append(d.services, publisher, sources)
+	d.services = append(d.services, publisher, running)
 	return nil
+}
+
+// yandexSource builds a Yandex journal source: its client and its poller,
+// which runs under the source's lease, so that one instance walks a
+// journal at a time.
+func (d *Daemon) yandexSource(yc yandex.Config, st *storage.Stores, pub *publish.Publisher, loop poller.Loop, lm *lease.Metrics, pm *poller.Metrics, fps *failpoint.Set) (service.Service, error) {
+	hc, err := d.cfg.Upstream.httpClient(0)
+	if err != nil {
+		return nil, err
+	}
+	client, err := yandex.NewClient(yc, hc)
+	if err != nil {
+		return nil, err
+	}
+	jp, err := journal.New(journal.Config{
+		SourceID:     yc.SourceID(),
+		Account:      yc.Account,
+		PollInterval: yc.PollInterval,
+		Loop:         loop,
+		Failpoints:   fps,
+	}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex").With(zap.String("source", yc.SourceID())), Metrics: pm})
+	if err != nil {
+		return nil, err
+	}
+	return lease.NewRunner(lease.Source(yc.SourceID()), d.cfg.Lease, st.Leases, jp.Run, d.log.Named("yandex").With(zap.String("source", yc.SourceID())), lm)
+}
+
+// btsSource builds a BTS Express source: its client and its watch-list
+// poller. The poller runs on every instance, without a lease: claims are
+// taken with SKIP LOCKED and every write is compare-and-set per order, so
+// replicas share the work instead of standing by.
+func (d *Daemon) btsSource(bc bts.Config, st *storage.Stores, pub *publish.Publisher, loop poller.Loop, pm *poller.Metrics) (service.Service, error) {
+	hc, err := d.cfg.Upstream.httpClient(bc.Schedule.Concurrency)
+	if err != nil {
+		return nil, err
+	}
+	client, err := bts.NewClient(bc, hc)
+	if err != nil {
+		return nil, err
+	}
+	return watch.New(watch.Config{
+		SourceID: bc.SourceID(),
+		Account:  bc.Account,
+		Schedule: bc.Schedule,
+		Loop:     loop,
+	}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts").With(zap.String("source", bc.SourceID())), Metrics: pm})
 }
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".
@@ -253,7 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.log.Info("ingestd running; competing for leases",
-		zap.Bool("yandex", d.cfg.Yandex.Enabled()), zap.Bool("bts", d.cfg.BTS.Enabled()), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.Strings("sources", d.sourceIDs), zap.String("topic", d.cfg.Kafka.Topic),
 		zap.Bool("kafka_tls", d.cfg.Kafka.Conn.UsesTLS()), zap.String("kafka_sasl", d.cfg.Kafka.Conn.SASLMechanism), zap.String("kafka_compression", d.cfg.Kafka.Compression),
 		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 
