@@ -92,6 +92,7 @@ var exportedMetrics = map[string]metricInfo{
 	"ingestd_publish_readbacks_total":      {counter, nil},
 	"ingestd_publish_unknown_writes_total": {counter, nil},
 	"ingestd_kafka_bytes_sent_total":       {counter, nil},
+	"ingestd_config_reload_failures_total": {counter, nil},
 	// The BTS Express watch-list poller.
 	"ingestd_bts_polls_total":                          {counter, []string{"source", "outcome"}},
 	"ingestd_bts_status_skips_total":                   {counter, []string{"source", "from", "to"}},

@@ -62,11 +62,11 @@ type Config struct {
 	// Token is the bearer token every request must carry
 	// (INGESTD_ADMIN_TOKEN); empty disables the API.
 	Token secret.String
-	// BTSAccounts are the BTS accounts this deployment runs; a request
+	// BTSAccounts returns the BTS accounts running now; a request
 	// names its account with ?account=, which may be left out when there
 	// is one (or none: then the account "default", whose orders wait for
 	// a BTS source to be configured).
-	BTSAccounts []string
+	BTSAccounts func() []string
 }
 
 // Handler serves the admin API.
@@ -127,15 +127,19 @@ func (h *Handler) authorized(r *http.Request) bool {
 // the only BTS account. It answers the request itself when it cannot tell.
 func (h *Handler) btsSource(w http.ResponseWriter, r *http.Request) (string, bool) {
 	account := r.URL.Query().Get("account")
+	var accounts []string
+	if h.cfg.BTSAccounts != nil {
+		accounts = h.cfg.BTSAccounts()
+	}
 	switch {
-	case account == "" && len(h.cfg.BTSAccounts) == 0:
+	case account == "" && len(accounts) == 0:
 		return bts.SourceID(bts.DefaultAccount), true
-	case account == "" && len(h.cfg.BTSAccounts) == 1:
-		return bts.SourceID(h.cfg.BTSAccounts[0]), true
+	case account == "" && len(accounts) == 1:
+		return bts.SourceID(accounts[0]), true
 	case account == "":
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("several BTS accounts run here (%s): name one with ?account=", strings.Join(h.cfg.BTSAccounts, ", ")))
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("several BTS accounts run here (%s): name one with ?account=", strings.Join(accounts, ", ")))
 		return "", false
-	case !slices.Contains(h.cfg.BTSAccounts, account) && !(len(h.cfg.BTSAccounts) == 0 && account == bts.DefaultAccount):
+	case !slices.Contains(accounts, account) && !(len(accounts) == 0 && account == bts.DefaultAccount):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no BTS account %s runs here", quote(account)))
 		return "", false
 	}

@@ -30,7 +30,7 @@ const (
 func newServer(t *testing.T, tok string) (*httptest.Server, *watchlist.Store) {
 	t.Helper()
 	store := pgtest.Open(t).Watchlist
-	h := admin.New(admin.Config{Token: secret.New(tok), BTSAccounts: []string{"shop"}}, store, zaptest.NewLogger(t))
+	h := admin.New(admin.Config{Token: secret.New(tok), BTSAccounts: func() []string { return []string{"shop"} }}, store, zaptest.NewLogger(t))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, store
@@ -234,7 +234,7 @@ func (failingStore) List(context.Context, watchlist.ListQuery) ([]watchlist.Orde
 
 func TestStoreErrorsAreNotExposed(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: []string{"shop"}}, failingStore{}, zaptest.NewLogger(t)))
+	srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: func() []string { return []string{"shop"} }}, failingStore{}, zaptest.NewLogger(t)))
 	t.Cleanup(srv.Close)
 	for _, r := range []struct{ method, path, body string }{
 		{"POST", "/v1/bts/orders", `{"order_ids":["1"]}`},
@@ -270,7 +270,7 @@ func TestAccountSelection(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: tc.accounts}, store, zaptest.NewLogger(t)))
+			srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), BTSAccounts: func() []string { return tc.accounts }}, store, zaptest.NewLogger(t)))
 			t.Cleanup(srv.Close)
 			body := fmt.Sprintf(`{"order_ids": ["sel-%d"]}`, i)
 			status, resp, _ := call(t, srv, http.MethodPost, "/v1/bts/orders"+tc.query, "Bearer "+token, body)

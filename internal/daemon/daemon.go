@@ -70,8 +70,10 @@ type Daemon struct {
 	// them start before the topic is known; the rest wait for it.
 	services    []service.Service
 	beforeKafka int
-	// sourceIDs are the sources this daemon runs, for its start-up line.
+	// sourceIDs are the sources this daemon runs at start, for its
+	// start-up line.
 	sourceIDs []string
+	sources   *sourceSet
 }
 
 // New validates cfg (a *ConfigError says what is wrong), connects to
@@ -135,31 +137,16 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
-	var (
-		running     service.Group
-		btsAccounts []string
-	)
-	for _, src := range srcs {
-		switch src.Provider {
-		case sources.ProviderYandex:
-			r, err := d.yandexSource(src.Yandex, st, pub, loop, lm, pm, fps)
-			if err != nil {
-				return fmt.Errorf("source %s: %w", src.ID(), err)
-			}
-			running = append(running, r)
-		case sources.ProviderBTS:
-			wp, err := d.btsSource(src.BTS, st, pub, loop, pm)
-			if err != nil {
-				return fmt.Errorf("source %s: %w", src.ID(), err)
-			}
-			running = append(running, wp)
-			btsAccounts = append(btsAccounts, src.BTS.Account)
-		}
-	}
 	d.sourceIDs = make([]string, len(srcs))
 	for i, src := range srcs {
 		d.sourceIDs[i] = src.ID()
 	}
+	d.sources = newSourceSet(cfg, func(src sources.Source) (service.Service, error) {
+		if src.Provider == sources.ProviderYandex {
+			return d.yandexSource(src.Yandex, st, pub, loop, lm, pm, fps)
+		}
+		return d.btsSource(src.BTS, st, pub, loop, pm)
+	}, d.log.Named("sources"), d.reg)
 	publisher, err := lease.NewRunner(lease.Publisher, cfg.Lease, st.Leases, pub.Run, d.log.Named("publish"), lm)
 	if err != nil {
 		return err
@@ -170,7 +157,7 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		if err != nil {
 			return fmt.Errorf("listen on INGESTD_HTTP_ADDR %s: %w", cfg.HTTP.Addr, err)
 		}
-		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSAccounts: btsAccounts}, st.Watchlist, d.log.Named("admin"))
+		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSAccounts: d.sources.BTSAccounts}, st.Watchlist, d.log.Named("admin"))
 		d.http = newHTTPServer(ln, d.handler(ad))
 		d.services = append(d.services, d.http)
 	}
@@ -179,9 +166,13 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	// writers start and until they have stopped.
 	d.services = append(d.services, &stallBreaker{outbox: st.Outbox, log: d.log.Named("outbox")})
 	d.beforeKafka = len(d.services)
-	d.services = append(d.services, publisher, running)
+	d.services = append(d.services, publisher, d.sources)
 	return nil
 }
+
+// Reload reads the sources again (SIGHUP): new ones start, removed ones
+// stop, changed ones restart. It never blocks.
+func (d *Daemon) Reload() { d.sources.Reload() }
 
 // yandexSource builds a Yandex journal source: its client and its poller,
 // which runs under the source's lease, so that one instance walks a
@@ -201,11 +192,29 @@ func (d *Daemon) yandexSource(yc yandex.Config, st *storage.Stores, pub *publish
 		PollInterval: yc.PollInterval,
 		Loop:         loop,
 		Failpoints:   fps,
-	}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex").With(zap.String("source", yc.SourceID())), Metrics: pm})
+	}, journal.Deps{Client: client, Cursors: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("yandex"), Metrics: pm})
 	if err != nil {
 		return nil, err
 	}
-	return lease.NewRunner(lease.Source(yc.SourceID()), d.cfg.Lease, st.Leases, jp.Run, d.log.Named("yandex").With(zap.String("source", yc.SourceID())), lm)
+	r, err := lease.NewRunner(lease.Source(yc.SourceID()), d.cfg.Lease, st.Leases, jp.Run, d.log.Named("yandex").With(zap.String("source", yc.SourceID())), lm)
+	if err != nil {
+		jp.Unregister()
+		return nil, err
+	}
+	return unregistering{Service: r, unregister: jp.Unregister}, nil
+}
+
+// unregistering is a source's service that removes the source's own
+// metrics once stopped, so that the source can start again (with new
+// settings) and register its own.
+type unregistering struct {
+	service.Service
+	unregister func()
+}
+
+func (u unregistering) Stop() {
+	u.Service.Stop()
+	u.unregister()
 }
 
 // btsSource builds a BTS Express source: its client and its watch-list
@@ -221,12 +230,16 @@ func (d *Daemon) btsSource(bc bts.Config, st *storage.Stores, pub *publish.Publi
 	if err != nil {
 		return nil, err
 	}
-	return watch.New(watch.Config{
+	wp, err := watch.New(watch.Config{
 		SourceID: bc.SourceID(),
 		Account:  bc.Account,
 		Schedule: bc.Schedule,
 		Loop:     loop,
-	}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts").With(zap.String("source", bc.SourceID())), Metrics: pm})
+	}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts"), Metrics: pm})
+	if err != nil {
+		return nil, err
+	}
+	return unregistering{Service: wp, unregister: wp.Unregister}, nil
 }
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".

@@ -105,6 +105,9 @@ type Poller struct {
 	// lastAdvance is when the cursor last moved (unix nanos), for the
 	// cursor age gauge.
 	lastAdvance atomic.Int64
+	// age is the cursor age gauge, registered on reg until Unregister.
+	age prometheus.Collector
+	reg prometheus.Registerer
 }
 
 // New returns a poller for cfg, filling in defaults; Run starts it.
@@ -123,18 +126,24 @@ func New(cfg Config, d Deps) (*Poller, error) {
 		backlog: poller.NewBacklogBound(cfg.MaxBacklog, d.Backlog, src),
 	}
 	p.lastAdvance.Store(cfg.Now().UnixNano())
-	err := d.Metrics.Registerer().Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	p.reg = d.Metrics.Registerer()
+	p.age = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name:        "ingestd_cursor_age_seconds",
 		Help:        "Seconds since the source's cursor last advanced.",
 		ConstLabels: prometheus.Labels{"source": cfg.SourceID},
 	}, func() float64 {
 		return p.cfg.Now().Sub(time.Unix(0, p.lastAdvance.Load())).Seconds()
-	}))
-	if err != nil {
+	})
+	if err := p.reg.Register(p.age); err != nil {
 		return nil, fmt.Errorf("journal poller of %s: %w", cfg.SourceID, err)
 	}
 	return p, nil
 }
+
+// Unregister removes the poller's own metrics (the cursor age, which reads
+// this poller), so that a source restarted with new settings registers its
+// own; the per-source counters are shared and stay.
+func (p *Poller) Unregister() { p.reg.Unregister(p.age) }
 
 // Halted returns why the source halted in its current run, or nil.
 func (p *Poller) Halted() *poller.HaltError { return p.src.Halted() }

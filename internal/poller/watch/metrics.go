@@ -91,16 +91,18 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 
 // registerAuth exports the client's counts of logins and token refreshes
 // for source: they show token trouble before it becomes a halt.
-func (m *metrics) registerAuth(reg prometheus.Registerer, source string, stats func() bts.AuthStats) {
+func (m *metrics) registerAuth(reg prometheus.Registerer, source string, stats func() bts.AuthStats) []prometheus.Collector {
+	var out []prometheus.Collector
 	for kind, get := range map[string]func(bts.AuthStats) int64{
 		"login":           func(s bts.AuthStats) int64 { return s.Logins },
 		"refresh":         func(s bts.AuthStats) int64 { return s.Refreshes },
 		"refresh_failure": func(s bts.AuthStats) int64 { return s.RefreshFailures },
 	} {
-		register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		out = append(out, register(reg, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "ingestd_bts_auth_total",
 			Help:        "BTS logins, token refreshes and refreshes that failed and fell back to a login.",
 			ConstLabels: prometheus.Labels{"source": source, "kind": kind},
-		}, func() float64 { return float64(get(stats())) }))
+		}, func() float64 { return float64(get(stats())) })))
 	}
+	return out
 }

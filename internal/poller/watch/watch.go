@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -93,6 +94,10 @@ const (
 // service.Service.
 type Poller struct {
 	service.Base
+	// auth are the auth count collectors, registered on reg until
+	// Unregister.
+	auth        []prometheus.Collector
+	reg         prometheus.Registerer
 	cfg         Config
 	client      Client
 	store       Store
@@ -146,8 +151,18 @@ func New(cfg Config, d Deps) (*Poller, error) {
 		backlog:     poller.NewBacklogBound(cfg.MaxBacklog, d.Backlog, src),
 	}
 	p.dict.Store(&dictionary{})
-	p.bm.registerAuth(d.Metrics.Registerer(), cfg.SourceID, d.Client.AuthStats)
+	p.reg = d.Metrics.Registerer()
+	p.auth = p.bm.registerAuth(p.reg, cfg.SourceID, d.Client.AuthStats)
 	return p, nil
+}
+
+// Unregister removes the poller's own metrics (the auth counts, which read
+// this poller's client), so that a source restarted with new settings
+// registers its own.
+func (p *Poller) Unregister() {
+	for _, c := range p.auth {
+		p.reg.Unregister(c)
+	}
 }
 
 // result is what became of one claimed order, for the committer.
