@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -93,6 +94,8 @@ var exportedMetrics = map[string]metricInfo{
 	"ingestd_publish_unknown_writes_total": {counter, nil},
 	"ingestd_kafka_bytes_sent_total":       {counter, nil},
 	"ingestd_config_reload_failures_total": {counter, nil},
+	"ingestd_sources_held":                 {gauge, nil},
+	"ingestd_instances_live":               {gauge, nil},
 	// The BTS Express watch-list poller.
 	"ingestd_bts_polls_total":                          {counter, []string{"source", "outcome"}},
 	"ingestd_bts_status_skips_total":                   {counter, []string{"source", "from", "to"}},
@@ -448,11 +451,19 @@ type rendered struct {
 	labelsOf    map[string]labels.Set
 }
 
+// kustomizeMu serializes kustomize runs: kyaml loads its OpenAPI schema
+// into package globals on first use without a lock, which the race
+// detector reports when two tests render at once (a strategic-merge patch
+// triggers the load).
+var kustomizeMu sync.Mutex
+
 // build runs kustomize (its Go API, as `kubectl apply -k` does) on dir and
 // decodes every resulting object strictly.
 func build(t *testing.T, dir string) *rendered {
 	t.Helper()
+	kustomizeMu.Lock()
 	resMap, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	kustomizeMu.Unlock()
 	require.NoError(t, err)
 	r := &rendered{
 		deployments: map[string]*appsv1.Deployment{}, jobs: map[string]*batchv1.Job{},

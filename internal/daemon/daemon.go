@@ -146,7 +146,7 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 			return d.yandexSource(src.Yandex, st, pub, loop, lm, pm, fps)
 		}
 		return d.btsSource(src.BTS, st, pub, loop, pm)
-	}, d.log.Named("sources"), d.reg)
+	}, st.Leases, d.log.Named("sources"), d.reg)
 	publisher, err := lease.NewRunner(lease.Publisher, cfg.Lease, st.Leases, pub.Run, d.log.Named("publish"), lm)
 	if err != nil {
 		return err
@@ -201,7 +201,20 @@ func (d *Daemon) yandexSource(yc yandex.Config, st *storage.Stores, pub *publish
 		jp.Unregister()
 		return nil, err
 	}
-	return unregistering{Service: r, unregister: jp.Unregister}, nil
+	return leasedJournal{Runner: r, unregister: jp.Unregister}, nil
+}
+
+// leasedJournal is a journal source's lease runner, which removes the
+// source's own metrics once stopped, so that the source can start again
+// (with new settings) and register its own.
+type leasedJournal struct {
+	*lease.Runner
+	unregister func()
+}
+
+func (l leasedJournal) Stop() {
+	l.Runner.Stop()
+	l.unregister()
 }
 
 // unregistering is a source's service that removes the source's own

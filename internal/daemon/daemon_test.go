@@ -81,12 +81,18 @@ type running struct {
 
 func (s *stack) start(t *testing.T) *running {
 	t.Helper()
+	return s.startWith(t, s.cfg)
+}
+
+// startWith starts a daemon on the stack with cfg.
+func (s *stack) startWith(t *testing.T, cfg daemon.Config) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := s.log
 	if log == nil {
 		log = zaptest.NewLogger(t)
 	}
-	d, err := daemon.New(ctx, s.cfg, log)
+	d, err := daemon.New(ctx, cfg, log)
 	require.NoError(t, err)
 	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- d.Run(ctx) }()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,9 +42,27 @@ type sourceSet struct {
 	// failures counts configurations refused on reload.
 	failures prometheus.Counter
 	reload   chan struct{}
+	// instances keeps this instance's heartbeat; the number of live
+	// instances sets this instance's share of the leased sources.
+	instances heartbeats
+	heldGauge prometheus.Gauge
+	liveGauge prometheus.Gauge
+	live      atomic.Int64
+	// minOther is the fewest source leases another live instance held at
+	// the last heartbeat (-1: no other instance).
+	minOther atomic.Int64
+
+	// mu guards leased and notBefore, which the runners' admission checks
+	// read from their own goroutines.
+	mu     sync.Mutex
+	leased map[string]leasedSource
+	// notBefore keeps a source this instance gave up from being taken
+	// back by it at once, so that another instance takes it.
+	notBefore map[string]time.Time
 
 	// Used only by the run goroutine.
 	running map[string]*runningSource
+	current []sources.Source
 	lastErr string
 	// btsAccounts are the running BTS sources' accounts, read by the admin
 	// API's requests.
@@ -55,9 +74,23 @@ type runningSource struct {
 	fingerprint string
 }
 
+// leasedSource is a source that runs under its lease (a Yandex journal):
+// the instances share these.
+type leasedSource interface {
+	service.Service
+	SetAdmit(func() bool)
+	Holding() bool
+}
+
+// heartbeats is what the source set needs of the instances table.
+type heartbeats interface {
+	Heartbeat(ctx context.Context, holder string, ttl time.Duration) (map[string]int, error)
+	Forget(ctx context.Context, holder string) error
+}
+
 var _ service.Service = (*sourceSet)(nil)
 
-func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error), log *zap.Logger, reg prometheus.Registerer) *sourceSet {
+func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error), instances heartbeats, log *zap.Logger, reg prometheus.Registerer) *sourceSet {
 	s := &sourceSet{
 		cfg:   cfg,
 		build: build,
@@ -66,11 +99,125 @@ func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error
 			Name: "ingestd_config_reload_failures_total",
 			Help: "Re-reads of the sources file (on a change or SIGHUP) refused because it did not validate; the running sources carried on.",
 		}),
-		reload:  make(chan struct{}, 1),
-		running: map[string]*runningSource{},
+		reload:    make(chan struct{}, 1),
+		running:   map[string]*runningSource{},
+		instances: instances,
+		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ingestd_sources_held",
+			Help: "Sources whose lease this instance holds now (Yandex journals; BTS sources run on every instance).",
+		}),
+		liveGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ingestd_instances_live",
+			Help: "Live ingestd instances, by their heartbeats; each holds at most ceil(leased sources / live instances).",
+		}),
+		leased:    map[string]leasedSource{},
+		notBefore: map[string]time.Time{},
 	}
-	reg.MustRegister(s.failures)
+	s.live.Store(1)
+	s.minOther.Store(-1)
+	reg.MustRegister(s.failures, s.heldGauge, s.liveGauge)
 	return s
+}
+
+// share is how many leased sources this instance may hold:
+// ceil(leased sources / live instances). s.mu must be held.
+func (s *sourceSet) share() int {
+	live := max(1, int(s.live.Load()))
+	return (len(s.leased) + live - 1) / live
+}
+
+// held counts the leased sources held now. s.mu must be held.
+func (s *sourceSet) held() int {
+	n := 0
+	for _, ls := range s.leased {
+		if ls.Holding() {
+			n++
+		}
+	}
+	return n
+}
+
+// admit is the admission check of source id's runner: below this
+// instance's share, holding no more than the least loaded other instance
+// (so that a free source goes to the one with the fewest), and not a
+// source it just gave up.
+func (s *sourceSet) admit(id string) func() bool {
+	return func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		held := s.held()
+		other := s.minOther.Load()
+		return time.Now().After(s.notBefore[id]) && held < s.share() && (other < 0 || int64(held) <= other)
+	}
+}
+
+// balance renews the heartbeat, and gives up the sources held beyond this
+// instance's share: each is stopped gracefully (its page in flight is
+// committed, its lease released) and started again, not to be taken back
+// by this instance for two lease TTLs, so that another instance takes it.
+func (s *sourceSet) balance(ctx context.Context) {
+	spread, err := s.instances.Heartbeat(ctx, s.cfg.Lease.Holder, s.cfg.Lease.TTL)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("instance heartbeat failed; keeping the last count of live instances", zap.Error(err))
+		}
+	} else {
+		s.live.Store(int64(max(1, len(spread))))
+		other := int64(-1)
+		for h, n := range spread {
+			if h != s.cfg.Lease.Holder && (other < 0 || int64(n) < other) {
+				other = int64(n)
+			}
+		}
+		s.minOther.Store(other)
+	}
+	s.mu.Lock()
+	held, share := s.held(), s.share()
+	// Beyond the share everything surplus goes; within it, one source at a
+	// time while another instance holds two fewer, so that the spread ends
+	// within one.
+	give := held - share
+	if other := s.minOther.Load(); give <= 0 && other >= 0 && int64(held) > other+1 {
+		give = 1
+	}
+	var surplus []string
+	if give > 0 {
+		ids := make([]string, 0, held)
+		for id, ls := range s.leased {
+			if ls.Holding() {
+				ids = append(ids, id)
+			}
+		}
+		slices.Sort(ids)
+		surplus = ids[len(ids)-give:]
+		for _, id := range surplus {
+			s.notBefore[id] = time.Now().Add(2 * s.cfg.Lease.TTL)
+		}
+	}
+	s.mu.Unlock()
+	s.heldGauge.Set(float64(held))
+	s.liveGauge.Set(float64(s.live.Load()))
+	for _, id := range surplus {
+		r := s.running[id]
+		if r == nil {
+			continue
+		}
+		s.log.Info("giving a source up to another instance", zap.String("source", id), zap.Int("held", held), zap.Int("share", share))
+		r.svc.Stop()
+		delete(s.running, id)
+		s.forgetLeased(id)
+	}
+	if len(surplus) > 0 {
+		if err := s.apply(ctx, s.current); err != nil {
+			s.log.Error("restarting given-up sources", zap.Error(err))
+		}
+	}
+}
+
+func (s *sourceSet) forgetLeased(id string) {
+	s.mu.Lock()
+	delete(s.leased, id)
+	s.mu.Unlock()
 }
 
 // BTSAccounts returns the accounts of the running BTS sources, for the
@@ -97,6 +244,9 @@ func (s *sourceSet) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The heartbeat first, so that the first leases are taken knowing how
+	// many instances share them.
+	s.balance(ctx)
 	if err := s.apply(ctx, srcs); err != nil {
 		s.stopAll()
 		return err
@@ -111,7 +261,18 @@ func (s *sourceSet) Start(ctx context.Context) error {
 		}
 	}
 	return s.Go(ctx, func(ctx context.Context, stop <-chan struct{}) error {
-		defer s.stopAll()
+		defer func() {
+			s.stopAll()
+			// Counted out at once, so that the others take over this
+			// instance's share without waiting for its heartbeat to expire.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := s.instances.Forget(fctx, s.cfg.Lease.Holder); err != nil {
+				s.log.Warn("forget this instance's heartbeat", zap.Error(err))
+			}
+		}()
+		tick := time.NewTicker(max(s.cfg.Lease.TTL/3, 100*time.Millisecond))
+		defer tick.Stop()
 		var events <-chan fsnotify.Event
 		var watchErrs <-chan error
 		if watcher != nil {
@@ -132,6 +293,8 @@ func (s *sourceSet) Start(ctx context.Context) error {
 				settle.Reset(reloadSettle)
 			case <-s.reload:
 				settle.Reset(0)
+			case <-tick.C:
+				s.balance(ctx)
 			case <-settle.C:
 				srcs, err := s.cfg.Sources()
 				if err != nil {
@@ -177,6 +340,7 @@ func (s *sourceSet) watch(w *fsnotify.Watcher, srcs []sources.Source) {
 
 // apply makes the running sources those of srcs.
 func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
+	s.current = srcs
 	want := make(map[string]sources.Source, len(srcs))
 	for _, src := range srcs {
 		want[src.ID()] = src
@@ -188,6 +352,7 @@ func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
 		}
 		r.svc.Stop()
 		delete(s.running, id)
+		s.forgetLeased(id)
 		if keep {
 			s.log.Info("source changed; restarting it", zap.String("source", id))
 		} else {
@@ -201,7 +366,16 @@ func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
 		}
 		svc, err := s.build(src)
 		if err == nil {
+			if ls, ok := svc.(leasedSource); ok {
+				ls.SetAdmit(s.admit(src.ID()))
+				s.mu.Lock()
+				s.leased[src.ID()] = ls
+				s.mu.Unlock()
+			}
 			err = svc.Start(ctx)
+		}
+		if err != nil {
+			s.forgetLeased(src.ID())
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("source %s: %w", src.ID(), err))
@@ -233,6 +407,9 @@ func (s *sourceSet) stopAll() {
 	}
 	g.Stop()
 	clear(s.running)
+	s.mu.Lock()
+	clear(s.leased)
+	s.mu.Unlock()
 }
 
 // fingerprint identifies a source's whole configuration, its secrets'

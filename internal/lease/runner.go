@@ -103,7 +103,20 @@ type Runner struct {
 	work  Work
 	log   *zap.Logger
 	m     *Metrics
+	// admit, when set, is asked before every attempt to take the lease;
+	// false means "not now" (this instance holds its share already).
+	admit func() bool
+	// holding is true while the lease is held.
+	holding atomic.Bool
 }
+
+// SetAdmit makes the runner ask admit before every attempt to take the
+// lease, so that instances can share many leases evenly. Call it before
+// Start.
+func (r *Runner) SetAdmit(admit func() bool) { r.admit = admit }
+
+// Holding reports whether the runner holds its lease now.
+func (r *Runner) Holding() bool { return r.holding.Load() }
 
 var _ service.Service = (*Runner)(nil)
 
@@ -136,6 +149,12 @@ func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
 			return nil
 		default:
 		}
+		if r.admit != nil && !r.admit() {
+			if !retry.Sleep(ctx, wait, stop) {
+				return nil
+			}
+			continue
+		}
 		started := r.cfg.Now()
 		l, ok, err := r.store.TryAcquire(ctx, r.name, r.cfg.Holder, r.cfg.TTL)
 		if err != nil && ctx.Err() == nil {
@@ -150,7 +169,9 @@ func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
 		h := newHeld(l, started, r.cfg.TTL, r.cfg.Now)
 		r.m.acquired(r.name, l.Epoch)
 		r.log.Info("lease acquired; this instance is now active", zap.Int64("epoch", l.Epoch))
+		r.holding.Store(true)
 		released := r.hold(ctx, h, stop)
+		r.holding.Store(false)
 		r.m.lost(r.name)
 		if released {
 			return nil

@@ -173,3 +173,52 @@ func CheckFence(ctx context.Context, tx pgx.Tx, l Lease) error {
 	}
 	return nil
 }
+
+const heartbeatSQL = `
+INSERT INTO instances (holder, expires_at) VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (holder) DO UPDATE SET expires_at = EXCLUDED.expires_at`
+
+const spreadSQL = `
+SELECT i.holder, count(l.name)
+FROM instances i
+LEFT JOIN leases l ON l.holder = i.holder AND l.expires_at > now() AND l.name LIKE 'source:%'
+WHERE i.expires_at > now()
+GROUP BY i.holder`
+
+// Heartbeat records that holder is alive for ttl more, and returns every
+// live instance (itself included) with the number of source leases it
+// holds.
+func (s *Store) Heartbeat(ctx context.Context, holder string, ttl time.Duration) (map[string]int, error) {
+	if _, err := s.db.Exec(ctx, heartbeatSQL, holder, ttl.Seconds()); err != nil {
+		return nil, fmt.Errorf("instance heartbeat: %w", err)
+	}
+	rows, err := s.db.Query(ctx, spreadSQL)
+	if err != nil {
+		return nil, fmt.Errorf("count live instances: %w", err)
+	}
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			h string
+			n int
+		)
+		if err := rows.Scan(&h, &n); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("count live instances: %w", err)
+		}
+		out[h] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count live instances: %w", err)
+	}
+	return out, nil
+}
+
+// Forget removes holder's heartbeat on a clean stop, so that the others
+// count it out at once rather than after its TTL.
+func (s *Store) Forget(ctx context.Context, holder string) error {
+	if _, err := s.db.Exec(ctx, `DELETE FROM instances WHERE holder = $1`, holder); err != nil {
+		return fmt.Errorf("forget instance: %w", err)
+	}
+	return nil
+}

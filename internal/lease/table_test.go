@@ -62,3 +62,37 @@ func TestExpiredLeaseIsTakenOver(t *testing.T) {
 	require.Greater(t, b.Epoch, a.Epoch)
 	require.ErrorIs(t, s.Leases.Renew(ctx, a, time.Minute), lease.ErrFenced)
 }
+
+// TestHeartbeatCountsLiveInstancesAndTheirSources: the heartbeat lists
+// every live instance with the source leases it holds (not the publisher
+// lease); an instance that stopped renewing drops out after its TTL, one
+// that stops cleanly at once.
+func TestHeartbeatCountsLiveInstancesAndTheirSources(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := pgtest.Open(t)
+	for _, name := range []string{lease.Source("yandex/a"), lease.Source("yandex/b"), lease.Publisher} {
+		_, ok, err := s.Leases.TryAcquire(ctx, name, "x", time.Minute)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+	_, err := s.Leases.Heartbeat(ctx, "x", time.Minute)
+	require.NoError(t, err)
+	_, err = s.Leases.Heartbeat(ctx, "short", 300*time.Millisecond)
+	require.NoError(t, err)
+	spread, err := s.Leases.Heartbeat(ctx, "y", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"x": 2, "y": 0, "short": 0}, spread)
+
+	require.Eventually(t, func() bool {
+		spread, err := s.Leases.Heartbeat(ctx, "y", time.Minute)
+		require.NoError(t, err)
+		_, alive := spread["short"]
+		return !alive
+	}, 10*time.Second, 20*time.Millisecond, "an instance that stopped renewing drops out after its TTL")
+
+	require.NoError(t, s.Leases.Forget(ctx, "x"))
+	spread, err = s.Leases.Heartbeat(ctx, "y", time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"y": 0}, spread, "a clean stop drops out at once")
+}
