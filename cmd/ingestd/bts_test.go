@@ -90,7 +90,7 @@ func TestBTSList(t *testing.T) {
 	}
 	_, err = store.Watchlist.Track(ctx, "bts/default", ids)
 	require.NoError(t, err)
-	claims, err := store.Watchlist.ClaimDue(ctx, "bts/default", 1, 60e9)
+	claims, err := store.Watchlist.ClaimDue(ctx, "bts/default", "", 1, 60e9)
 	require.NoError(t, err)
 	_, _, err = store.Watchlist.RecordObservation(ctx, "bts/default", watchlist.Observation{
 		OrderID: claims[0].OrderID, ChangeCount: 0, Token: claims[0].Token, NotFound: true,

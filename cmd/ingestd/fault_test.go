@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
@@ -10,15 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
 // procStack is the simulator, a broker and a database for real ingestd
@@ -268,4 +272,57 @@ func holders(t *testing.T, s *pgtest.Stores) map[string]int {
 		}
 	}
 	return out
+}
+
+// TestKilledInstancesBTSClaimsComeBack SIGKILLs an instance while it holds
+// BTS claims: the other instance polls those orders again once the dead
+// one's heartbeat expires (INGESTD_LEASE_TTL, 2s here), long before the
+// claims would time out (60s), and every order reaches its final status.
+func TestKilledInstancesBTSClaimsComeBack(t *testing.T) {
+	t.Parallel()
+	const orders = 200
+	s := newProcStack(t, sim.YandexConfig{Seed: 90, Backlog: 10})
+	b, err := sim.NewBTS(sim.BTSConfig{Seed: 9, Login: "ingestd", Password: "pw", Orders: orders, Speed: 27000, TokenTTL: time.Hour})
+	require.NoError(t, err)
+	// Each BTS answer takes 300ms, so that an instance always holds claims.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		b.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	ctx := context.Background()
+	_, err = s.store.Watchlist.Track(ctx, "bts/default", b.Orders())
+	require.NoError(t, err)
+	iv, err := bts.ParseIntervals("100=6h,800=4h,1100=1h,default=6h")
+	require.NoError(t, err)
+	s.kafkaEnv = append(s.kafkaEnv,
+		"INGESTD_BTS_BASE_URL="+slow.URL, "INGESTD_BTS_LOGIN=ingestd", "INGESTD_BTS_PASSWORD=pw",
+		"INGESTD_BTS_POLL_INTERVALS="+iv.Scaled(27000).String(), "INGESTD_BTS_RATE=200", "INGESTD_BTS_CONCURRENCY=8",
+		"INGESTD_BTS_CLAIM_TIMEOUT=60s", "INGESTD_BTS_IDLE_POLL=50ms")
+	a := s.spawn(t, "a")
+	conn, err := pgx.Connect(ctx, s.dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	claimedBy := func(holder string) int {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx,
+			`SELECT count(*) FROM bts_orders WHERE claimed_by = $1 AND claimed_until > now()`, holder).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return claimedBy("a") >= 4 }, 30*time.Second, 5*time.Millisecond, a.Log().String())
+	bb := s.spawn(t, "b")
+	require.NoError(t, a.Signal(syscall.SIGKILL))
+	_ = a.waitExit(t, 10*time.Second)
+	orphaned := claimedBy("a")
+	require.Positive(t, orphaned, "the killed instance died holding claims")
+	killed := time.Now()
+	require.Eventually(t, func() bool { return claimedBy("a") == 0 }, 20*time.Second, 20*time.Millisecond, bb.Log().String())
+	t.Logf("%d orders claimed by the killed instance were claimed again after %s (claim timeout 60s)", orphaned, time.Since(killed).Round(100*time.Millisecond))
+
+	require.Eventually(t, func() bool {
+		c, err := s.store.Watchlist.Count(ctx, "bts/default")
+		return err == nil && c[watchlist.Active] == 0
+	}, 120*time.Second, 50*time.Millisecond, "every order reaches its final status")
+	require.NoError(t, bb.Signal(syscall.SIGTERM))
+	require.NoError(t, bb.waitExit(t, 30*time.Second))
 }

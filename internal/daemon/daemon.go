@@ -246,6 +246,7 @@ func (d *Daemon) btsSource(bc bts.Config, st *storage.Stores, pub *publish.Publi
 	wp, err := watch.New(watch.Config{
 		SourceID: bc.SourceID(),
 		Account:  bc.Account,
+		Instance: d.cfg.Lease.Holder,
 		Schedule: bc.Schedule,
 		Loop:     loop,
 	}, watch.Deps{Client: client, Store: st.Watchlist, Halts: st.Cursors, Backlog: st.Outbox, Outbox: pub, Log: d.log.Named("bts"), Metrics: pm})

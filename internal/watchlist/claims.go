@@ -40,21 +40,38 @@ WITH due AS (
     ORDER BY next_poll_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), orphaned AS (
+    -- Claimed by an instance whose heartbeat expired (or was removed): it
+    -- died with them, so they are due now rather than at the claim's end.
+    SELECT order_id, next_poll_at FROM bts_orders o
+    WHERE source_id = $1 AND state = 'active' AND claimed_until > now() AND claimed_by IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.holder = o.claimed_by AND i.expires_at > now())
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT order_id, next_poll_at FROM due
+    UNION
+    SELECT order_id, next_poll_at FROM orphaned
+    ORDER BY next_poll_at
+    LIMIT $2
 )
 UPDATE bts_orders AS o
 SET next_poll_at = now() + make_interval(secs => $3),
     claimed_until = now() + make_interval(secs => $3),
-    claim_token = $4
-FROM due
-WHERE o.source_id = $1 AND o.order_id = due.order_id
-RETURNING o.order_id, o.status_code, coalesce(o.status_name, ''), o.change_count, due.next_poll_at,
-          extract(epoch FROM now() - due.next_poll_at)::float8`
+    claim_token = $4,
+    claimed_by = nullif($5, '')
+FROM picked
+WHERE o.source_id = $1 AND o.order_id = picked.order_id
+RETURNING o.order_id, o.status_code, coalesce(o.status_name, ''), o.change_count, picked.next_poll_at,
+          extract(epoch FROM now() - picked.next_poll_at)::float8`
 
 // ClaimDue claims up to limit orders of a source that are due,
-// earliest first, for claimFor. Claimed orders are not due for anyone else
-// until the claim ends: the holder records an observation, reschedules or
-// releases each one before that, or they become due again.
-func (s *Store) ClaimDue(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]Claim, error) {
+// earliest first, for claimFor, on behalf of instance holder (whose
+// heartbeat row is in the instances table; "" for none). Claimed orders
+// are not due for anyone else until the claim ends: the holder records an
+// observation, reschedules or releases each one before that, or they
+// become due again; and at once when the holder's heartbeat expires.
+func (s *Store) ClaimDue(ctx context.Context, sourceID, holder string, limit int, claimFor time.Duration) ([]Claim, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -62,7 +79,7 @@ func (s *Store) ClaimDue(ctx context.Context, sourceID string, limit int, claimF
 		return nil, fmt.Errorf("claim bts orders: claim duration must be positive, got %s", claimFor)
 	}
 	token := rand.Int64()
-	rows, err := s.db.Query(ctx, claimSQL, sourceID, limit, claimFor.Seconds(), token)
+	rows, err := s.db.Query(ctx, claimSQL, sourceID, limit, claimFor.Seconds(), token, holder)
 	if err != nil {
 		return nil, fmt.Errorf("claim bts orders of %s: %w", sourceID, err)
 	}

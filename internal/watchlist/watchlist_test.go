@@ -84,7 +84,7 @@ func outboxEvents(t *testing.T, conn *pgx.Conn) []event.Event {
 // claimAll claims everything due.
 func claimAll(t *testing.T, s *watchlist.Store) []watchlist.Claim {
 	t.Helper()
-	c, err := s.ClaimDue(context.Background(), btsSource, 10_000, time.Minute)
+	c, err := s.ClaimDue(context.Background(), btsSource, "", 10_000, time.Minute)
 	require.NoError(t, err)
 	return c
 }
@@ -254,12 +254,12 @@ func TestBTSStaleObservationLosesCAS(t *testing.T) {
 	require.NoError(t, err)
 
 	// Claimer A's claim runs out before it records (a long GC pause, say)...
-	a, err := s.ClaimDue(ctx, btsSource, 10, 50*time.Millisecond)
+	a, err := s.ClaimDue(ctx, btsSource, "", 10, 50*time.Millisecond)
 	require.NoError(t, err)
 	require.Len(t, a, 1)
 	var b []watchlist.Claim
 	require.Eventually(t, func() bool {
-		b, err = s.ClaimDue(ctx, btsSource, 10, time.Minute)
+		b, err = s.ClaimDue(ctx, btsSource, "", 10, time.Minute)
 		require.NoError(t, err)
 		return len(b) == 1
 	}, 10*time.Second, 10*time.Millisecond)
@@ -325,7 +325,7 @@ func TestBTSConcurrentClaimersNeverShareAnOrder(t *testing.T) {
 	for range 6 {
 		wg.Go(func() {
 			for {
-				c, err := s.ClaimDue(ctx, btsSource, 37, time.Minute)
+				c, err := s.ClaimDue(ctx, btsSource, "", 37, time.Minute)
 				if !btsNoError(t, err) || len(c) == 0 {
 					return
 				}
@@ -358,7 +358,7 @@ func TestBTSClaimOrderLagAndRelease(t *testing.T) {
 	require.True(t, ok)
 	require.InDelta(t, -3*time.Minute.Seconds(), wait.Seconds(), 5)
 
-	c, err := s.ClaimDue(ctx, btsSource, 1, time.Minute)
+	c, err := s.ClaimDue(ctx, btsSource, "", 1, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, c, 1)
 	require.Equal(t, "b", c[0].OrderID, "the most overdue first")
@@ -494,4 +494,51 @@ func btsNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return true
+}
+
+// TestClaimsOfADeadInstanceAreFreeAtOnce: orders claimed by an instance
+// whose heartbeat expired are due again at once, not at the end of their
+// claim; a live instance's claims, and claims taken without an instance,
+// last until they end.
+func TestClaimsOfADeadInstanceAreFreeAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := pgtest.Open(t)
+	s := st.Watchlist
+	_, err := s.Track(ctx, btsSource, []string{"1", "2", "3", "4", "5", "6"})
+	require.NoError(t, err)
+	_, err = st.Leases.Heartbeat(ctx, "dying", 300*time.Millisecond)
+	require.NoError(t, err)
+	_, err = st.Leases.Heartbeat(ctx, "alive", time.Hour)
+	require.NoError(t, err)
+
+	dying, err := s.ClaimDue(ctx, btsSource, "dying", 2, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, dying, 2)
+	alive, err := s.ClaimDue(ctx, btsSource, "alive", 2, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, alive, 2)
+	anonymous, err := s.ClaimDue(ctx, btsSource, "", 2, time.Hour)
+	require.NoError(t, err)
+	require.Len(t, anonymous, 2)
+	none, err := s.ClaimDue(ctx, btsSource, "alive", 10, time.Hour)
+	require.NoError(t, err)
+	require.Empty(t, none, "every order is claimed while the dying instance lives")
+
+	// The dying instance's heartbeat expires: only its two orders are free.
+	var freed []watchlist.Claim
+	require.Eventually(t, func() bool {
+		freed, err = s.ClaimDue(ctx, btsSource, "alive", 10, time.Hour)
+		require.NoError(t, err)
+		return len(freed) > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	ids := func(cs []watchlist.Claim) []string {
+		out := make([]string, len(cs))
+		for i, c := range cs {
+			out[i] = c.OrderID
+		}
+		slices.Sort(out)
+		return out
+	}
+	require.Equal(t, ids(dying), ids(freed))
 }

@@ -16,6 +16,10 @@ type Config struct {
 	SourceID string
 	// Account names the BTS account in events.
 	Account string
+	// Instance is this instance's id in the instances table (its
+	// heartbeat): its claims are freed as soon as the heartbeat expires.
+	// Empty: claims last until they time out.
+	Instance string
 	// Schedule is how often orders are polled and how many requests BTS
 	// gets (the INGESTD_BTS_* schedule settings); zero means
 	// bts.DefaultSchedule().

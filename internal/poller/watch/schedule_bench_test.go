@@ -278,8 +278,8 @@ type lagStore struct {
 	lags   []time.Duration
 }
 
-func (s *lagStore) ClaimDue(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]watchlist.Claim, error) {
-	claims, err := s.Store.ClaimDue(ctx, sourceID, limit, claimFor)
+func (s *lagStore) ClaimDue(ctx context.Context, sourceID, holder string, limit int, claimFor time.Duration) ([]watchlist.Claim, error) {
+	claims, err := s.Store.ClaimDue(ctx, sourceID, holder, limit, claimFor)
 	if s.record.Load() {
 		s.mu.Lock()
 		for _, c := range claims {

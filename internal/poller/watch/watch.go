@@ -38,7 +38,7 @@ import (
 
 // Store is what the poller needs of the watch-list (a *watchlist.Store).
 type Store interface {
-	ClaimDue(ctx context.Context, sourceID string, limit int, claimFor time.Duration) ([]watchlist.Claim, error)
+	ClaimDue(ctx context.Context, sourceID, holder string, limit int, claimFor time.Duration) ([]watchlist.Claim, error)
 	NextDue(ctx context.Context, sourceID string) (time.Duration, bool, error)
 	RecordObservations(ctx context.Context, sourceID string, obs []watchlist.Observation) ([]watchlist.Outcome, outbox.Appended, error)
 	Reschedule(ctx context.Context, sourceID string, rs []watchlist.Retry) error
@@ -289,7 +289,7 @@ func (p *Poller) claimLoop(ctx context.Context, slots chan struct{}, work chan<-
 				break fill
 			}
 		}
-		claims, err := p.store.ClaimDue(ctx, src, n, p.cfg.Schedule.ClaimTimeout)
+		claims, err := p.store.ClaimDue(ctx, src, p.cfg.Instance, n, p.cfg.Schedule.ClaimTimeout)
 		for range n - len(claims) {
 			<-slots
 		}

@@ -462,7 +462,7 @@ func TestBTSStopReleasesClaimsAndReturnsNil(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.LessOrEqual(t, wait, time.Duration(0))
-	claims, err := e.store.Watchlist.ClaimDue(context.Background(), btsSrc, 100, time.Minute)
+	claims, err := e.store.Watchlist.ClaimDue(context.Background(), btsSrc, "", 100, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, claims, 40, "claims were released, not left to expire")
 }
