@@ -36,6 +36,7 @@ Usage:
   ingestd cursor set       --source S --value V --reason R: replace a cursor (takes the lease)
   ingestd cursor rewind    --source S --to TIME --reason R: back to a recorded cursor
   ingestd outbox stats     outbox size, unpublished rows, per-partition progress
+  ingestd sources list     every configured source: instance, last commit, events, halt
   ingestd bts track ID…    add BTS orders to the watch-list
   ingestd bts untrack ID…  remove BTS orders from the watch-list
   ingestd bts list         the BTS watch-list: status, changes, state, next poll
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runOutbox(ctx, args, stdout, stderr)
 	case "bts":
 		return runBTS(ctx, args, stdout, stderr)
+	case "sources":
+		return runSources(ctx, args, stdout, stderr)
 	case "check-config":
 		return runCheckConfig(ctx, args, stdout, stderr)
 	case "version":

@@ -24,6 +24,7 @@ import (
 	"github.com/ingestd/ingestd/internal/publish"
 	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sources"
+	"github.com/ingestd/ingestd/internal/status"
 	"github.com/ingestd/ingestd/internal/storage"
 )
 
@@ -426,4 +427,61 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		return errors.New("configuration is valid, but a check failed")
 	}
 	return nil
+}
+
+// runSources shows every configured source's status: the sources come from
+// the configuration exactly as `ingestd run` reads it (the INGESTD_YANDEX_*
+// and INGESTD_BTS_* sources and INGESTD_SOURCES_FILE), their state from
+// PostgreSQL.
+func runSources(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "list" {
+		return &cli.UsageError{Err: errors.New("usage: ingestd sources list [--json]")}
+	}
+	var asJSON bool
+	cfg, _, err := parseDaemonConfig("ingestd sources list", args[1:], stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	srcs, err := cfg.Sources()
+	if err != nil {
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	if err := cfg.Database.Validate(); err != nil {
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	store, err := storage.Open(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	list, err := status.Collect(ctx, srcs, store.Cursors, store.Leases, time.Now())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if list == nil {
+			list = []status.Source{}
+		}
+		return printJSON(stdout, list)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tINSTANCE\tLAST COMMIT\tEVENTS\tHALTED")
+	for _, s := range list {
+		last := "never"
+		if s.LastCommitAgeSeconds != nil {
+			last = time.Duration(*s.LastCommitAgeSeconds*float64(time.Second)).Round(time.Second).String() + " ago"
+		}
+		instance := s.Instance
+		if instance == "" {
+			instance = "(none)"
+		}
+		halted := "no"
+		if s.Halted {
+			halted = "yes: " + s.HaltedReason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, instance, last, s.EventsIngested, halted)
+	}
+	return tw.Flush()
 }

@@ -160,6 +160,15 @@ func TestCursorToolsAgainstARunningDaemon(t *testing.T) {
 	require.Equal(t, float64(n), stats["rows"])
 	require.Contains(t, runCLI(t, "outbox", "stats"), "partition 0 published through seq")
 
+	var srcs []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "sources", "list", "--json")), &srcs))
+	require.Len(t, srcs, 1)
+	require.Equal(t, "yandex/default", srcs[0]["id"])
+	require.Equal(t, float64(n), srcs[0]["events_ingested"])
+	require.Equal(t, cfg.Lease.Holder, srcs[0]["instance"], "the daemon holds the source")
+	require.Equal(t, false, srcs[0]["halted"])
+	require.Contains(t, runCLI(t, "sources", "list"), "yandex/default  "+cfg.Lease.Holder)
+
 	var check map[string]any
 	require.NoError(t, json.Unmarshal([]byte(runCLI(t, "check-config", "--json")), &check))
 	require.Equal(t, true, check["valid"])
@@ -286,6 +295,7 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 		"cursor set":     {"cursor", "set", "--source", "yandex/default", "--value", "c1", "--reason", "test"},
 		"cursor rewind":  {"cursor", "rewind", "--source", "yandex/default", "--to", "2999-01-01T00:00:00Z", "--reason", "test"},
 		"outbox stats":   {"outbox", "stats"},
+		"sources list":   {"sources", "list"},
 		"bts track":      {"bts", "track", "4293644"},
 		"bts untrack":    {"bts", "untrack", "4293644"},
 		"bts list":       {"bts", "list"},

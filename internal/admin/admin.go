@@ -4,6 +4,7 @@
 //	POST   /v1/bts/orders        {"order_ids": ["4293644", ...]}  track orders
 //	GET    /v1/bts/orders        ?state=&after=&limit=            list, keyset-paged
 //	DELETE /v1/bts/orders/{id}                                    untrack an order
+//	GET    /v1/sources                                            every source's status
 //
 // Every request needs "Authorization: Bearer <INGESTD_ADMIN_TOKEN>". Without
 // a configured token the API is disabled and answers 403, so that it is
@@ -31,6 +32,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/status"
 	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
@@ -67,6 +69,9 @@ type Config struct {
 	// is one (or none: then the account "default", whose orders wait for
 	// a BTS source to be configured).
 	BTSAccounts func() []string
+	// Sources returns every configured source's status (GET /v1/sources);
+	// nil answers 404.
+	Sources func(ctx context.Context) ([]status.Source, error)
 }
 
 // Handler serves the admin API.
@@ -90,6 +95,8 @@ func New(cfg Config, store Store, log *zap.Logger) *Handler {
 	h.mux.HandleFunc("POST /v1/bts/orders", h.track)
 	h.mux.HandleFunc("GET /v1/bts/orders", h.list)
 	h.mux.HandleFunc("DELETE /v1/bts/orders/{id}", h.untrack)
+	h.mux.HandleFunc("GET /v1/sources", h.sources)
+	h.mux.HandleFunc("/v1/sources", methodNotAllowed("GET"))
 	h.mux.HandleFunc("/v1/bts/orders", methodNotAllowed("GET, POST"))
 	h.mux.HandleFunc("/v1/bts/orders/{id}", methodNotAllowed("DELETE"))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
@@ -144,6 +151,27 @@ func (h *Handler) btsSource(w http.ResponseWriter, r *http.Request) (string, boo
 		return "", false
 	}
 	return bts.SourceID(account), true
+}
+
+// sourcesResponse answers GET /v1/sources.
+type sourcesResponse struct {
+	Sources []status.Source `json:"sources"`
+}
+
+func (h *Handler) sources(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Sources == nil {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+		return
+	}
+	srcs, err := h.cfg.Sources(r.Context())
+	if err != nil {
+		h.internalError(w, "source status", err)
+		return
+	}
+	if srcs == nil {
+		srcs = []status.Source{}
+	}
+	writeJSON(w, http.StatusOK, sourcesResponse{Sources: srcs})
 }
 
 // trackRequest is the body of POST /v1/bts/orders.

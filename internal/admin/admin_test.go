@@ -17,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/admin"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/status"
 	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
@@ -280,6 +281,38 @@ func TestAccountSelection(t *testing.T) {
 			} else {
 				require.Contains(t, resp["error"], "account")
 			}
+		})
+	}
+}
+
+// TestSourcesEndpoint: GET /v1/sources answers the sources' status, behind
+// the token like every endpoint, and a failure is not exposed.
+func TestSourcesEndpoint(t *testing.T) {
+	t.Parallel()
+	list := []status.Source{{ID: "yandex/a", Provider: "yandex", Account: "a", Instance: "pod-1", EventsIngested: 7}}
+	tests := []struct {
+		name       string
+		sources    func(context.Context) ([]status.Source, error)
+		auth       string
+		wantStatus int
+	}{
+		{"listed", func(context.Context) ([]status.Source, error) { return list, nil }, "Bearer " + token, http.StatusOK},
+		{"no token", func(context.Context) ([]status.Source, error) { return list, nil }, "", http.StatusUnauthorized},
+		{"store failure", func(context.Context) ([]status.Source, error) { return nil, errors.New("db password=secret down") }, "Bearer " + token, http.StatusInternalServerError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(admin.New(admin.Config{Token: secret.New(token), Sources: tc.sources}, failingStore{}, zaptest.NewLogger(t)))
+			t.Cleanup(srv.Close)
+			status, body, _ := call(t, srv, http.MethodGet, "/v1/sources", tc.auth, "")
+			require.Equal(t, tc.wantStatus, status, "%v", body)
+			if status == http.StatusOK {
+				srcs := body["sources"].([]any)
+				require.Len(t, srcs, 1)
+				require.Equal(t, "pod-1", srcs[0].(map[string]any)["instance"])
+			}
+			require.NotContains(t, fmt.Sprint(body), "password")
 		})
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/ingestd/ingestd/internal/retry"
 	"github.com/ingestd/ingestd/internal/service"
 	"github.com/ingestd/ingestd/internal/sources"
+	"github.com/ingestd/ingestd/internal/status"
 	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/watchlist"
 	"github.com/ingestd/ingestd/internal/yandex"
@@ -157,7 +158,13 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		if err != nil {
 			return fmt.Errorf("listen on INGESTD_HTTP_ADDR %s: %w", cfg.HTTP.Addr, err)
 		}
-		ad := admin.New(admin.Config{Token: cfg.AdminToken, BTSAccounts: d.sources.BTSAccounts}, st.Watchlist, d.log.Named("admin"))
+		ad := admin.New(admin.Config{
+			Token:       cfg.AdminToken,
+			BTSAccounts: d.sources.BTSAccounts,
+			Sources: func(ctx context.Context) ([]status.Source, error) {
+				return status.Collect(ctx, d.sources.Configured(), st.Cursors, st.Leases, cfg.Now())
+			},
+		}, st.Watchlist, d.log.Named("admin"))
 		d.http = newHTTPServer(ln, d.handler(ad))
 		d.services = append(d.services, d.http)
 	}

@@ -2,7 +2,9 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/event"
+	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
+	"github.com/ingestd/ingestd/internal/status"
 	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
@@ -68,11 +72,12 @@ func TestSourcesFileRunsEveryAccount(t *testing.T) {
 	s.cfg.SourcesFile = filepath.Join(dir, "sources.yaml")
 	require.NoError(t, os.WriteFile(s.cfg.SourcesFile, []byte(doc), 0o600))
 	s.cfg.BTS.Schedule.IdlePoll = 50 * time.Millisecond
+	s.cfg.AdminToken = secret.New("admin-token")
 
 	ctx := context.Background()
 	_, err = s.store.Watchlist.Track(ctx, "bts/tashkent", b.Orders())
 	require.NoError(t, err)
-	s.start(t)
+	r := s.start(t)
 
 	for account, y := range sims {
 		require.Eventually(t, func() bool {
@@ -117,6 +122,33 @@ func TestSourcesFileRunsEveryAccount(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, perSource["/ingestd/bts/tashkent"], orders, "at least one event per BTS order")
+
+	// The status API shows every source.
+	req, err := http.NewRequest(http.MethodGet, "http://"+r.d.HTTPAddr()+"/v1/sources", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer admin-token")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer func() { _ = resp.Body.Close() }()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body struct {
+		Sources []status.Source `json:"sources"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	got := map[string]status.Source{}
+	for _, src := range body.Sources {
+		got[src.ID] = src
+	}
+	require.Len(t, got, 4)
+	for account := range sims {
+		src := got["yandex/"+account]
+		require.Equal(t, int64(journal), src.EventsIngested, "events of yandex/%s", account)
+		require.Equal(t, s.cfg.Lease.Holder, src.Instance)
+		require.Equal(t, sims[account].CursorAfter(journal), src.Cursor)
+		require.NotNil(t, src.LastCommitAgeSeconds)
+	}
+	require.Equal(t, status.EveryInstance, got["bts/tashkent"].Instance)
+	require.False(t, got["bts/tashkent"].Halted)
 }
 
 func serve(t *testing.T, y *sim.Yandex) string {

@@ -63,7 +63,9 @@ type sourceSet struct {
 	// Used only by the run goroutine.
 	running map[string]*runningSource
 	current []sources.Source
-	lastErr string
+	// configured is current, for the status API's requests.
+	configured atomic.Pointer[[]sources.Source]
+	lastErr    string
 	// btsAccounts are the running BTS sources' accounts, read by the admin
 	// API's requests.
 	btsAccounts atomic.Pointer[[]string]
@@ -220,6 +222,15 @@ func (s *sourceSet) forgetLeased(id string) {
 	s.mu.Unlock()
 }
 
+// Configured returns the sources of the configuration in force.
+func (s *sourceSet) Configured() []sources.Source {
+	p := s.configured.Load()
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
 // BTSAccounts returns the accounts of the running BTS sources, for the
 // admin API.
 func (s *sourceSet) BTSAccounts() []string {
@@ -341,6 +352,7 @@ func (s *sourceSet) watch(w *fsnotify.Watcher, srcs []sources.Source) {
 // apply makes the running sources those of srcs.
 func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
 	s.current = srcs
+	s.configured.Store(&srcs)
 	want := make(map[string]sources.Source, len(srcs))
 	for _, src := range srcs {
 		want[src.ID()] = src

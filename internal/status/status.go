@@ -1,0 +1,102 @@
+// Package status says what each configured source is doing, from what
+// PostgreSQL holds: which instance runs it, its cursor and when it last
+// committed, how many events it ingested, and whether it halted and why.
+// `ingestd sources list` and the admin API's GET /v1/sources show it.
+package status
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/sources"
+)
+
+// EveryInstance is the Instance of a BTS source: its watch-list is polled by
+// every instance, each claiming due orders.
+const EveryInstance = "every instance"
+
+// Source is one source's status.
+type Source struct {
+	ID       string `json:"id"`
+	Provider string `json:"provider"`
+	Account  string `json:"account"`
+	// Instance is the instance holding the source's lease ("" when none
+	// does now), or EveryInstance for a BTS source.
+	Instance string `json:"instance"`
+	// Cursor is the journal position ("" for BTS, or before the first
+	// page).
+	Cursor string `json:"cursor"`
+	// LastCommitAt is when the source last committed a page or a change;
+	// null before the first.
+	LastCommitAt *time.Time `json:"last_commit_at"`
+	// LastCommitAgeSeconds is the time since LastCommitAt.
+	LastCommitAgeSeconds *float64   `json:"last_commit_age_seconds"`
+	EventsIngested       int64      `json:"events_ingested"`
+	Halted               bool       `json:"halted"`
+	HaltedAt             *time.Time `json:"halted_at"`
+	HaltedReason         string     `json:"halted_reason"`
+}
+
+// Cursors is what status needs of the cursor store.
+type Cursors interface {
+	Source(ctx context.Context, sourceID string) (cursor.State, error)
+}
+
+// Leases is what status needs of the lease store.
+type Leases interface {
+	List(ctx context.Context) ([]lease.State, error)
+}
+
+var (
+	_ Cursors = (*cursor.Store)(nil)
+	_ Leases  = (*lease.Store)(nil)
+)
+
+// Collect returns the status of srcs, in their order, as of now.
+func Collect(ctx context.Context, srcs []sources.Source, cursors Cursors, leases Leases, now time.Time) ([]Source, error) {
+	ls, err := leases.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source status: %w", err)
+	}
+	holders := map[string]string{}
+	for _, l := range ls {
+		if l.Live {
+			holders[l.Name] = l.Holder
+		}
+	}
+	out := make([]Source, 0, len(srcs))
+	for _, src := range srcs {
+		st, err := cursors.Source(ctx, src.ID())
+		if err != nil {
+			return nil, fmt.Errorf("source status: %w", err)
+		}
+		s := Source{
+			ID: src.ID(), Provider: src.Provider, Cursor: st.Cursor, EventsIngested: st.EventsTotal,
+			Halted: st.HaltedAt != nil, HaltedAt: utc(st.HaltedAt), HaltedReason: st.HaltedReason,
+		}
+		switch src.Provider {
+		case sources.ProviderYandex:
+			s.Account, s.Instance = src.Yandex.Account, holders[lease.Source(src.ID())]
+		case sources.ProviderBTS:
+			s.Account, s.Instance = src.BTS.Account, EveryInstance
+		}
+		if !st.UpdatedAt.IsZero() {
+			at := st.UpdatedAt.UTC()
+			age := now.Sub(at).Seconds()
+			s.LastCommitAt, s.LastCommitAgeSeconds = &at, &age
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
