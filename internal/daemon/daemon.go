@@ -224,19 +224,6 @@ func (l leasedJournal) Stop() {
 	l.unregister()
 }
 
-// unregistering is a source's service that removes the source's own
-// metrics once stopped, so that the source can start again (with new
-// settings) and register its own.
-type unregistering struct {
-	service.Service
-	unregister func()
-}
-
-func (u unregistering) Stop() {
-	u.Service.Stop()
-	u.unregister()
-}
-
 // btsSource builds a BTS Express source: its client and its watch-list
 // poller. The poller runs on every instance, without a lease: claims are
 // taken with SKIP LOCKED and every write is compare-and-set per order, so
@@ -260,7 +247,17 @@ func (d *Daemon) btsSource(bc bts.Config, st *storage.Stores, pub *publish.Publi
 	if err != nil {
 		return nil, err
 	}
-	return unregistering{Service: wp, unregister: wp.Unregister}, nil
+	return btsWatch{Poller: wp}, nil
+}
+
+// btsWatch is a BTS source's watch-list poller, which removes the source's
+// own metrics once stopped, so that the source can start again (with new
+// settings) and register its own.
+type btsWatch struct{ *watch.Poller }
+
+func (b btsWatch) Stop() {
+	b.Poller.Stop()
+	b.Unregister()
 }
 
 // HTTPAddr returns the address the operational endpoints listen on, or "".

@@ -84,6 +84,12 @@ type leasedSource interface {
 	Holding() bool
 }
 
+// rateShared is a source whose request budget is the deployment's (a BTS
+// watch-list poller): it is told how many instances share it.
+type rateShared interface {
+	SetInstances(n int)
+}
+
 // heartbeats is what the source set needs of the instances table.
 type heartbeats interface {
 	Heartbeat(ctx context.Context, holder string, ttl time.Duration) (map[string]int, error)
@@ -199,6 +205,13 @@ func (s *sourceSet) balance(ctx context.Context) {
 	s.mu.Unlock()
 	s.heldGauge.Set(float64(held))
 	s.liveGauge.Set(float64(s.live.Load()))
+	// A BTS source's request budget is the deployment's: each instance
+	// polls at its share of it.
+	for _, r := range s.running {
+		if sh, ok := r.svc.(rateShared); ok {
+			sh.SetInstances(int(s.live.Load()))
+		}
+	}
 	for _, id := range surplus {
 		r := s.running[id]
 		if r == nil {
@@ -378,6 +391,9 @@ func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
 		}
 		svc, err := s.build(src)
 		if err == nil {
+			if sh, ok := svc.(rateShared); ok {
+				sh.SetInstances(int(s.live.Load()))
+			}
 			if ls, ok := svc.(leasedSource); ok {
 				ls.SetAdmit(s.admit(src.ID()))
 				s.mu.Lock()

@@ -2,11 +2,13 @@ package watch
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/poller"
@@ -119,4 +121,31 @@ func TestBTSGate(t *testing.T) {
 	require.NoError(t, g.wait(context.Background()))
 	d = g.fail(0, time.Now())
 	require.LessOrEqual(t, d, 150*time.Millisecond, "a success resets the backoff")
+}
+
+// TestSetInstancesSharesTheRate: the request budget is the deployment's,
+// so each of n instances polls at rate/n (one at least: n below 1 counts
+// as one), with a burst no larger than its share.
+func TestSetInstancesSharesTheRate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		instances int
+		limit     float64
+		burst     int
+	}{
+		{0, 30, 8},
+		{1, 30, 8},
+		{3, 10, 8},
+		{6, 5, 5},
+		{60, 0.5, 1},
+	}
+	for _, tc := range tests {
+		t.Run(strconv.Itoa(tc.instances), func(t *testing.T) {
+			t.Parallel()
+			p := &Poller{cfg: Config{Schedule: bts.Schedule{Rate: 30, Concurrency: 8}}, lim: rate.NewLimiter(30, 8)}
+			p.SetInstances(tc.instances)
+			require.InDelta(t, tc.limit, float64(p.lim.Limit()), 1e-9)
+			require.Equal(t, tc.burst, p.lim.Burst())
+		})
+	}
 }

@@ -156,6 +156,17 @@ func New(cfg Config, d Deps) (*Poller, error) {
 	return p, nil
 }
 
+// SetInstances shares the source's request budget (the schedule's Rate)
+// among n live instances, so that BTS sees the configured rate from the
+// whole deployment rather than from each replica. Safe to call while the
+// poller runs; n below 1 counts as 1.
+func (p *Poller) SetInstances(n int) {
+	n = max(n, 1)
+	r := p.cfg.Schedule.Rate / float64(n)
+	p.lim.SetLimit(rate.Limit(r))
+	p.lim.SetBurst(max(1, min(p.cfg.Schedule.Concurrency, int(r))))
+}
+
 // Unregister removes the poller's own metrics (the auth counts, which read
 // this poller's client), so that a source restarted with new settings
 // registers its own.
