@@ -114,17 +114,7 @@ func TestSourcesFileReload(t *testing.T) {
 	require.True(t, leases()["source:yandex/shop-a"].live)
 
 	// Every account's events reached Kafka once.
-	require.Eventually(t, func() bool { b, err := s.store.Outbox.Backlog(ctx); return err == nil && b.Rows == 0 }, 60*time.Second, 20*time.Millisecond)
-	stats, err := s.store.Outbox.Stats(ctx)
-	require.NoError(t, err)
-	recs := s.kafka.ReadTopic(t, s.cfg.Kafka.Topic, int(stats.Rows), 60*time.Second)
-	ids := map[string]bool{}
-	perSource := map[string]int{}
-	for _, rec := range recs {
-		require.False(t, ids[rec.Header("ce_id")], "duplicate %s", rec.Header("ce_id"))
-		ids[rec.Header("ce_id")] = true
-		perSource[strings.TrimPrefix(rec.Header("ce_source"), "/ingestd/")]++
-	}
+	perSource := s.eventsPerSource(t)
 	require.Equal(t, map[string]int{"yandex/default": journal, "yandex/shop-a": journal, "yandex/shop-b": journal}, perSource)
 	r.stop(t)
 }
@@ -165,4 +155,25 @@ func TestReloadReadsTheEnvironmentAgain(t *testing.T) {
 		return err == nil && st.Cursor == y.CursorAfter(journal)
 	}, 60*time.Second, 20*time.Millisecond, "the source restarted with the variable's new value")
 	r.stop(t)
+}
+
+// eventsPerSource waits until the outbox is published, reads the whole
+// topic, requires every ce_id once, and returns the events per source id
+// ("yandex/<account>").
+func (s *stack) eventsPerSource(t *testing.T) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	require.Eventually(t, func() bool { b, err := s.store.Outbox.Backlog(ctx); return err == nil && b.Rows == 0 }, 60*time.Second, 20*time.Millisecond)
+	stats, err := s.store.Outbox.Stats(ctx)
+	require.NoError(t, err)
+	recs := s.kafka.ReadTopic(t, s.cfg.Kafka.Topic, int(stats.Rows), 60*time.Second)
+	require.Len(t, recs, int(stats.Rows), "every outbox row reached Kafka once")
+	ids := map[string]bool{}
+	perSource := map[string]int{}
+	for _, rec := range recs {
+		require.False(t, ids[rec.Header("ce_id")], "duplicate %s", rec.Header("ce_id"))
+		ids[rec.Header("ce_id")] = true
+		perSource[strings.TrimPrefix(rec.Header("ce_source"), "/ingestd/")]++
+	}
+	return perSource
 }
