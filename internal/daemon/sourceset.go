@@ -155,7 +155,7 @@ func (s *sourceSet) admit(id string) func() bool {
 		defer s.mu.Unlock()
 		held := s.held()
 		other := s.minOther.Load()
-		return time.Now().After(s.notBefore[id]) && held < s.share() && (other < 0 || int64(held) <= other)
+		return s.cfg.Now().After(s.notBefore[id]) && held < s.share() && (other < 0 || int64(held) <= other)
 	}
 }
 
@@ -199,7 +199,7 @@ func (s *sourceSet) balance(ctx context.Context) {
 		slices.Sort(ids)
 		surplus = ids[len(ids)-give:]
 		for _, id := range surplus {
-			s.notBefore[id] = time.Now().Add(2 * s.cfg.Lease.TTL)
+			s.notBefore[id] = s.cfg.Now().Add(2 * s.cfg.Lease.TTL)
 		}
 	}
 	s.mu.Unlock()
