@@ -673,17 +673,28 @@ func (h *harness) playRandom(ctx context.Context, dual bool) (roundResult, error
 	}
 	victim := h.pickHolder(cs, holders)
 	action := fmt.Sprintf("random: %s; %s: %s after %v", h.describeHolders(holders), victim.name, h.sigkill(victim, killRandom), d.Round(time.Millisecond))
+	rest, err := h.finishSurvivors(ctx, cs, victim)
+	if err != nil {
+		return roundResult{}, err
+	}
+	return roundResult{instances: n, action: action + rest}, nil
+}
+
+// finishSurvivors finishes every instance of cs but the one killed, and
+// returns what happened to each, every entry after "; ".
+func (h *harness) finishSurvivors(ctx context.Context, cs []*instance, killed *instance) (string, error) {
+	var out strings.Builder
 	for _, c := range cs {
-		if c == victim {
+		if c == killed {
 			continue
 		}
 		s, err := h.finishSurvivor(ctx, c)
 		if err != nil {
-			return roundResult{}, err
+			return "", err
 		}
-		action += "; " + s
+		out.WriteString("; " + s)
 	}
-	return roundResult{instances: n, action: action}, nil
+	return out.String(), nil
 }
 
 // finishSurvivor lets a surviving instance take the leases over, run for a
@@ -748,17 +759,11 @@ func (h *harness) playFailpoint(ctx context.Context, point string, dual bool) (r
 		return roundResult{instances: n, action: fmt.Sprintf("failpoint %s did not fire within %v; %s", spec, within, strings.Join(parts, ", "))}, nil
 	}
 	action := fmt.Sprintf("failpoint %s: %s %s after %v", spec, first.name, h.settle(first), time.Since(first.started).Round(time.Millisecond))
-	for _, c := range cs {
-		if c == first {
-			continue
-		}
-		s, err := h.finishSurvivor(ctx, c)
-		if err != nil {
-			return roundResult{}, err
-		}
-		action += "; " + s
+	rest, err := h.finishSurvivors(ctx, cs, first)
+	if err != nil {
+		return roundResult{}, err
 	}
-	return roundResult{instances: n, action: action}, nil
+	return roundResult{instances: n, action: action + rest}, nil
 }
 
 // stepDownMarkers are the log texts of an instance giving a lease up after
