@@ -45,7 +45,6 @@ type sourceSet struct {
 	// instances keeps this instance's heartbeat; the number of live
 	// instances sets this instance's share of the leased sources.
 	instances heartbeats
-	heldGauge prometheus.Gauge
 	liveGauge prometheus.Gauge
 	live      atomic.Int64
 	// minOther is the fewest source leases another live instance held at
@@ -110,10 +109,6 @@ func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error
 		reload:    make(chan struct{}, 1),
 		running:   map[string]*runningSource{},
 		instances: instances,
-		heldGauge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ingestd_sources_held",
-			Help: "Sources whose lease this instance holds now (Yandex journals; BTS sources run on every instance).",
-		}),
 		liveGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ingestd_instances_live",
 			Help: "Live ingestd instances, by their heartbeats; each holds at most ceil(leased sources / live instances).",
@@ -123,7 +118,16 @@ func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error
 	}
 	s.live.Store(1)
 	s.minOther.Store(-1)
-	reg.MustRegister(s.failures, s.heldGauge, s.liveGauge)
+	// Counted at each scrape, so that it is never a heartbeat behind.
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ingestd_sources_held",
+		Help: "Sources whose lease this instance holds now (Yandex journals; BTS sources run on every instance).",
+	}, func() float64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return float64(s.held())
+	})
+	reg.MustRegister(s.failures, held, s.liveGauge)
 	return s
 }
 
@@ -203,7 +207,6 @@ func (s *sourceSet) balance(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
-	s.heldGauge.Set(float64(held))
 	s.liveGauge.Set(float64(s.live.Load()))
 	// A BTS source's request budget is the deployment's: each instance
 	// polls at its share of it.

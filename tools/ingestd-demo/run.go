@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +124,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer func() { stopSim(); _ = waitSim() }()
 
+	// A second merchant's Yandex account: a smaller journal of its own.
+	y2, err := sim.NewYandex(sim.YandexConfig{Seed: 2027, Token: demoToken, Backlog: o.backlog / 10, Rate: o.rate / 4})
+	if err != nil {
+		return err
+	}
+	sim2Addr, waitSim2, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", y2)
+	if err != nil {
+		return err
+	}
+	defer func() { stopSim(); _ = waitSim2() }()
+
 	// The simulated BTS Express: orders whose days-long lifecycles are
 	// compressed into about a minute, all on the watch-list.
 	const btsSpeed = 2500
@@ -135,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer func() { stopSim(); _ = waitBTS() }()
-	if _, err := store.Watchlist.Track(ctx, "bts/default", b.Orders()); err != nil {
+	if _, err := store.Watchlist.Track(ctx, btsSource, b.Orders()); err != nil {
 		return err
 	}
 	intervals, err := bts.ParseIntervals("100=2h,800=15m,1100=2m,default=30m")
@@ -143,17 +155,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	// The three accounts come from a sources file, as a deployment with
+	// many accounts runs them; their secrets from variables it names.
+	dir, err := os.MkdirTemp("", "ingestd-demo-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	sourcesFile := filepath.Join(dir, "sources.yaml")
+	doc := fmt.Sprintf(`sources:
+  - provider: yandex
+    account: shop-a
+    token_env: DEMO_YANDEX_TOKEN
+    base_url: http://%s
+  - provider: yandex
+    account: shop-b
+    token_env: DEMO_YANDEX_TOKEN
+    base_url: http://%s
+  - provider: bts
+    account: tashkent
+    login_env: DEMO_BTS_LOGIN
+    password_env: DEMO_BTS_PASSWORD
+    base_url: http://%s
+`, simAddr, sim2Addr, btsAddr)
+	if err := os.WriteFile(sourcesFile, []byte(doc), 0o600); err != nil {
+		return err
+	}
+	demoEnv := map[string]string{"DEMO_YANDEX_TOKEN": demoToken, "DEMO_BTS_LOGIN": "demo", "DEMO_BTS_PASSWORD": demoToken}
+
 	cfg := daemon.DefaultConfig()
 	cfg.Database = dbCfg
-	cfg.BTS.BaseURL = "http://" + btsAddr
-	cfg.BTS.Login = "demo"
-	cfg.BTS.Password = secret.New(demoToken)
+	cfg.SourcesFile = sourcesFile
+	cfg.Getenv = func(k string) string { return demoEnv[k] }
+	// The file's BTS source takes its schedule from these defaults.
 	cfg.BTS.Schedule.Intervals = intervals.Scaled(btsSpeed)
 	cfg.BTS.Schedule.IdlePoll = 200 * time.Millisecond
 	cfg.Kafka.Brokers = []string{broker}
 	cfg.Kafka.Partitions = 3
-	cfg.Yandex.Token = secret.New(demoToken)
-	cfg.Yandex.BaseURL = "http://" + simAddr
 	cfg.HTTP.Addr = o.httpAddr
 	cfg.Log = daemon.LogConfig{Level: "warn", Format: "console"}
 	cfg.ShutdownTimeout = 10 * time.Second
@@ -168,22 +206,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   PostgreSQL   %s (schema %s, recreated for this run)
   Kafka        %s, topic %s (in-process broker; any Kafka client can read it:
                kcat -b %s -t %s -C -f '%%k %%h\n%%s\n\n')
-  upstream     simulated Yandex journal at http://%s (%d waiting, +%.0f/s, faults: %s)
-               simulated BTS Express at http://%s (%d orders on the watch-list, lifecycles sped up %dx)
+  upstream     simulated Yandex journals at http://%s (yandex/shop-a: %d waiting, +%.0f/s, faults: %s)
+                                        and http://%s (yandex/shop-b: %d waiting, +%.0f/s)
+               simulated BTS Express at http://%s (bts/tashkent: %d orders on the watch-list, lifecycles sped up %dx)
+  sources      %s
   ingestd      http://%s/metrics  /readyz  /healthz
 Ctrl-C stops the demo.
 
-`, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults), btsAddr, o.btsOrders, btsSpeed, d.HTTPAddr())
+`, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults),
+		sim2Addr, o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, sourcesFile, d.HTTPAddr())
 
 	var wg sync.WaitGroup
 	daemonErr := make(chan error, 1)
 	wg.Go(func() { daemonErr <- d.Run(ctx) })
 	var received atomic.Int64
 	wg.Go(func() { consume(ctx, broker, cfg.Kafka.Topic, o.sampleEach, &received, stdout) })
-	wg.Go(func() { report(ctx, store, y, &received, stdout) })
+	wg.Go(func() { report(ctx, store, y, y2, &received, stdout) })
 	wg.Wait()
 
-	fmt.Fprintf(stdout, "\ndemo stopped: %d events read from Kafka, %d journal entries upstream\n", received.Load(), y.Available())
+	fmt.Fprintf(stdout, "\ndemo stopped: %d events read from Kafka, %d journal entries upstream\n", received.Load(), y.Available()+y2.Available())
 	return <-daemonErr
 }
 
@@ -264,7 +305,7 @@ func printSample(w io.Writer, r *kgo.Record) {
 }
 
 // report prints one status line a second.
-func report(ctx context.Context, store *storage.Stores, y *sim.Yandex, received *atomic.Int64, w io.Writer) {
+func report(ctx context.Context, store *storage.Stores, shopA, shopB *sim.Yandex, received *atomic.Int64, w io.Writer) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	start := time.Now()
@@ -276,23 +317,27 @@ func report(ctx context.Context, store *storage.Stores, y *sim.Yandex, received 
 		case <-t.C:
 		}
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err1 := store.Cursors.Source(qctx, "yandex/default")
+		a, err1 := store.Cursors.Source(qctx, "yandex/shop-a")
+		b, err4 := store.Cursors.Source(qctx, "yandex/shop-b")
 		bl, err2 := store.Outbox.Backlog(qctx)
-		bc, err3 := store.Watchlist.Count(qctx, "bts/default")
+		bc, err3 := store.Watchlist.Count(qctx, btsSource)
 		cancel()
-		if err := errors.Join(err1, err2, err3); err != nil {
+		if err := errors.Join(err1, err2, err3, err4); err != nil {
 			if ctx.Err() == nil {
 				fmt.Fprintf(w, "status: %v\n", err)
 			}
 			continue
 		}
 		now := received.Load()
-		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | yandex: %7d ingested of %7d, cursor %s | bts: %d active, %d terminal | outbox backlog: %d\n",
-			time.Since(start).Seconds(), now, now-last, st.EventsTotal, y.Available(), shorten(st.Cursor),
+		fmt.Fprintf(w, "[%4.0fs] kafka: %7d events (%5d/s) | yandex/shop-a: %7d of %7d | yandex/shop-b: %6d of %6d | bts/tashkent: %d active, %d terminal | outbox backlog: %d\n",
+			time.Since(start).Seconds(), now, now-last, a.EventsTotal, shopA.Available(), b.EventsTotal, shopB.Available(),
 			bc[watchlist.Active], bc[watchlist.Terminal], bl.Rows)
 		last = now
 	}
 }
+
+// btsSource is the demo's BTS account's watch-list.
+const btsSource = "bts/tashkent"
 
 func onOff(b bool) string {
 	if b {
@@ -312,14 +357,4 @@ func validSchema(s string) bool {
 		}
 	}
 	return true
-}
-
-func shorten(s string) string {
-	if len(s) > 24 {
-		return s[:10] + "…" + s[len(s)-10:]
-	}
-	if s == "" {
-		return "(none yet)"
-	}
-	return s
 }

@@ -87,21 +87,26 @@ func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	for _, name := range []string{
-		`ingestd_events_ingested_total{source="yandex/default"}`,
-		`ingestd_events_published_total{source="yandex/default"}`,
-		`ingestd_upstream_requests_total{outcome="ok",source="yandex/default"}`,
-		`ingestd_upstream_backoff_seconds{source="yandex/default"}`,
-		`ingestd_cursor_age_seconds{source="yandex/default"}`,
+		`ingestd_events_ingested_total{source="yandex/shop-a"}`,
+		`ingestd_events_published_total{source="yandex/shop-a"}`,
+		`ingestd_upstream_requests_total{outcome="ok",source="yandex/shop-a"}`,
+		`ingestd_upstream_backoff_seconds{source="yandex/shop-a"}`,
+		`ingestd_cursor_age_seconds{source="yandex/shop-a"}`,
 		"ingestd_e2e_lag_seconds_bucket",
 		"ingestd_outbox_backlog",
 		"ingestd_outbox_oldest_unpublished_age_seconds",
 		`ingestd_lease_holder{lease="publisher"} 1`,
-		`ingestd_lease_holder{lease="source:yandex/default"} 1`,
+		`ingestd_lease_holder{lease="source:yandex/shop-a"} 1`,
 		`ingestd_lease_epoch{lease="publisher"}`,
 		`ingestd_lease_takeovers_total{lease="publisher"}`,
-		`ingestd_source_halted{source="yandex/default"} 0`,
+		`ingestd_source_halted{source="yandex/shop-a"} 0`,
 		`ingestd_unknown_status_total{provider_status=`,
-		`ingestd_polling_paused{source="yandex/default"}`,
+		`ingestd_polling_paused{source="yandex/shop-a"}`,
+		// The sources file's other accounts run beside it.
+		`ingestd_events_ingested_total{source="yandex/shop-b"}`,
+		`ingestd_lease_holder{lease="source:yandex/shop-b"} 1`,
+		`ingestd_upstream_requests_total{outcome="ok",source="bts/tashkent"}`,
+		`ingestd_sources_held 2`,
 	} {
 		require.Contains(t, string(body), name)
 	}
