@@ -40,7 +40,10 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/sources"
+	"github.com/ingestd/ingestd/internal/yandex"
 )
 
 // metricKind is a Prometheus metric type.
@@ -241,6 +244,11 @@ func readManifests(t *testing.T) []manifest {
 		if ext := filepath.Ext(p); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
+		if filepath.Base(p) == sourcesFileName {
+			// An ingestd sources file, not a manifest:
+			// TestExampleSourcesFile checks it.
+			return nil
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
@@ -316,6 +324,41 @@ func decodeStrict(raw []byte) (any, error) {
 		return nil, fmt.Errorf("%s %s: %w", tm.APIVersion, tm.Kind, err)
 	}
 	return obj, nil
+}
+
+// sourcesFileName is the name of a site's sources file, which a
+// configMapGenerator turns into a ConfigMap.
+const sourcesFileName = "sources.yaml"
+
+// TestExampleSourcesFile reads the example overlay's sources file as
+// ingestd does, its secret files stood in by files in a temporary
+// directory: every source, field and setting must be valid, and the
+// ConfigMap must mount it where INGESTD_SOURCES_FILE points.
+func TestExampleSourcesFile(t *testing.T) {
+	t.Parallel()
+	const secretsDir = "/etc/ingestd/source-secrets/"
+	doc, err := os.ReadFile(filepath.Join("overlays", "example", sourcesFileName))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	for _, line := range strings.Split(string(doc), "\n") {
+		if _, path, ok := strings.Cut(line, secretsDir); ok {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, strings.TrimSpace(path)), []byte("stand-in\n"), 0o600))
+		}
+	}
+	local := strings.ReplaceAll(string(doc), secretsDir, dir+"/")
+	srcs, err := sources.Parse([]byte(local), sources.Defaults{Yandex: yandex.DefaultConfig(), BTS: bts.DefaultConfig()}, func(string) string { return "" })
+	require.NoError(t, err)
+	require.NotEmpty(t, srcs)
+
+	r := build(t, "overlays/example")
+	require.Equal(t, "/etc/ingestd/sources/"+sourcesFileName, r.configMaps[configMapName].Data["INGESTD_SOURCES_FILE"])
+	require.Contains(t, r.configMaps["ingestd-sources"].Data, sourcesFileName)
+	mounts := map[string]string{}
+	for _, m := range r.deployments[appName].Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	require.Equal(t, "/etc/ingestd/sources", mounts["sources"])
+	require.Equal(t, strings.TrimSuffix(secretsDir, "/"), mounts["source-secrets"])
 }
 
 func TestManifestsDecodeStrictly(t *testing.T) {
@@ -512,9 +555,12 @@ func TestRenderedManifests(t *testing.T) {
 		dir, namespace, image string
 		brokersPlaceholder    bool
 		memoryLimit           string
+		// sources is the ConfigMap of a sources file, when the site has one.
+		sources []string
 	}{
 		{dir: "base", namespace: "", image: "ingestd", brokersPlaceholder: true, memoryLimit: "256Mi"},
-		{dir: "overlays/example", namespace: "logistics", image: "registry.example.com/logistics/ingestd:1.0.0", memoryLimit: "512Mi"},
+		{dir: "overlays/example", namespace: "logistics", image: "registry.example.com/logistics/ingestd:1.0.0", memoryLimit: "512Mi",
+			sources: []string{"ConfigMap/ingestd-sources"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.dir, func(t *testing.T) {
@@ -522,11 +568,13 @@ func TestRenderedManifests(t *testing.T) {
 			r := build(t, tc.dir)
 			// Exactly these objects: in particular no Secret, which is
 			// created out of band.
-			require.Equal(t, []string{
+			want := append([]string{
 				"ConfigMap/ingestd-config", "Deployment/ingestd", "Job/ingestd-migrate",
 				"PodDisruptionBudget/ingestd", "PrometheusRule/ingestd", "Service/ingestd-metrics",
 				"ServiceAccount/ingestd", "ServiceMonitor/ingestd",
-			}, r.kindNames)
+			}, tc.sources...)
+			sort.Strings(want)
+			require.Equal(t, want, r.kindNames)
 			for _, o := range r.objects {
 				require.Equal(t, tc.namespace, o.GetNamespace(), "namespace of %s", o.GetName())
 				require.Equal(t, appName, o.GetLabels()["app.kubernetes.io/name"], "labels of %s", o.GetName())
@@ -543,7 +591,9 @@ func TestRenderedManifests(t *testing.T) {
 					firstPhase = append(firstPhase, kn)
 				}
 			}
-			require.Equal(t, []string{"ConfigMap/ingestd-config", "Job/ingestd-migrate", "ServiceAccount/ingestd"}, firstPhase)
+			wantFirst := append([]string{"ConfigMap/ingestd-config", "Job/ingestd-migrate", "ServiceAccount/ingestd"}, tc.sources...)
+			sort.Strings(wantFirst)
+			require.Equal(t, wantFirst, firstPhase)
 
 			cm := r.configMaps[configMapName]
 			require.NotNil(t, cm)
