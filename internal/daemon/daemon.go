@@ -71,10 +71,7 @@ type Daemon struct {
 	// them start before the topic is known; the rest wait for it.
 	services    []service.Service
 	beforeKafka int
-	// sourceIDs are the sources this daemon runs at start, for its
-	// start-up line.
-	sourceIDs []string
-	sources   *sourceSet
+	sources     *sourceSet
 }
 
 // New validates cfg (a *ConfigError says what is wrong), connects to
@@ -134,14 +131,6 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 		Now:           cfg.Now,
 	}
 
-	srcs, err := cfg.Sources()
-	if err != nil {
-		return &ConfigError{Err: err}
-	}
-	d.sourceIDs = make([]string, len(srcs))
-	for i, src := range srcs {
-		d.sourceIDs[i] = src.ID()
-	}
 	d.sources = newSourceSet(cfg, func(src sources.Source) (service.Service, error) {
 		if src.Provider == sources.ProviderYandex {
 			return d.yandexSource(src.Yandex, st, pub, loop, lm, pm, fps)
@@ -175,6 +164,16 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 	d.beforeKafka = len(d.services)
 	d.services = append(d.services, publisher, d.sources)
 	return nil
+}
+
+// sourceIDs are the ids of the sources in force, for the start-up line.
+func (d *Daemon) sourceIDs() []string {
+	srcs := d.sources.Configured()
+	ids := make([]string, len(srcs))
+	for i, src := range srcs {
+		ids[i] = src.ID()
+	}
+	return ids
 }
 
 // Reload reads the sources again (SIGHUP): new ones start, removed ones
@@ -310,7 +309,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	d.log.Info("ingestd running; competing for leases",
-		zap.Strings("sources", d.sourceIDs), zap.String("topic", d.cfg.Kafka.Topic),
+		zap.Strings("sources", d.sourceIDs()), zap.String("topic", d.cfg.Kafka.Topic),
 		zap.Bool("kafka_tls", d.cfg.Kafka.Conn.UsesTLS()), zap.String("kafka_sasl", d.cfg.Kafka.Conn.SASLMechanism), zap.String("kafka_compression", d.cfg.Kafka.Compression),
 		zap.String("http_addr", d.HTTPAddr()), zap.String("instance", d.cfg.Lease.Holder))
 

@@ -42,7 +42,7 @@ type Source struct {
 
 // Cursors is what status needs of the cursor store.
 type Cursors interface {
-	Source(ctx context.Context, sourceID string) (cursor.State, error)
+	Sources(ctx context.Context) ([]cursor.State, error)
 }
 
 // Leases is what status needs of the lease store.
@@ -67,12 +67,19 @@ func Collect(ctx context.Context, srcs []sources.Source, cursors Cursors, leases
 			holders[l.Name] = l.Holder
 		}
 	}
+	// One query for every source's state, however many sources there are;
+	// a source that never committed has none.
+	states, err := cursors.Sources(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("source status: %w", err)
+	}
+	byID := make(map[string]cursor.State, len(states))
+	for _, st := range states {
+		byID[st.SourceID] = st
+	}
 	out := make([]Source, 0, len(srcs))
 	for _, src := range srcs {
-		st, err := cursors.Source(ctx, src.ID())
-		if err != nil {
-			return nil, fmt.Errorf("source status: %w", err)
-		}
+		st := byID[src.ID()]
 		s := Source{
 			ID: src.ID(), Provider: src.Provider, Cursor: st.Cursor, EventsIngested: st.EventsTotal,
 			Halted: st.HaltedAt != nil, HaltedAt: utc(st.HaltedAt), HaltedReason: st.HaltedReason,
