@@ -456,7 +456,8 @@ func runSources(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer store.Close()
-	list, err := status.Collect(ctx, srcs, store.Cursors, store.Leases, time.Now())
+	c := status.Collector{Cursors: store.Cursors, Leases: store.Leases, Outbox: store.Outbox, MaxBacklog: cfg.MaxBacklog}
+	list, err := c.Collect(ctx, srcs, time.Now())
 	if err != nil {
 		return err
 	}
@@ -467,7 +468,7 @@ func runSources(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return printJSON(stdout, list)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SOURCE\tINSTANCE\tLAST COMMIT\tEVENTS\tHALTED")
+	fmt.Fprintln(tw, "SOURCE\tINSTANCE\tLAST COMMIT\tEVENTS\tHALTED\tPAUSED")
 	for _, s := range list {
 		last := "never"
 		if s.LastCommitAgeSeconds != nil {
@@ -481,7 +482,11 @@ func runSources(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if s.Halted {
 			halted = "yes: " + s.HaltedReason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.ID, instance, last, s.EventsIngested, halted)
+		paused := "no"
+		if s.Paused {
+			paused = "yes: " + s.PausedReason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.ID, instance, last, s.EventsIngested, halted, paused)
 	}
 	return tw.Flush()
 }

@@ -151,7 +151,8 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 			Token:       cfg.AdminToken,
 			BTSAccounts: d.sources.BTSAccounts,
 			Sources: func(ctx context.Context) ([]status.Source, error) {
-				return status.Collect(ctx, d.sources.Configured(), st.Cursors, st.Leases, cfg.Now())
+				c := status.Collector{Cursors: st.Cursors, Leases: st.Leases, Outbox: st.Outbox, MaxBacklog: cfg.MaxBacklog}
+				return c.Collect(ctx, d.sources.Configured(), cfg.Now())
 			},
 		}, st.Watchlist, d.log.Named("admin"))
 		d.http = newHTTPServer(ln, d.handler(ad))

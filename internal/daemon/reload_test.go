@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ingestd/ingestd/internal/secret"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -28,7 +30,8 @@ func writeAtomically(t *testing.T, path, content string) {
 // the daemon runs: an added source starts (with a wrong token it cannot
 // read, then with the rotated right one), a changed source restarts, a
 // broken file changes nothing and is counted, a removed source stops and
-// releases its lease; and every account's events reach Kafka once.
+// releases its lease; and every account's events reach Kafka once. The
+// status API (GET /v1/sources) shows each step.
 func TestSourcesFileReload(t *testing.T) {
 	t.Parallel()
 	const journal = 800
@@ -47,8 +50,17 @@ func TestSourcesFileReload(t *testing.T) {
 	}
 	s.cfg.SourcesFile = filepath.Join(dir, "sources.yaml")
 	writeAtomically(t, s.cfg.SourcesFile, "sources:\n"+source("shop-a", ""))
+	s.cfg.AdminToken = secret.New("admin-token")
 	r := s.start(t)
 	ctx := context.Background()
+	listed := func() []string {
+		var ids []string
+		for id := range sourcesAPI(t, r) {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		return ids
+	}
 
 	atEnd := func(account string) func() bool {
 		return func() bool {
@@ -75,6 +87,7 @@ func TestSourcesFileReload(t *testing.T) {
 		return out
 	}
 	require.Eventually(t, atEnd("shop-a"), 60*time.Second, 20*time.Millisecond)
+	require.Equal(t, []string{"yandex/default", "yandex/shop-a"}, listed())
 
 	// Added, with a token the upstream refuses: it starts but cannot read.
 	writeAtomically(t, filepath.Join(dir, "shop-b-token"), "not-the-token\n")
@@ -86,10 +99,16 @@ func TestSourcesFileReload(t *testing.T) {
 	st, err := s.store.Cursors.Source(ctx, "yandex/shop-b")
 	require.NoError(t, err)
 	require.Zero(t, st.EventsTotal, "nothing read with the wrong token")
+	b := sourcesAPI(t, r)["yandex/shop-b"]
+	require.Equal(t, s.cfg.Lease.Holder, b.Instance, "the status API shows the added source running")
+	require.Zero(t, b.EventsIngested)
 
 	// The token is rotated in its file: the source restarts with it.
 	writeAtomically(t, filepath.Join(dir, "shop-b-token"), "tok-shop-b\n")
 	require.Eventually(t, atEnd("shop-b"), 60*time.Second, 20*time.Millisecond, "the rotated token is used")
+	b = sourcesAPI(t, r)["yandex/shop-b"]
+	require.EqualValues(t, journal, b.EventsIngested)
+	require.Equal(t, sims["shop-b"].CursorAfter(journal), b.Cursor)
 
 	// A changed source restarts: its lease is taken again.
 	before := leases()["source:yandex/shop-a"].epoch
@@ -106,12 +125,14 @@ func TestSourcesFileReload(t *testing.T) {
 		return metric(t, r, "ingestd_config_reload_failures_total", nil) >= 1
 	}, 30*time.Second, 20*time.Millisecond)
 	require.True(t, leases()["source:yandex/shop-b"].live, "the running set carries on")
+	require.Equal(t, []string{"yandex/default", "yandex/shop-a", "yandex/shop-b"}, listed(), "the status API still shows the running set")
 
 	// Removed: it stops and releases its lease; its cursor stays. (shop-a
 	// goes back to its first settings, so it restarts too.)
 	writeAtomically(t, s.cfg.SourcesFile, "sources:\n"+source("shop-a", ""))
 	require.Eventually(t, func() bool { return !leases()["source:yandex/shop-b"].live }, 30*time.Second, 20*time.Millisecond, "the removed source stopped")
 	require.True(t, atEnd("shop-b")(), "its cursor is kept")
+	require.Equal(t, []string{"yandex/default", "yandex/shop-a"}, listed(), "the status API lists configured sources only")
 	require.Eventually(t, func() bool { return leases()["source:yandex/shop-a"].live }, 30*time.Second, 20*time.Millisecond, "shop-a runs on")
 
 	// Every account's events reached Kafka once.

@@ -124,6 +124,23 @@ func TestSourcesFileRunsEveryAccount(t *testing.T) {
 	require.GreaterOrEqual(t, perSource["/ingestd/bts/tashkent"], orders, "at least one event per BTS order")
 
 	// The status API shows every source.
+	got := sourcesAPI(t, r)
+	require.Len(t, got, 4)
+	for account := range sims {
+		src := got["yandex/"+account]
+		require.Equal(t, int64(journal), src.EventsIngested, "events of yandex/%s", account)
+		require.Equal(t, s.cfg.Lease.Holder, src.Instance)
+		require.Equal(t, sims[account].CursorAfter(journal), src.Cursor)
+		require.NotNil(t, src.LastCommitAgeSeconds)
+	}
+	require.Equal(t, status.EveryInstance, got["bts/tashkent"].Instance)
+	require.False(t, got["bts/tashkent"].Halted)
+}
+
+// sourcesAPI reads GET /v1/sources of r (whose admin token is
+// "admin-token"), by source id.
+func sourcesAPI(t *testing.T, r *running) map[string]status.Source {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+r.d.HTTPAddr()+"/v1/sources", nil)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer admin-token")
@@ -139,16 +156,7 @@ func TestSourcesFileRunsEveryAccount(t *testing.T) {
 	for _, src := range body.Sources {
 		got[src.ID] = src
 	}
-	require.Len(t, got, 4)
-	for account := range sims {
-		src := got["yandex/"+account]
-		require.Equal(t, int64(journal), src.EventsIngested, "events of yandex/%s", account)
-		require.Equal(t, s.cfg.Lease.Holder, src.Instance)
-		require.Equal(t, sims[account].CursorAfter(journal), src.Cursor)
-		require.NotNil(t, src.LastCommitAgeSeconds)
-	}
-	require.Equal(t, status.EveryInstance, got["bts/tashkent"].Instance)
-	require.False(t, got["bts/tashkent"].Halted)
+	return got
 }
 
 func serve(t *testing.T, y *sim.Yandex) string {

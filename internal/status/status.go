@@ -1,6 +1,7 @@
 // Package status says what each configured source is doing, from what
 // PostgreSQL holds: which instance runs it, its cursor and when it last
-// committed, how many events it ingested, and whether it halted and why.
+// committed, how many events it ingested, whether it halted and why, and
+// whether its polling is paused for the outbox backlog.
 // `ingestd sources list` and the admin API's GET /v1/sources show it.
 package status
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/lease"
+	"github.com/ingestd/ingestd/internal/outbox"
 	"github.com/ingestd/ingestd/internal/sources"
 )
 
@@ -38,6 +40,12 @@ type Source struct {
 	Halted               bool       `json:"halted"`
 	HaltedAt             *time.Time `json:"halted_at"`
 	HaltedReason         string     `json:"halted_reason"`
+	// Paused is true while polling waits for the outbox backlog to drain
+	// below INGESTD_OUTBOX_MAX_BACKLOG. The outbox is shared, so every
+	// source of the deployment pauses together; PausedReason says by how
+	// much the backlog is over.
+	Paused       bool   `json:"paused"`
+	PausedReason string `json:"paused_reason"`
 }
 
 // Cursors is what status needs of the cursor store.
@@ -50,14 +58,40 @@ type Leases interface {
 	List(ctx context.Context) ([]lease.State, error)
 }
 
+// Backlog is what status needs of the outbox: the estimate the pollers
+// check before each page, so that status says paused exactly when they are.
+type Backlog interface {
+	BacklogEstimate(ctx context.Context) (int64, error)
+}
+
 var (
 	_ Cursors = (*cursor.Store)(nil)
 	_ Leases  = (*lease.Store)(nil)
+	_ Backlog = (*outbox.Store)(nil)
 )
 
+// Collector reads source status from the stores.
+type Collector struct {
+	Cursors Cursors
+	Leases  Leases
+	Outbox  Backlog
+	// MaxBacklog is INGESTD_OUTBOX_MAX_BACKLOG (0: no bound, never paused).
+	MaxBacklog int64
+}
+
 // Collect returns the status of srcs, in their order, as of now.
-func Collect(ctx context.Context, srcs []sources.Source, cursors Cursors, leases Leases, now time.Time) ([]Source, error) {
-	ls, err := leases.List(ctx)
+func (c Collector) Collect(ctx context.Context, srcs []sources.Source, now time.Time) ([]Source, error) {
+	var pausedReason string
+	if c.MaxBacklog > 0 {
+		n, err := c.Outbox.BacklogEstimate(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("source status: %w", err)
+		}
+		if n >= c.MaxBacklog {
+			pausedReason = fmt.Sprintf("outbox backlog of about %d rows is over its bound of %d (INGESTD_OUTBOX_MAX_BACKLOG); polling resumes when the publisher catches up", n, c.MaxBacklog)
+		}
+	}
+	ls, err := c.Leases.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source status: %w", err)
 	}
@@ -69,7 +103,7 @@ func Collect(ctx context.Context, srcs []sources.Source, cursors Cursors, leases
 	}
 	// One query for every source's state, however many sources there are;
 	// a source that never committed has none.
-	states, err := cursors.Sources(ctx)
+	states, err := c.Cursors.Sources(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source status: %w", err)
 	}
@@ -83,6 +117,7 @@ func Collect(ctx context.Context, srcs []sources.Source, cursors Cursors, leases
 		s := Source{
 			ID: src.ID(), Provider: src.Provider, Cursor: st.Cursor, EventsIngested: st.EventsTotal,
 			Halted: st.HaltedAt != nil, HaltedAt: utc(st.HaltedAt), HaltedReason: st.HaltedReason,
+			Paused: pausedReason != "", PausedReason: pausedReason,
 		}
 		switch src.Provider {
 		case sources.ProviderYandex:
