@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ingestd-demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.kafkaPort, "kafka-port", 9092, "port of the in-process Kafka broker on 127.0.0.1")
-	fs.StringVar(&o.simAddr, "sim-addr", "127.0.0.1:0", "address of the simulated Yandex journal")
+	fs.StringVar(&o.simAddr, "sim-addr", "127.0.0.1:0", "address of the simulated Yandex API (both accounts' journals)")
 	fs.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:8080", "ingestd's /healthz, /readyz and /metrics")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until Ctrl-C)")
 	fs.IntVar(&o.backlog, "backlog", 5000, "journal entries already waiting upstream at start")
@@ -107,8 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cluster.Close()
 	broker := cluster.ListenAddrs()[0]
 
-	// The simulated upstream.
-	sc := sim.YandexConfig{Seed: 2026, Token: demoToken, Backlog: o.backlog, Rate: o.rate, ReplayRate: 0.05, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02}
+	// The simulated Yandex API: two merchants' accounts at one address, as
+	// the real API serves them, each token reading its own journal.
+	sc := sim.YandexConfig{Seed: 2026, Token: demoToken + "-shop-a", Backlog: o.backlog, Rate: o.rate, ReplayRate: 0.05, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02}
 	if o.faults {
 		sc.Faults = sim.FaultRates{TooManyRequests: 0.02, RetryAfter: "1", ServerError: 0.02, Malformed: 0.01}
 	}
@@ -116,24 +117,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	y2, err := sim.NewYandex(sim.YandexConfig{Seed: 2027, Token: demoToken + "-shop-b", Backlog: o.backlog / 10, Rate: o.rate / 4})
+	if err != nil {
+		return err
+	}
+	accounts, err := sim.NewYandexAccounts(y, y2)
+	if err != nil {
+		return err
+	}
 	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSim()
-	simAddr, waitSim, err := sim.ListenAndServe(simCtx, o.simAddr, y)
+	simAddr, waitSim, err := sim.ListenAndServe(simCtx, o.simAddr, accounts)
 	if err != nil {
 		return err
 	}
 	defer func() { stopSim(); _ = waitSim() }()
-
-	// A second merchant's Yandex account: a smaller journal of its own.
-	y2, err := sim.NewYandex(sim.YandexConfig{Seed: 2027, Token: demoToken, Backlog: o.backlog / 10, Rate: o.rate / 4})
-	if err != nil {
-		return err
-	}
-	sim2Addr, waitSim2, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", y2)
-	if err != nil {
-		return err
-	}
-	defer func() { stopSim(); _ = waitSim2() }()
 
 	// The simulated BTS Express: orders whose days-long lifecycles are
 	// compressed into about a minute, all on the watch-list.
@@ -166,22 +164,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	doc := fmt.Sprintf(`sources:
   - provider: yandex
     account: shop-a
-    token_env: DEMO_YANDEX_TOKEN
+    token_env: DEMO_SHOP_A_TOKEN
     base_url: http://%s
   - provider: yandex
     account: shop-b
-    token_env: DEMO_YANDEX_TOKEN
+    token_env: DEMO_SHOP_B_TOKEN
     base_url: http://%s
   - provider: bts
     account: tashkent
     login_env: DEMO_BTS_LOGIN
     password_env: DEMO_BTS_PASSWORD
     base_url: http://%s
-`, simAddr, sim2Addr, btsAddr)
+`, simAddr, simAddr, btsAddr)
 	if err := os.WriteFile(sourcesFile, []byte(doc), 0o600); err != nil {
 		return err
 	}
-	demoEnv := map[string]string{"DEMO_YANDEX_TOKEN": demoToken, "DEMO_BTS_LOGIN": "demo", "DEMO_BTS_PASSWORD": demoToken}
+	demoEnv := map[string]string{"DEMO_SHOP_A_TOKEN": demoToken + "-shop-a", "DEMO_SHOP_B_TOKEN": demoToken + "-shop-b", "DEMO_BTS_LOGIN": "demo", "DEMO_BTS_PASSWORD": demoToken}
 
 	cfg := daemon.DefaultConfig()
 	cfg.Database = dbCfg
@@ -206,15 +204,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   PostgreSQL   %s (schema %s, recreated for this run)
   Kafka        %s, topic %s (in-process broker; any Kafka client can read it:
                kcat -b %s -t %s -C -f '%%k %%h\n%%s\n\n')
-  upstream     simulated Yandex journals at http://%s (yandex/shop-a: %d waiting, +%.0f/s, faults: %s)
-                                        and http://%s (yandex/shop-b: %d waiting, +%.0f/s)
+  upstream     simulated Yandex API at http://%s, one journal per account's token:
+                 yandex/shop-a: %d waiting, +%.0f/s, faults: %s
+                 yandex/shop-b: %d waiting, +%.0f/s
                simulated BTS Express at http://%s (bts/tashkent: %d orders on the watch-list, lifecycles sped up %dx)
   sources      %s
   ingestd      http://%s/metrics  /readyz  /healthz
 Ctrl-C stops the demo.
 
 `, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults),
-		sim2Addr, o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, sourcesFile, d.HTTPAddr())
+		o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, sourcesFile, d.HTTPAddr())
 
 	var wg sync.WaitGroup
 	daemonErr := make(chan error, 1)
