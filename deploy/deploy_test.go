@@ -72,6 +72,8 @@ var exportedMetrics = map[string]metricInfo{
 	"ingestd_upstream_requests_total":               {counter, []string{"source", "outcome"}},
 	"ingestd_upstream_errors_total":                 {counter, []string{"source", "class"}},
 	"ingestd_upstream_backoff_seconds":              {gauge, []string{"source"}},
+	"ingestd_upstream_polling_delay_seconds":        {gauge, []string{"source"}},
+	"ingestd_upstream_too_early_total":              {counter, []string{"source"}},
 	"ingestd_source_halted":                         {gauge, []string{"source"}},
 	"ingestd_unknown_status_total":                  {counter, []string{"source", "provider_status"}},
 	"ingestd_cursor_age_seconds":                    {gauge, []string{"source"}},

@@ -232,13 +232,13 @@ func (c *Client) get(ctx context.Context, op, path string, q url.Values) (json.R
 // answer. Every failure is classified (see upstream.Client.Do); an answer
 // that BTS marks failed inside a 2xx is malformed (see decodeEnvelope).
 func (c *Client) exchange(ctx context.Context, r upstream.Request) (json.RawMessage, error) {
-	status, body, err := c.core.Do(ctx, r)
+	resp, err := c.core.Do(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	data, err := decodeEnvelope(body)
+	data, err := decodeEnvelope(resp.Body)
 	if err != nil {
-		return nil, upstream.Malformed(r.Op, "response", status, err)
+		return nil, upstream.Malformed(r.Op, "response", resp.Status, err)
 	}
 	return data, nil
 }

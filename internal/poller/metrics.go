@@ -17,6 +17,8 @@ type Metrics struct {
 	backoff    *prometheus.GaugeVec
 	commitSecs *prometheus.HistogramVec
 	paused     *prometheus.GaugeVec
+	delay      *prometheus.GaugeVec
+	tooEarly   *prometheus.CounterVec
 	reg        prometheus.Registerer
 }
 
@@ -66,6 +68,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while a source's polling waits for the outbox backlog to drain below its bound.",
 		}, []string{"source"}),
 	}
+	m.delay = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ingestd_upstream_polling_delay_seconds",
+		Help: "The wait the source's last upstream answer asked for before the next request (Yandex X-Polling-Delay-Ms; 0 when none).",
+	}, []string{"source"})
+	m.tooEarly = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ingestd_upstream_too_early_total",
+		Help: "429 answers to requests sent sooner than the previous answer asked (X-Polling-Delay-Ms); should stay 0.",
+	}, []string{"source"})
+	reg.MustRegister(m.delay, m.tooEarly)
 	reg.MustRegister(m.paused, m.ingested, m.duplicates, m.pages, m.requests, m.errors, m.unknown, m.halted, m.backoff, m.commitSecs)
 	return m
 }

@@ -100,6 +100,16 @@ func (s *Source) Backoff(d time.Duration) {
 	s.m.backoff.WithLabelValues(s.id).Set(d.Seconds())
 }
 
+// PollingDelay shows the wait the last answer asked for before the next
+// request.
+func (s *Source) PollingDelay(d time.Duration) {
+	s.m.delay.WithLabelValues(s.id).Set(d.Seconds())
+}
+
+// TooEarly counts a 429 answer to a request sent sooner than the previous
+// answer asked.
+func (s *Source) TooEarly() { s.m.tooEarly.WithLabelValues(s.id).Inc() }
+
 // Retry logs that op failed with err, shows the wait d, and waits it (or
 // until a wake channel fires). It reports whether ctx is still live.
 func (s *Source) Retry(ctx context.Context, op string, err error, d time.Duration, wake ...<-chan struct{}) bool {

@@ -42,6 +42,10 @@ const maxRate = 1e9
 // gigabytes of generator slots.
 const maxClaims = 1 << 24
 
+// HeaderPollingDelay is the header of a journal answer asking the client to
+// wait that many milliseconds before its next journal request.
+const HeaderPollingDelay = "X-Polling-Delay-Ms"
+
 // maxBody bounds the request body; a real cursor request is tiny.
 const maxBody = 64 << 10
 
@@ -84,6 +88,12 @@ type YandexConfig struct {
 	MaxPageSize int
 	// Faults configures random faults.
 	Faults FaultRates
+	// PollingDelay, when positive, is sent as X-Polling-Delay-Ms on every
+	// answer, and a request arriving sooner than that after the previous
+	// answer is refused with 429, as Yandex may refuse a client that
+	// ignores it. Each account (each Yandex) keeps its own pace. The wait
+	// is measured in real time, like slow answers.
+	PollingDelay time.Duration
 	// Now is the clock; nil means time.Now. Only the append schedule uses
 	// it: slow answers wait in real time.
 	Now func() time.Time
@@ -110,6 +120,14 @@ type Yandex struct {
 	requests   atomic.Int64
 	served     atomic.Int64
 	lastCursor atomic.Pointer[string]
+
+	// delayHeader is PollingDelay in milliseconds, as sent.
+	delayHeader string
+	// answeredAt is when the last answer was written (unix nanos, real
+	// time); tooEarly counts requests that came sooner than PollingDelay
+	// after it.
+	answeredAt atomic.Int64
+	tooEarly   atomic.Int64
 
 	bufs sync.Pool // *[]byte page buffers
 }
@@ -160,6 +178,7 @@ func NewYandex(cfg YandexConfig) (*Yandex, error) {
 		journal:      newJournal(seedHash, width, cfg.UnknownStatusRate, cfg.BackwardsTimeRate, total),
 		sched:        newSchedule(now, cfg.Backlog, total, cfg.Rate),
 		faultRNG:     rand.New(rand.NewPCG(seedHash, mixFaults)),
+		delayHeader:  strconv.FormatInt(cfg.PollingDelay.Milliseconds(), 10),
 	}
 	return y, nil
 }
@@ -210,6 +229,9 @@ func validate(cfg *YandexConfig) error {
 	}
 	if fr.SlowDelay < 0 {
 		return fmt.Errorf("sim: Faults.SlowDelay must not be negative, got %v", fr.SlowDelay)
+	}
+	if cfg.PollingDelay < 0 {
+		return fmt.Errorf("sim: PollingDelay must not be negative, got %v", cfg.PollingDelay)
 	}
 	return nil
 }
@@ -294,6 +316,10 @@ func (y *Yandex) LastCursor() string {
 // Requests returns the number of requests received, faulted ones included.
 func (y *Yandex) Requests() int64 { return y.requests.Load() }
 
+// TooEarly returns the number of requests refused because they came sooner
+// than PollingDelay after the previous answer.
+func (y *Yandex) TooEarly() int64 { return y.tooEarly.Load() }
+
 // Served returns the number of entries sent in successful pages, replayed
 // entries included.
 func (y *Yandex) Served() int64 { return y.served.Load() }
@@ -342,6 +368,18 @@ func (y *Yandex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// during a slow answer: it only watches the connection once the body
 	// has been consumed.
 	raw, bodyErr := readBody(w, r)
+	if y.cfg.PollingDelay > 0 {
+		// Every answer, refusals included, asks for the delay, and the
+		// next request is timed from when this answer was written.
+		arrived := time.Now()
+		w.Header().Set(HeaderPollingDelay, y.delayHeader)
+		defer func() { y.answeredAt.Store(time.Now().UnixNano()) }()
+		if arrived.Before(time.Unix(0, y.answeredAt.Load()).Add(y.cfg.PollingDelay)) {
+			y.tooEarly.Add(1)
+			writeError(w, http.StatusTooManyRequests, "too_many_requests", "Too often: wait "+y.delayHeader+" ms between journal requests")
+			return
+		}
+	}
 	p := y.nextPlan()
 	switch p.fault.Kind {
 	case FaultTooManyRequests:

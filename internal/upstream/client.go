@@ -137,9 +137,18 @@ type Request struct {
 	Bearer string
 }
 
-// Do sends r and returns the status and the body of a 2xx answer, read in
-// full. Deciding whether that body is usable is the provider's part (see
-// Malformed).
+// Response is a 2xx answer.
+type Response struct {
+	Status int
+	// Header is the answer's header, for what a provider reads there (such
+	// as Yandex's X-Polling-Delay-Ms).
+	Header http.Header
+	// Body is read in full.
+	Body []byte
+}
+
+// Do sends r and returns a 2xx answer, its body read in full. Deciding
+// whether that body is usable is the provider's part (see Malformed).
 //
 // Every failure is an *Error, classified here. The shared rules are: a
 // transport failure, a timeout, an oversized body, 408, 425, 5xx and any
@@ -149,7 +158,7 @@ type Request struct {
 // ClientConfig.Status may class a status otherwise before these rules
 // apply. The only exception is the caller's own cancellation: when ctx is
 // done the error wraps ctx.Err() (see TransportError).
-func (c *Client) Do(ctx context.Context, r Request) (status int, body []byte, err error) {
+func (c *Client) Do(ctx context.Context, r Request) (Response, error) {
 	// The timeout covers reading the body too, so it is cancelled only when
 	// this call returns.
 	reqCtx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -160,7 +169,7 @@ func (c *Client) Do(ctx context.Context, r Request) (status int, body []byte, er
 	}
 	req, err := http.NewRequestWithContext(reqCtx, r.Method, r.URL, rb)
 	if err != nil {
-		return 0, nil, Internal(r.Op, err)
+		return Response{}, Internal(r.Op, err)
 	}
 	for _, f := range c.header {
 		// A copy per request, as Header.Set would make, so that nothing a
@@ -176,7 +185,7 @@ func (c *Client) Do(ctx context.Context, r Request) (status int, body []byte, er
 
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, TransportError(ctx, r.Op, 0, err, c.timeout)
+		return Response{}, TransportError(ctx, r.Op, 0, err, c.timeout)
 	}
 	defer func() { _ = resp.Body.Close() }()
 
@@ -186,25 +195,25 @@ func (c *Client) Do(ctx context.Context, r Request) (status int, body []byte, er
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, min(c.maxBody, maxErrorBodyBytes)))
 		// An HTTP-date Retry-After is the server's wall-clock time, read
 		// against ours, not against a component's injected clock.
-		return 0, nil, c.classifyStatus(r.Op, resp.StatusCode, resp.Header, b, time.Now())
+		return Response{}, c.classifyStatus(r.Op, resp.StatusCode, resp.Header, b, time.Now())
 	}
 	// A declared length over the limit fails at once rather than after
 	// reading MaxBody.
 	if resp.ContentLength > c.maxBody {
 		err := fmt.Errorf("%w (Content-Length %d, limit %d)", ErrBodyTooLarge, resp.ContentLength, c.maxBody)
-		return 0, nil, TransportError(ctx, r.Op, resp.StatusCode, err, c.timeout)
+		return Response{}, TransportError(ctx, r.Op, resp.StatusCode, err, c.timeout)
 	}
 	b, err := ReadBody(resp.Body, c.maxBody, resp.ContentLength)
 	if err != nil {
-		return 0, nil, TransportError(ctx, r.Op, resp.StatusCode, err, c.timeout)
+		return Response{}, TransportError(ctx, r.Op, resp.StatusCode, err, c.timeout)
 	}
-	return resp.StatusCode, b, nil
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
 }
 
 // classifyStatus is the one place that classes a non-2xx response: the
 // provider's Status hook first, then the rules every provider shares.
 func (c *Client) classifyStatus(op string, status int, header http.Header, body []byte, now time.Time) *Error {
-	ue := &Error{Op: op, StatusCode: status}
+	ue := &Error{Op: op, StatusCode: status, Header: header}
 	ue.Code, ue.Message = c.errorBody(body)
 	if c.status != nil {
 		if class := c.status(ue); class != 0 {

@@ -85,6 +85,8 @@ type Error struct {
 	Message string
 	// RetryAfter is the server's requested wait (429/503), 0 when absent.
 	RetryAfter time.Duration
+	// Header is the header of the error response, nil when none arrived.
+	Header http.Header
 	// Err is the underlying transport or decoding error, if any.
 	Err error
 }

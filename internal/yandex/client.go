@@ -67,6 +67,9 @@ type Page struct {
 	Entries []Entry
 	// Bytes is the body size in bytes, for metrics.
 	Bytes int
+	// Delay is the wait the answer asked for before the next journal
+	// request (X-Polling-Delay-Ms).
+	Delay PollingDelay
 	// strs holds the strings of the page's entries; see Strings.
 	strs *event.Arena
 }
@@ -113,14 +116,21 @@ func (c *Client) Journal(ctx context.Context, cursor string) (*Page, error) {
 		// operator can repair.
 		return nil, &upstream.Error{Class: upstream.BadCursor, Op: opFetch, Message: err.Error()}
 	}
-	status, body, err := c.core.Do(ctx, upstream.Request{Op: opFetch, Method: http.MethodPost, URL: c.url, Body: reqBody})
+	resp, err := c.core.Do(ctx, upstream.Request{Op: opFetch, Method: http.MethodPost, URL: c.url, Body: reqBody})
 	if err != nil {
 		return nil, err
 	}
-	page, err := decodePage(body, c.pageLimit)
+	page, err := decodePage(resp.Body, c.pageLimit)
 	if err != nil {
-		return nil, upstream.Malformed(opFetch, "journal page", status, err)
+		// The delay still applies to the next request: see PollingDelayOf.
+		ue := upstream.Malformed(opFetch, "journal page", resp.Status, err)
+		var e *upstream.Error
+		if errors.As(ue, &e) {
+			e.Header = resp.Header
+		}
+		return nil, ue
 	}
+	page.Delay = ParsePollingDelay(resp.Header)
 	return page, nil
 }
 

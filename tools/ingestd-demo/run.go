@@ -34,6 +34,7 @@ import (
 const (
 	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	demoToken          = "demo-token"
+	demoPollingDelay   = 100 * time.Millisecond
 )
 
 type options struct {
@@ -109,7 +110,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	// The simulated Yandex API: two merchants' accounts at one address, as
 	// the real API serves them, each token reading its own journal.
-	sc := sim.YandexConfig{Seed: 2026, Token: demoToken + "-shop-a", Backlog: o.backlog, Rate: o.rate, ReplayRate: 0.05, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02}
+	// Both ask for 100 ms between journal requests (X-Polling-Delay-Ms),
+	// as the real API does, and refuse a request that comes sooner.
+	sc := sim.YandexConfig{Seed: 2026, Token: demoToken + "-shop-a", Backlog: o.backlog, Rate: o.rate, ReplayRate: 0.05, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02, PollingDelay: demoPollingDelay}
 	if o.faults {
 		sc.Faults = sim.FaultRates{TooManyRequests: 0.02, RetryAfter: "1", ServerError: 0.02, Malformed: 0.01}
 	}
@@ -117,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	y2, err := sim.NewYandex(sim.YandexConfig{Seed: 2027, Token: demoToken + "-shop-b", Backlog: o.backlog / 10, Rate: o.rate / 4})
+	y2, err := sim.NewYandex(sim.YandexConfig{Seed: 2027, Token: demoToken + "-shop-b", Backlog: o.backlog / 10, Rate: o.rate / 4, PollingDelay: demoPollingDelay})
 	if err != nil {
 		return err
 	}
@@ -204,7 +207,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   PostgreSQL   %s (schema %s, recreated for this run)
   Kafka        %s, topic %s (in-process broker; any Kafka client can read it:
                kcat -b %s -t %s -C -f '%%k %%h\n%%s\n\n')
-  upstream     simulated Yandex API at http://%s, one journal per account's token:
+  upstream     simulated Yandex API at http://%s, one journal per account's token,
+               asking for %s between journal requests (X-Polling-Delay-Ms):
                  yandex/shop-a: %d waiting, +%.0f/s, faults: %s
                  yandex/shop-b: %d waiting, +%.0f/s
                simulated BTS Express at http://%s (bts/tashkent: %d orders on the watch-list, lifecycles sped up %dx)
@@ -212,7 +216,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
   ingestd      http://%s/metrics  /readyz  /healthz
 Ctrl-C stops the demo.
 
-`, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, o.backlog, o.rate, onOff(o.faults),
+`, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, demoPollingDelay, o.backlog, o.rate, onOff(o.faults),
 		o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, sourcesFile, d.HTTPAddr())
 
 	var wg sync.WaitGroup

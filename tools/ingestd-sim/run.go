@@ -48,6 +48,7 @@ func defaultOptions() options {
 			ReplayRate:        0.05,
 			UnknownStatusRate: 0.01,
 			BackwardsTimeRate: 0.02,
+			PollingDelay:      100 * time.Millisecond,
 			Faults: sim.FaultRates{
 				TooManyRequests: 0.02,
 				RetryAfter:      "1",
@@ -85,6 +86,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&y.Rate, "rate", y.Rate, "journal entries appended per second after start")
 	fs.IntVar(&y.MaxEntries, "max-entries", y.MaxEntries, "cap on the journal (0: the backlog when rate is 0, else unlimited)")
 	fs.IntVar(&y.Claims, "claims", y.Claims, "claim lifecycles in flight at once (0: derived from the journal size)")
+	fs.DurationVar(&y.PollingDelay, "polling-delay", y.PollingDelay, "X-Polling-Delay-Ms sent on every journal answer; a request sooner than that after the previous answer gets 429 (0: neither)")
 	fs.IntVar(&y.MaxPageSize, "max-page-size", y.MaxPageSize, "cap on a page below the requested limit (0: the limit, up to 1000)")
 	fs.Float64Var(&y.UnknownStatusRate, "unknown-status-rate", y.UnknownStatusRate, "fraction of status changes reporting a status outside the documented enum")
 	fs.Float64Var(&y.ReplayRate, "replay-rate", y.ReplayRate, "fraction of pages that re-serve a few entries before the cursor")
@@ -145,6 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		zap.Int64("seed", o.yandex.Seed),
 		zap.Int("backlog", o.yandex.Backlog),
 		zap.Float64("rate", o.yandex.Rate),
+		zap.Duration("polling_delay", o.yandex.PollingDelay),
 		zap.Float64("fault_429", o.yandex.Faults.TooManyRequests),
 		zap.Float64("fault_5xx", o.yandex.Faults.ServerError),
 		zap.Float64("fault_slow", o.yandex.Faults.Slow),

@@ -135,7 +135,7 @@ func TestRunWalksTheJournalOverHTTP(t *testing.T) {
 	const token = "sim-token-4f9a2c"
 	s := start(t, "-yandex-token", token, "-seed", "77", "-backlog", "25", "-rate", "0",
 		"-replay-rate", "0", "-fault-429", "0", "-fault-5xx", "0", "-fault-malformed", "0",
-		"-stats-interval", "10ms")
+		"-stats-interval", "10ms", "-polling-delay", "0")
 	want, err := sim.NewYandex(sim.YandexConfig{Seed: 77, Backlog: 25, UnknownStatusRate: 0.01, BackwardsTimeRate: 0.02})
 	require.NoError(t, err)
 
@@ -146,6 +146,7 @@ func TestRunWalksTheJournalOverHTTP(t *testing.T) {
 	for _, wantLen := range []int{10, 10, 5, 0} {
 		resp, raw := post(t, s.base, token, cursor, "10")
 		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
+		require.Empty(t, resp.Header.Values(sim.HeaderPollingDelay), "-polling-delay 0 sends no delay")
 		var p page
 		require.NoError(t, json.Unmarshal(raw, &p))
 		require.Len(t, p.Events, wantLen)
@@ -167,6 +168,24 @@ func TestRunWalksTheJournalOverHTTP(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
 		require.True(t, json.Valid([]byte(line)), "not a JSON log line: %s", line)
 	}
+}
+
+// TestRunPacesTheJournal: by default, as in the demo, every journal answer
+// asks for 100 ms before the next request, and one sooner is refused.
+func TestRunPacesTheJournal(t *testing.T) {
+	t.Parallel()
+	s := start(t, "-fault-429", "0", "-fault-5xx", "0", "-fault-malformed", "0", "-replay-rate", "0")
+	resp, raw := post(t, s.base, "", "", "10")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", raw)
+	answered := time.Now()
+	require.Equal(t, "100", resp.Header.Get(sim.HeaderPollingDelay))
+	resp, raw = post(t, s.base, "", "", "10")
+	if time.Since(answered) < 100*time.Millisecond {
+		require.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "%s", raw)
+		require.Equal(t, "100", resp.Header.Get(sim.HeaderPollingDelay))
+	}
+	require.NoError(t, s.stop(t))
+	require.Contains(t, s.stderr.String(), `"polling_delay":0.1`)
 }
 
 // TestRunAnswers checks the routes and that the fault flags reach the

@@ -2,7 +2,8 @@
 // journal) into the outbox: page after page by its opaque cursor, each
 // page's events committed with the cursor after them in one transaction
 // (cursor.Store.CommitPage), under the source's lease. It fetches and
-// decodes the next page while the current one commits.
+// decodes the next page while the current one commits, and never sends a
+// request sooner than the previous answer asked (X-Polling-Delay-Ms).
 package journal
 
 import (
@@ -108,6 +109,15 @@ type Poller struct {
 	// age is the cursor age gauge, registered on reg until Unregister.
 	age prometheus.Collector
 	reg prometheus.Registerer
+
+	// notBefore is the earliest time (unix nanos on cfg.Now's clock) the
+	// next request may be sent: the last answer's time plus the delay it
+	// asked for. Requests are sequential (a prefetch starts only after the
+	// previous answer arrived), so it is always that of the latest answer.
+	notBefore atomic.Int64
+	// warnedCapped and warnedInvalid log an odd X-Polling-Delay-Ms once
+	// per poller rather than once per page.
+	warnedCapped, warnedInvalid atomic.Bool
 }
 
 // New returns a poller for cfg, filling in defaults; Run starts it.
@@ -157,17 +167,48 @@ type fetched struct {
 	normal bool  // err came from normalization, not from upstream
 }
 
-// fetch reads and normalizes the page after cur.
+// fetch reads and normalizes the page after cur, first waiting out the
+// delay the previous answer asked for. Every other wait (the poll interval
+// after an empty page, a backoff after a failure) runs from the same
+// answer, so the request goes at whichever ends last.
 func (p *Poller) fetch(ctx context.Context, cur string) fetched {
+	notBefore := time.Unix(0, p.notBefore.Load())
+	if !retry.Sleep(ctx, notBefore.Sub(p.cfg.Now())) {
+		return fetched{cursor: cur, err: ctx.Err()}
+	}
+	// A request is early only if the clock or this code is wrong; a 429
+	// to one is counted (ingestd_upstream_too_early_total), so that a
+	// regression shows on a dashboard rather than as throttling.
+	early := p.cfg.Now().Before(notBefore)
 	page, err := p.client.Journal(ctx, cur)
 	if err != nil {
+		p.answered(yandex.PollingDelayOf(err))
+		if early && upstream.ClassOf(err) == upstream.RateLimited {
+			p.src.TooEarly()
+		}
 		return fetched{cursor: cur, err: err}
 	}
+	p.answered(page.Delay)
 	rows, err := p.rows(page)
 	if err != nil {
 		return fetched{cursor: cur, page: page, err: err, normal: true}
 	}
 	return fetched{cursor: cur, page: page, rows: rows}
+}
+
+// answered sets when the next request may go, from the delay an answer
+// asked for, and shows it.
+func (p *Poller) answered(d yandex.PollingDelay) {
+	p.notBefore.Store(p.cfg.Now().Add(d.Wait).UnixNano())
+	p.src.PollingDelay(d.Wait)
+	switch {
+	case d.Capped && !p.warnedCapped.Swap(true):
+		p.src.Log().Warn("the journal asked for a polling delay over the cap; waiting the cap instead (logged once)",
+			zap.String("x_polling_delay_ms", d.Raw), zap.Duration("cap", yandex.MaxPollingDelay))
+	case d.Invalid && !p.warnedInvalid.Swap(true):
+		p.src.Log().Warn("the journal sent an X-Polling-Delay-Ms that is not a number of milliseconds; ignoring it (logged once)",
+			zap.String("x_polling_delay_ms", d.Raw))
+	}
 }
 
 // prefetch reads the page after cur in the background, so that it is
