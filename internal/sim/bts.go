@@ -4,7 +4,7 @@ package sim
 // login and token refresh with expiring tokens, the status dictionary
 // (GET /v1/status/index, paginated Yii2 style), and one order at a time
 // (GET /v1/order/track, GET /v1/order/detail), with scripted and random
-// faults.
+// faults, and the webhooks a client may configure (see webhook.go).
 //
 // Every order's lifecycle is a pure function of the seed and the order's
 // index, computed when asked for, so a simulator of 100,000 orders holds
@@ -96,13 +96,15 @@ type BTSConfig struct {
 	StatusPageSize int
 	// Faults configures random faults of the data endpoints.
 	Faults BTSFaultRates
+	// Webhooks configures the webhook calls RunWebhooks sends.
+	Webhooks BTSWebhookConfig
 }
 
 // BTSFaultKind selects what a fault does to one data request.
 type BTSFaultKind int
 
 // Fault kinds. Faults apply to the data endpoints (status index, track,
-// detail), never to login and refresh.
+// detail), never to login, refresh and the webhook setting.
 const (
 	// BTSFaultNone answers normally and suppresses random faults.
 	BTSFaultNone BTSFaultKind = iota
@@ -206,6 +208,8 @@ type BTS struct {
 	scripted []BTSFault
 
 	bufs sync.Pool // *[]byte answer buffers
+
+	wh *btsWebhooks
 }
 
 // NewBTS validates cfg and returns a server whose orders all start their
@@ -230,6 +234,9 @@ func NewBTS(cfg BTSConfig) (*BTS, error) {
 	}
 	if s := cfg.Faults.sum(); s > 1 {
 		return nil, fmt.Errorf("sim: BTS fault rates add up to %v, more than 1", s)
+	}
+	if err := cfg.Webhooks.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Speed == 0 {
 		cfg.Speed = 1
@@ -266,6 +273,7 @@ func NewBTS(cfg BTSConfig) (*BTS, error) {
 		slowDelay: slow,
 		calls:     make([]atomic.Int64, cfg.Orders),
 		faultRNG:  rand.New(rand.NewPCG(seedHash, mixFaults)),
+		wh:        newBTSWebhooks(cfg.Webhooks),
 	}, nil
 }
 
@@ -455,6 +463,9 @@ func (b *BTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if b.method(w, r, http.MethodPost) {
 			b.serveRefresh(w, r)
 		}
+		return
+	case BTSWebhookConfigPath:
+		b.serveWebhookConfig(w, r)
 		return
 	case BTSStatusPath, BTSTrackPath, BTSDetailPath:
 	default:
