@@ -333,6 +333,12 @@ func sourceOf(s sources.Source) sourceJSON {
 		j.Account, j.BaseURL = s.BTS.Account, s.BTS.BaseURL
 		secretFrom("login", s.Login, "INGESTD_BTS_LOGIN")
 		secretFrom("password", s.Password, "INGESTD_BTS_PASSWORD")
+		switch {
+		case s.WebhookToken != (sources.Secret{}):
+			j.Secrets["webhook_token"] = s.WebhookToken.String()
+		case s.BTS.WebhookToken.IsSet():
+			j.Secrets["webhook_token"] = "variable INGESTD_BTS_WEBHOOK_TOKEN"
+		}
 	}
 	return j
 }

@@ -39,6 +39,10 @@ const (
 	EnvClaimTimeout      = "INGESTD_BTS_CLAIM_TIMEOUT"
 	EnvDictionaryRefresh = "INGESTD_BTS_DICTIONARY_REFRESH"
 	EnvIdlePoll          = "INGESTD_BTS_IDLE_POLL"
+
+	EnvWebhookToken   = "INGESTD_BTS_WEBHOOK_TOKEN"
+	EnvWebhookStretch = "INGESTD_BTS_WEBHOOK_STRETCH"
+	EnvWebhookQuiet   = "INGESTD_BTS_WEBHOOK_QUIET"
 )
 
 // Defaults and bounds of the configuration.
@@ -64,8 +68,20 @@ const (
 	DefaultDictionaryRefresh = time.Hour
 	DefaultIdlePoll          = time.Second
 
-	maxRate        = 100_000
-	maxConcurrency = 1024
+	// DefaultWebhookStretch multiplies the scheduled intervals of an
+	// account's orders while its webhooks flow: each change then comes by
+	// webhook within seconds, and the schedule is only the safety net.
+	DefaultWebhookStretch = 4.0
+	// DefaultWebhookQuiet is how long an account may go without a webhook
+	// before its orders are back on the normal schedule.
+	DefaultWebhookQuiet = 10 * time.Minute
+	// MinWebhookTokenLen keeps a webhook token long enough that guessing it
+	// is not an option: the endpoint faces the Internet.
+	MinWebhookTokenLen = 16
+
+	maxRate           = 100_000
+	maxConcurrency    = 1024
+	maxWebhookStretch = 100
 )
 
 // Config for the BTS source. Env var names appear in Validate errors.
@@ -94,6 +110,11 @@ type Config struct {
 	// read from the token itself (INGESTD_BTS_TOKEN_TTL), default 23h, at
 	// least 1m. The token is refreshed at 80% of its life either way.
 	TokenTTL time.Duration
+	// WebhookToken is the token BTS sends with every webhook call of this
+	// account (INGESTD_BTS_WEBHOOK_TOKEN), at least 16 characters; it tells
+	// which account a call belongs to. Unset: the account takes no
+	// webhooks.
+	WebhookToken secret.String
 	// Schedule is how the watch-list is polled.
 	Schedule Schedule
 }
@@ -127,6 +148,15 @@ type Schedule struct {
 	// (INGESTD_BTS_IDLE_POLL), default 1s: orders added by another process
 	// are picked up within it.
 	IdlePoll time.Duration
+	// WebhookStretch multiplies the scheduled intervals while the account's
+	// webhooks flow (INGESTD_BTS_WEBHOOK_STRETCH), default 4, between 1
+	// (no stretch) and 100.
+	WebhookStretch float64
+	// WebhookQuiet is how long after the account's last webhook its
+	// schedule stays stretched (INGESTD_BTS_WEBHOOK_QUIET), default 10m:
+	// a webhook that stops arriving never leaves orders polled less often
+	// for longer than this.
+	WebhookQuiet time.Duration
 }
 
 // DefaultSchedule returns the schedule's defaults.
@@ -138,6 +168,8 @@ func DefaultSchedule() Schedule {
 		ClaimTimeout:      DefaultClaimTimeout,
 		DictionaryRefresh: DefaultDictionaryRefresh,
 		IdlePoll:          DefaultIdlePoll,
+		WebhookStretch:    DefaultWebhookStretch,
+		WebhookQuiet:      DefaultWebhookQuiet,
 	}
 }
 
@@ -165,6 +197,12 @@ func (s Schedule) Validate() error {
 	}
 	if s.IdlePoll <= 0 {
 		add(EnvIdlePoll, "must be positive, got %s", s.IdlePoll)
+	}
+	if math.IsNaN(s.WebhookStretch) || s.WebhookStretch < 1 || s.WebhookStretch > maxWebhookStretch {
+		add(EnvWebhookStretch, "must be between 1 (no stretch) and %d, got %v", maxWebhookStretch, s.WebhookStretch)
+	}
+	if s.WebhookQuiet <= 0 {
+		add(EnvWebhookQuiet, "must be positive, got %s", s.WebhookQuiet)
 	}
 	return errors.Join(errs...)
 }
@@ -235,6 +273,14 @@ func (c Config) Validate() error {
 	}
 	if c.TokenTTL < minTokenTTL {
 		add(EnvTokenTTL, "must be at least %s, got %s", minTokenTTL, c.TokenTTL)
+	}
+	if c.WebhookToken.IsSet() {
+		switch t := c.WebhookToken.Reveal(); {
+		case len(t) < MinWebhookTokenLen:
+			add(EnvWebhookToken, "must be at least %d characters, got %d", MinWebhookTokenLen, len(t))
+		case !upstream.ValidHeaderValue(t):
+			add(EnvWebhookToken, "must not contain control characters")
+		}
 	}
 	errs = append(errs, c.Schedule.Validate())
 	return errors.Join(errs...)

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ingestd/ingestd/internal/bts"
+	"github.com/ingestd/ingestd/internal/doorbell"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/pg"
@@ -51,6 +52,9 @@ type Config struct {
 	// default unset: the API refuses every request).
 	AdminToken secret.String
 	HTTP       HTTPConfig
+	// Webhook is the BTS webhook endpoint (INGESTD_BTS_WEBHOOK_*), served
+	// on the HTTP server; the accounts' tokens are their BTS settings'.
+	Webhook doorbell.Config
 	Log        LogConfig
 	Upstream   UpstreamConfig
 	// Backoff bounds the wait after every failure: upstream requests,
@@ -142,6 +146,7 @@ func DefaultConfig() Config {
 		HTTP:            HTTPConfig{Addr: ":8080"},
 		Log:             LogConfig{Level: "info", Format: "json"},
 		Backoff:         retry.DefaultConfig(),
+		Webhook:         doorbell.DefaultConfig(),
 		Lease:           lease.Config{TTL: 15 * time.Second, Holder: defaultInstanceID()},
 		MaxBacklog:      1_000_000,
 		ShutdownTimeout: 20 * time.Second,
@@ -167,11 +172,27 @@ func (c Config) Validate() error {
 	errs := []error{c.Database.Validate(), c.Kafka.Validate(), c.Yandex.Validate(), c.BTS.Validate(), c.Lease.Validate(), c.Backoff.Validate()}
 	srcs, err := c.Sources()
 	errs = append(errs, err)
+	hooks := map[string]string{} // webhook token -> source
 	for _, s := range srcs {
-		if s.Provider == sources.ProviderBTS {
-			if err := watch.CheckClaimTimeout(s.BTS.Schedule, c.Backoff); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", s.ID(), err))
+		if s.Provider != sources.ProviderBTS {
+			continue
+		}
+		if err := watch.CheckClaimTimeout(s.BTS.Schedule, c.Backoff); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.ID(), err))
+		}
+		if tok := s.BTS.WebhookToken; tok.IsSet() {
+			// The token tells which account a webhook belongs to.
+			if other, dup := hooks[tok.Reveal()]; dup {
+				errs = append(errs, fmt.Errorf("%s: %s: the same webhook token as %s; each BTS account needs its own", s.ID(), bts.EnvWebhookToken, other))
 			}
+			hooks[tok.Reveal()] = s.ID()
+		}
+	}
+	if len(hooks) > 0 {
+		c.Webhook.Backoff = c.Backoff
+		errs = append(errs, c.Webhook.Validate())
+		if !c.HTTP.enabled() {
+			errs = append(errs, fmt.Errorf("%s: BTS webhooks need the HTTP server, but INGESTD_HTTP_ADDR is off", bts.EnvWebhookToken))
 		}
 	}
 	if _, err := failpoint.Parse(c.Failpoints); err != nil {

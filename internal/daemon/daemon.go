@@ -17,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/admin"
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cursor"
+	"github.com/ingestd/ingestd/internal/doorbell"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/kafkaconn"
 	"github.com/ingestd/ingestd/internal/lease"
@@ -155,8 +156,15 @@ func (d *Daemon) build(ctx context.Context, st *storage.Stores, fps *failpoint.S
 				return c.Collect(ctx, d.sources.Configured(), cfg.Now())
 			},
 		}, st.Watchlist, d.log.Named("admin"))
-		d.http = newHTTPServer(ln, d.handler(ad))
-		d.services = append(d.services, d.http)
+		bell, err := doorbell.New(cfg.Webhook, d.sources.WebhookAccounts, st.Watchlist, d.sources.Ring, d.reg, d.log.Named("webhook"))
+		if err != nil {
+			_ = ln.Close()
+			return &ConfigError{Err: err}
+		}
+		d.http = newHTTPServer(ln, d.handler(ad, bell))
+		// The doorbell stops after the server, so that it writes the
+		// webhooks the server took before it stopped.
+		d.services = append(d.services, bell, d.http)
 	}
 	// Every instance ends the outbox COPYs that a frozen instance left
 	// holding the outbox counter and its lease row; it runs before the
@@ -379,7 +387,7 @@ func (d *Daemon) stop(services []service.Service) {
 	}
 }
 
-func (d *Daemon) handler(ad http.Handler) http.Handler {
+func (d *Daemon) handler(ad http.Handler, bell *doorbell.Doorbell) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -399,6 +407,9 @@ func (d *Daemon) handler(ad http.Handler) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.Handle("/v1/", ad)
+	// BTS webhooks authenticate with their account's webhook token, not
+	// the admin token; the more specific pattern wins over /v1/.
+	mux.Handle(bell.Path(), bell)
 	return mux
 }
 

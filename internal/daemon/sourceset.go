@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ingestd/ingestd/internal/doorbell"
 	"github.com/ingestd/ingestd/internal/service"
 	"github.com/ingestd/ingestd/internal/sources"
 )
@@ -68,11 +68,21 @@ type sourceSet struct {
 	// btsAccounts are the running BTS sources' accounts, read by the admin
 	// API's requests.
 	btsAccounts atomic.Pointer[[]string]
+	// hooks are the running BTS sources that take webhooks, and ringers
+	// their pollers, read by the webhook endpoint's requests.
+	hooks   atomic.Pointer[[]doorbell.Account]
+	ringers atomic.Pointer[map[string]ringer]
 }
 
 type runningSource struct {
+	src         sources.Source
 	svc         service.Service
 	fingerprint string
+}
+
+// ringer is a source that webhooks wake (a BTS watch-list poller).
+type ringer interface {
+	Ring()
 }
 
 // leasedSource is a source that runs under its lease (a Yandex journal):
@@ -257,6 +267,25 @@ func (s *sourceSet) BTSAccounts() []string {
 	return *p
 }
 
+// WebhookAccounts returns the running BTS sources that take webhooks.
+func (s *sourceSet) WebhookAccounts() []doorbell.Account {
+	p := s.hooks.Load()
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// Ring wakes the poller of a BTS source after webhooks made its orders due;
+// it does nothing when the source does not run (here).
+func (s *sourceSet) Ring(sourceID string) {
+	if p := s.ringers.Load(); p != nil {
+		if r, ok := (*p)[sourceID]; ok {
+			r.Ring()
+		}
+	}
+}
+
 // Reload asks for the sources to be read again (SIGHUP). It never blocks.
 func (s *sourceSet) Reload() {
 	select {
@@ -351,7 +380,7 @@ func (s *sourceSet) Start(ctx context.Context) error {
 func (s *sourceSet) watch(w *fsnotify.Watcher, srcs []sources.Source) {
 	dirs := []string{filepath.Dir(s.cfg.SourcesFile)}
 	for _, src := range srcs {
-		for _, ref := range []sources.Secret{src.Token, src.Login, src.Password} {
+		for _, ref := range src.Secrets() {
 			if ref.File != "" {
 				dirs = append(dirs, filepath.Dir(ref.File))
 			}
@@ -412,17 +441,30 @@ func (s *sourceSet) apply(ctx context.Context, srcs []sources.Source) error {
 			errs = append(errs, fmt.Errorf("source %s: %w", src.ID(), err))
 			continue
 		}
-		s.running[src.ID()] = &runningSource{svc: svc, fingerprint: fingerprint(src)}
+		s.running[src.ID()] = &runningSource{src: src, svc: svc, fingerprint: fingerprint(src)}
 		s.log.Info("source started", zap.String("source", src.ID()))
 	}
-	var accounts []string
-	for id := range s.running {
-		if account, ok := strings.CutPrefix(id, sources.ProviderBTS+"/"); ok {
-			accounts = append(accounts, account)
+	var (
+		accounts []string
+		hooks    []doorbell.Account
+		ringers  = map[string]ringer{}
+	)
+	for id, r := range s.running {
+		if r.src.Provider != sources.ProviderBTS {
+			continue
+		}
+		accounts = append(accounts, r.src.BTS.Account)
+		if tok := r.src.BTS.WebhookToken; tok.IsSet() {
+			hooks = append(hooks, doorbell.Account{SourceID: id, Token: tok})
+		}
+		if rg, ok := r.svc.(ringer); ok {
+			ringers[id] = rg
 		}
 	}
 	slices.Sort(accounts)
 	s.btsAccounts.Store(&accounts)
+	s.hooks.Store(&hooks)
+	s.ringers.Store(&ringers)
 	if len(errs) > 0 {
 		return fmt.Errorf("start sources: %w", errors.Join(errs...))
 	}
@@ -447,6 +489,6 @@ func (s *sourceSet) stopAll() {
 // values included (hashed), so that a rotated secret restarts the source.
 func fingerprint(src sources.Source) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%#v\x00%s\x00%s\x00%s\x00%s", src, src.Yandex.Token.Reveal(), src.BTS.Login, src.BTS.Password.Reveal(), src.BTS.Schedule.Intervals.String())
+	fmt.Fprintf(h, "%#v\x00%s\x00%s\x00%s\x00%s\x00%s", src, src.Yandex.Token.Reveal(), src.BTS.Login, src.BTS.Password.Reveal(), src.BTS.Schedule.Intervals.String(), src.BTS.WebhookToken.Reveal())
 	return hex.EncodeToString(h.Sum(nil))
 }

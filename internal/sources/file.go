@@ -62,6 +62,10 @@ type entry struct {
 	Concurrency   *int           `yaml:"concurrency"`
 	PollIntervals *string        `yaml:"poll_intervals"`
 	TokenTTL      *time.Duration `yaml:"token_ttl"`
+	// The account's webhook token, optional: without it the account takes
+	// no webhooks.
+	WebhookTokenFile string `yaml:"webhook_token_file"`
+	WebhookTokenEnv  string `yaml:"webhook_token_env"`
 
 	// Both.
 	BaseURL        *string        `yaml:"base_url"`
@@ -118,6 +122,15 @@ type Source struct {
 	Token    Secret
 	Login    Secret
 	Password Secret
+	// WebhookToken is where a BTS source's webhook token comes from; zero
+	// when it takes no webhooks (or its token is a setting's).
+	WebhookToken Secret
+}
+
+// Secrets returns where the source's secrets come from, for the files to
+// watch; a secret of the INGESTD_* settings is the zero Secret.
+func (s Source) Secrets() []Secret {
+	return []Secret{s.Token, s.Login, s.Password, s.WebhookToken}
 }
 
 // ID is the source id, "<provider>/<account>".
@@ -279,6 +292,7 @@ func (e entry) resolve(d Defaults, getenv func(string) string) (Source, []error)
 	case ProviderYandex:
 		only(ProviderBTS, map[string]bool{
 			"login_file": e.LoginFile != "", "login_env": e.LoginEnv != "", "password_file": e.PasswordFile != "", "password_env": e.PasswordEnv != "",
+			"webhook_token_file": e.WebhookTokenFile != "", "webhook_token_env": e.WebhookTokenEnv != "",
 			"language": e.Language != nil, "rate": e.Rate != nil, "concurrency": e.Concurrency != nil, "poll_intervals": e.PollIntervals != nil, "token_ttl": e.TokenTTL != nil,
 		})
 		c := d.Yandex
@@ -324,6 +338,15 @@ func (e entry) resolve(d Defaults, getenv func(string) string) (Source, []error)
 		if r, ok := ref("password", "password_file", "password_env", e.PasswordFile, e.PasswordEnv); ok {
 			s.Password = r
 			c.Password = read("password_file", r)
+		}
+		// The webhook token is optional: the settings' INGESTD_BTS_WEBHOOK_TOKEN
+		// belongs to the settings' own account, never to a file's.
+		c.WebhookToken = secret.String{}
+		if e.WebhookTokenFile != "" || e.WebhookTokenEnv != "" {
+			if r, ok := ref("webhook_token", "webhook_token_file", "webhook_token_env", e.WebhookTokenFile, e.WebhookTokenEnv); ok {
+				s.WebhookToken = r
+				c.WebhookToken = read("webhook_token_file", r)
+			}
 		}
 		if c.Enabled() {
 			errs = append(errs, fieldErrors(c.Validate(), btsFields)...)
@@ -375,6 +398,7 @@ var (
 		bts.EnvPollIntervals:  "poll_intervals",
 		bts.EnvRate:           "rate",
 		bts.EnvConcurrency:    "concurrency",
+		bts.EnvWebhookToken:   "webhook_token_file",
 	}
 )
 

@@ -59,7 +59,8 @@ UPDATE bts_orders AS o
 SET next_poll_at = now() + make_interval(secs => $3),
     claimed_until = now() + make_interval(secs => $3),
     claim_token = $4,
-    claimed_by = nullif($5, '')
+    claimed_by = nullif($5, ''),
+    rung = false
 FROM picked
 WHERE o.source_id = $1 AND o.order_id = picked.order_id
 RETURNING o.order_id, o.status_code, coalesce(o.status_name, ''), o.change_count, picked.next_poll_at,

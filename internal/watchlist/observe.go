@@ -71,13 +71,14 @@ func (o Outcome) String() string {
 }
 
 // changedSQL records status changes: compare-and-set on the change count,
-// and only where the code really differs from the stored one.
+// and only where the code really differs from the stored one. An order
+// rung (a webhook arrived) during its poll is due again at once.
 const changedSQL = `
 UPDATE bts_orders AS o
 SET status_code = v.code, status_name = nullif(v.name, ''), change_count = o.change_count + 1,
     state = CASE WHEN v.terminal THEN 'terminal' ELSE 'active' END,
-    next_poll_at = CASE WHEN v.terminal THEN NULL ELSE now() + make_interval(secs => v.next_secs) END,
-    claimed_until = NULL, claim_token = NULL, last_polled_at = now(), last_changed_at = now(),
+    next_poll_at = CASE WHEN v.terminal THEN NULL WHEN o.rung THEN now() ELSE now() + make_interval(secs => v.next_secs) END,
+    rung = false, claimed_until = NULL, claim_token = NULL, last_polled_at = now(), last_changed_at = now(),
     error_count = 0, last_error = NULL, last_error_at = NULL
 FROM unnest($2::text[], $3::int8[], $4::int4[], $5::text[], $6::bool[], $7::float8[])
     AS v(order_id, expected, code, name, terminal, next_secs)
@@ -89,7 +90,8 @@ RETURNING o.order_id`
 // the poll is still current: same change count, and no other claim.
 const unchangedSQL = `
 UPDATE bts_orders AS o
-SET next_poll_at = now() + make_interval(secs => v.next_secs), claimed_until = NULL, claim_token = NULL,
+SET next_poll_at = CASE WHEN o.rung THEN now() ELSE now() + make_interval(secs => v.next_secs) END,
+    rung = false, claimed_until = NULL, claim_token = NULL,
     last_polled_at = now(), error_count = 0, last_error = NULL, last_error_at = NULL
 FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int4[], $6::float8[]) AS v(order_id, expected, token, code, next_secs)
 WHERE o.source_id = $1 AND o.order_id = v.order_id AND o.state = 'active'

@@ -35,6 +35,12 @@ func (c *Config) setDefaults() {
 	if c.Schedule.Intervals.IsZero() && c.Schedule.Rate == 0 && c.Schedule.Concurrency == 0 {
 		c.Schedule = bts.DefaultSchedule()
 	}
+	if c.Schedule.WebhookStretch == 0 {
+		c.Schedule.WebhookStretch = bts.DefaultWebhookStretch
+	}
+	if c.Schedule.WebhookQuiet == 0 {
+		c.Schedule.WebhookQuiet = bts.DefaultWebhookQuiet
+	}
 	c.Loop.SetDefaults()
 }
 

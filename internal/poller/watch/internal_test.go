@@ -36,6 +36,9 @@ func TestConfigValidate(t *testing.T) {
 		{"backoff", func(c *Config) { c.Backoff.Initial = 0 }, "INGESTD_BACKOFF_INITIAL"},
 		{"commit timeout", func(c *Config) { c.CommitTimeout = -time.Second }, "INGESTD_SHUTDOWN_TIMEOUT"},
 		{"negative backlog", func(c *Config) { c.MaxBacklog = -1 }, "INGESTD_OUTBOX_MAX_BACKLOG"},
+		{"webhook stretch below 1", func(c *Config) { c.Schedule.WebhookStretch = 0.5 }, bts.EnvWebhookStretch},
+		{"webhook stretch huge", func(c *Config) { c.Schedule.WebhookStretch = 1000 }, bts.EnvWebhookStretch},
+		{"negative webhook quiet", func(c *Config) { c.Schedule.WebhookQuiet = -time.Second }, bts.EnvWebhookQuiet},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ type metrics struct {
 	dictionary   *prometheus.CounterVec
 	dictUpdated  *prometheus.GaugeVec
 	commitFailed *prometheus.CounterVec
+	flowing      *prometheus.GaugeVec
 }
 
 // newMetrics registers the BTS metrics on reg, or returns the ones
@@ -66,6 +67,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dictUpdated: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ingestd_bts_dictionary_updated_timestamp_seconds",
 			Help: "Unix time of the last successful BTS status dictionary fetch.",
+		}, []string{"source"})),
+		flowing: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ingestd_bts_webhooks_flowing",
+			Help: "1 while the source's webhooks flow (one arrived within INGESTD_BTS_WEBHOOK_QUIET) and its schedule is stretched by INGESTD_BTS_WEBHOOK_STRETCH.",
 		}, []string{"source"})),
 		commitFailed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingestd_bts_commit_failures_total",

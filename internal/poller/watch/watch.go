@@ -46,6 +46,7 @@ type Store interface {
 	Count(ctx context.Context, sourceID string) (map[watchlist.State]int64, error)
 	SaveStatuses(ctx context.Context, sourceID string, defs []watchlist.Status) error
 	Statuses(ctx context.Context, sourceID string) ([]watchlist.Status, error)
+	LastWebhook(ctx context.Context, sourceID string) (time.Time, bool, error)
 }
 
 // Client reads BTS (a *bts.Client): the status dictionary and one order's
@@ -87,6 +88,9 @@ const (
 	inFlightWindow = 250 * time.Millisecond
 	// maxInFlight bounds claimed but unrecorded orders.
 	maxInFlight = 2000
+	// maxWebhookCheck bounds how often the source's last webhook is read
+	// from PostgreSQL (it may have reached another instance).
+	maxWebhookCheck = 30 * time.Second
 )
 
 // Poller polls the orders of a BTS watch-list when they are due and
@@ -118,6 +122,11 @@ type Poller struct {
 	// backlog pauses claiming while the outbox backlog is over MaxBacklog;
 	// only the claimer uses it.
 	backlog *poller.BacklogBound
+
+	// lastWebhook is when the source last got a webhook, on any instance
+	// as far as this one knows (unix nanos on cfg.Now's clock, 0: never):
+	// while it is recent, the schedule is stretched.
+	lastWebhook atomic.Int64
 }
 
 var _ service.Service = (*Poller)(nil)
@@ -165,6 +174,24 @@ func (p *Poller) SetInstances(n int) {
 	r := p.cfg.Schedule.Rate / float64(n)
 	p.lim.SetLimit(rate.Limit(r))
 	p.lim.SetBurst(max(1, min(p.cfg.Schedule.Concurrency, int(r))))
+}
+
+// Ring tells the poller that a webhook of its source made orders due now
+// (watchlist.Store.Ring): it looks for due orders at once instead of at its
+// next planned look, and counts the webhook as flowing.
+func (p *Poller) Ring() {
+	p.lastWebhook.Store(p.cfg.Now().UnixNano())
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flowing reports whether the source's webhooks flow: one arrived within
+// WebhookQuiet.
+func (p *Poller) flowing() bool {
+	last := p.lastWebhook.Load()
+	return last != 0 && p.cfg.Now().Sub(time.Unix(0, last)) < p.cfg.Schedule.WebhookQuiet
 }
 
 // Unregister removes the poller's own metrics (the auth counts, which read
@@ -234,6 +261,7 @@ func (p *Poller) poll(ctx context.Context) error {
 	)
 	loops.Go(func() { p.dictionaryLoop(runCtx, halt) })
 	loops.Go(func() { p.countLoop(runCtx) })
+	loops.Go(func() { p.webhookLoop(runCtx) })
 	loops.Go(func() { p.claimLoop(runCtx, slots, work, results) })
 	for range p.cfg.Schedule.Concurrency {
 		workers.Go(func() {
@@ -425,10 +453,15 @@ func (p *Poller) event(t bts.Track, name string, changeCount int64, observed tim
 	return &outbox.Row{Partition: p.outbox.Partition(msg.Key), SourceID: p.cfg.SourceID, Msg: msg}, ev.Terminal, nil
 }
 
-// interval is the jittered wait before polling an order seen at code again.
+// interval is the jittered wait before polling an order seen at code again,
+// stretched while the source's webhooks flow: each change then rings the
+// order within seconds, and the schedule is only the safety net.
 func (p *Poller) interval(code int) time.Duration {
-	d := p.cfg.Schedule.Intervals.For(code)
-	return time.Duration(float64(d) * (1 - jitter + 2*jitter*rand.Float64()))
+	d := float64(p.cfg.Schedule.Intervals.For(code))
+	if p.flowing() {
+		d *= p.cfg.Schedule.WebhookStretch
+	}
+	return time.Duration(d * (1 - jitter + 2*jitter*rand.Float64()))
 }
 
 // commitLoop records results in batches until results is closed. It uses a
@@ -637,6 +670,32 @@ func (p *Poller) dictionaryLoop(ctx context.Context, halt func(error)) {
 			return
 		default:
 			wait = min(p.cfg.Schedule.DictionaryRefresh, dictionaryRetry)
+		}
+	}
+}
+
+// webhookLoop reads when the source last got a webhook, on whichever
+// instance, so that every instance stretches and restores the schedule
+// alike, and keeps ingestd_bts_webhooks_flowing current. A webhook that
+// stops is noticed within a check interval of WebhookQuiet.
+func (p *Poller) webhookLoop(ctx context.Context) {
+	src := p.cfg.SourceID
+	every := min(p.cfg.Schedule.WebhookQuiet/4, maxWebhookCheck)
+	for {
+		if at, ok, err := p.store.LastWebhook(ctx, src); err == nil && ok {
+			// The database's clock and this one may differ; what matters is
+			// that a later webhook is never forgotten.
+			if n := at.UnixNano(); n > p.lastWebhook.Load() {
+				p.lastWebhook.Store(n)
+			}
+		}
+		flowing := 0.0
+		if p.flowing() {
+			flowing = 1
+		}
+		p.bm.flowing.WithLabelValues(src).Set(flowing)
+		if !retry.Sleep(ctx, every) {
+			return
 		}
 	}
 }
