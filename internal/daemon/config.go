@@ -54,9 +54,9 @@ type Config struct {
 	HTTP       HTTPConfig
 	// Webhook is the BTS webhook endpoint (INGESTD_BTS_WEBHOOK_*), served
 	// on the HTTP server; the accounts' tokens are their BTS settings'.
-	Webhook doorbell.Config
-	Log        LogConfig
-	Upstream   UpstreamConfig
+	Webhook  doorbell.Config
+	Log      LogConfig
+	Upstream UpstreamConfig
 	// Backoff bounds the wait after every failure: upstream requests,
 	// database writes, Kafka writes (INGESTD_BACKOFF_INITIAL,
 	// INGESTD_BACKOFF_MAX).
