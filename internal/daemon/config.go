@@ -249,9 +249,11 @@ func loadCABundle(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// httpClient builds the upstream HTTP client. Certificates are always
+// HTTPClient builds the upstream HTTP client, for the daemon's sources and
+// for the commands that reach the same APIs (ingestd bts webhook), so that
+// they go through the same proxies and trust. Certificates are always
 // verified; per-request timeouts are set by each API client.
-func (c UpstreamConfig) httpClient(maxIdlePerHost int) (*http.Client, error) {
+func (c UpstreamConfig) HTTPClient(maxIdlePerHost int) (*http.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CABundle != "" {
 		pool, err := loadCABundle(c.CABundle)

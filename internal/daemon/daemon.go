@@ -99,7 +99,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	db, err := pg.Open(ctx, cfg.Database)
+	// The instance names its sessions, so that those of a frozen instance
+	// are ended together (stallBreaker).
+	dbCfg := cfg.Database
+	dbCfg.ApplicationName = pg.ApplicationName(cfg.Lease.Holder)
+	db, err := pg.Open(ctx, dbCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +197,7 @@ func (d *Daemon) Reload() { d.sources.Reload() }
 // which runs under the source's lease, so that one instance walks a
 // journal at a time.
 func (d *Daemon) yandexSource(yc yandex.Config, st *storage.Stores, pub *publish.Publisher, loop poller.Loop, lm *lease.Metrics, pm *poller.Metrics, fps *failpoint.Set) (service.Service, error) {
-	hc, err := d.cfg.Upstream.httpClient(0)
+	hc, err := d.cfg.Upstream.HTTPClient(0)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +241,7 @@ func (l leasedJournal) Stop() {
 // taken with SKIP LOCKED and every write is compare-and-set per order, so
 // replicas share the work instead of standing by.
 func (d *Daemon) btsSource(bc bts.Config, st *storage.Stores, pub *publish.Publisher, loop poller.Loop, pm *poller.Metrics) (service.Service, error) {
-	hc, err := d.cfg.Upstream.httpClient(bc.Schedule.Concurrency)
+	hc, err := d.cfg.Upstream.HTTPClient(bc.Schedule.Concurrency)
 	if err != nil {
 		return nil, err
 	}
@@ -455,10 +459,11 @@ func (s *httpServer) Start(ctx context.Context) error {
 	})
 }
 
-// stallBreaker ends, every half pg.StallTimeout, the outbox COPYs of any
-// instance that have waited longer than pg.StallTimeout for their client
-// (see outbox.Store.EndStalledCopies): the one state in which a frozen
-// writer's locks outlive it that PostgreSQL does not end by itself.
+// stallBreaker ends, every half pg.StallTimeout, the sessions a frozen
+// instance left holding the locks every writer needs, all of that
+// instance's at once (see outbox.Store.EndStalledWriters): PostgreSQL ends
+// only a session idle in its transaction, one at a time, and never a COPY
+// waiting for its client.
 type stallBreaker struct {
 	service.Base
 	outbox *outbox.Store
@@ -477,15 +482,15 @@ func (b *stallBreaker) Start(ctx context.Context) error {
 				return nil
 			default:
 			}
-			n, err := b.outbox.EndStalledCopies(ctx, pg.StallTimeout)
+			n, err := b.outbox.EndStalledWriters(ctx, pg.StallTimeout)
 			switch {
 			case err != nil && ctx.Err() == nil && !failing:
 				// Once, until it works again: PostgreSQL's answer will
 				// not change every few seconds.
-				b.log.Warn("ending stalled outbox copies failed; a frozen instance may hold up the others until it thaws", zap.Error(err))
+				b.log.Warn("ending a frozen instance's sessions failed; it may hold up the others until it thaws", zap.Error(err))
 				failing = true
 			case err == nil && n > 0:
-				b.log.Warn("ended outbox copies whose client stopped sending (a frozen or cut-off instance); their transactions roll back and are retried",
+				b.log.Warn("ended the sessions of an instance whose client stopped sending (frozen or cut off); their transactions roll back and are retried",
 					zap.Int64("sessions", n), zap.Duration("stalled_for_more_than", pg.StallTimeout))
 			}
 			if err == nil {

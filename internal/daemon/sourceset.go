@@ -51,10 +51,14 @@ type sourceSet struct {
 	// the last heartbeat (-1: no other instance).
 	minOther atomic.Int64
 
-	// mu guards leased and notBefore, which the runners' admission checks
-	// read from their own goroutines.
+	// mu guards leased, trying and notBefore, which the runners' admission
+	// checks read from their own goroutines.
 	mu     sync.Mutex
 	leased map[string]leasedSource
+	// trying are the sources admitted to take their lease whose attempt is
+	// still running: they count as held, so that runners admitted at the
+	// same moment cannot together take more than the share.
+	trying map[string]bool
 	// notBefore keeps a source this instance gave up from being taken
 	// back by it at once, so that another instance takes it.
 	notBefore map[string]time.Time
@@ -89,7 +93,7 @@ type ringer interface {
 // the instances share these.
 type leasedSource interface {
 	service.Service
-	SetAdmit(func() bool)
+	SetAdmit(func() (done func(), ok bool))
 	Holding() bool
 }
 
@@ -124,6 +128,7 @@ func newSourceSet(cfg Config, build func(sources.Source) (service.Service, error
 			Help: "Live ingestd instances, by their heartbeats; each holds at most ceil(leased sources / live instances).",
 		}),
 		leased:    map[string]leasedSource{},
+		trying:    map[string]bool{},
 		notBefore: map[string]time.Time{},
 	}
 	s.live.Store(1)
@@ -151,8 +156,8 @@ func (s *sourceSet) share() int {
 // held counts the leased sources held now. s.mu must be held.
 func (s *sourceSet) held() int {
 	n := 0
-	for _, ls := range s.leased {
-		if ls.Holding() {
+	for id, ls := range s.leased {
+		if ls.Holding() || s.trying[id] {
 			n++
 		}
 	}
@@ -162,14 +167,24 @@ func (s *sourceSet) held() int {
 // admit is the admission check of source id's runner: below this
 // instance's share, holding no more than the least loaded other instance
 // (so that a free source goes to the one with the fewest), and not a
-// source it just gave up.
-func (s *sourceSet) admit(id string) func() bool {
-	return func() bool {
+// source it just gave up. An admitted source counts as held until its
+// attempt is over (done).
+func (s *sourceSet) admit(id string) func() (func(), bool) {
+	done := func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.trying, id)
+	}
+	return func() (func(), bool) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		held := s.held()
 		other := s.minOther.Load()
-		return s.cfg.Now().After(s.notBefore[id]) && held < s.share() && (other < 0 || int64(held) <= other)
+		if !s.cfg.Now().After(s.notBefore[id]) || held >= s.share() || (other >= 0 && int64(held) > other) {
+			return nil, false
+		}
+		s.trying[id] = true
+		return done, true
 	}
 }
 

@@ -20,7 +20,7 @@ func TestUpstreamTLSIsVerified(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	plain, err := UpstreamConfig{}.httpClient(0)
+	plain, err := UpstreamConfig{}.HTTPClient(0)
 	require.NoError(t, err)
 	_, err = plain.Get(srv.URL)
 	require.ErrorContains(t, err, "certificate", "an unknown CA is never trusted")
@@ -28,7 +28,7 @@ func TestUpstreamTLSIsVerified(t *testing.T) {
 	bundle := filepath.Join(t.TempDir(), "ca.pem")
 	cert := srv.Certificate()
 	require.NoError(t, os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600))
-	trusting, err := UpstreamConfig{CABundle: bundle}.httpClient(0)
+	trusting, err := UpstreamConfig{CABundle: bundle}.HTTPClient(0)
 	require.NoError(t, err)
 	resp, err := trusting.Get(srv.URL)
 	require.NoError(t, err)

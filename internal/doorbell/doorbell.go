@@ -74,7 +74,8 @@ type Config struct {
 	// (INGESTD_BTS_WEBHOOK_PATH), default /v1/bts/webhook.
 	Path string
 	// Autotrack adds an order a webhook names to the account's watch-list
-	// when it is not on it (INGESTD_BTS_WEBHOOK_AUTOTRACK), default true.
+	// when it is not on it (INGESTD_BTS_WEBHOOK_AUTOTRACK), default true:
+	// start from DefaultConfig, since a zero Config has it off.
 	Autotrack bool
 	// Rate is how many calls per second this instance accepts before
 	// answering 429 (INGESTD_BTS_WEBHOOK_RATE), default 300; the burst is

@@ -104,16 +104,19 @@ type Runner struct {
 	log   *zap.Logger
 	m     *Metrics
 	// admit, when set, is asked before every attempt to take the lease;
-	// false means "not now" (this instance holds its share already).
-	admit func() bool
+	// ok false means "not now" (this instance holds its share already).
+	// When ok, done is called once the attempt is over, the lease taken or
+	// not, so that the admission counts as held while the attempt runs.
+	admit func() (done func(), ok bool)
 	// holding is true while the lease is held.
 	holding atomic.Bool
 }
 
 // SetAdmit makes the runner ask admit before every attempt to take the
-// lease, so that instances can share many leases evenly. Call it before
-// Start.
-func (r *Runner) SetAdmit(admit func() bool) { r.admit = admit }
+// lease, so that instances can share many leases evenly; an admitted
+// attempt calls done when it is over (after Holding turned true if it took
+// the lease). Call it before Start.
+func (r *Runner) SetAdmit(admit func() (done func(), ok bool)) { r.admit = admit }
 
 // Holding reports whether the runner holds its lease now.
 func (r *Runner) Holding() bool { return r.holding.Load() }
@@ -149,14 +152,25 @@ func (r *Runner) run(ctx context.Context, stop <-chan struct{}) error {
 			return nil
 		default:
 		}
-		if r.admit != nil && !r.admit() {
-			if !retry.Sleep(ctx, wait, stop) {
-				return nil
+		admitted := func() {}
+		if r.admit != nil {
+			done, ok := r.admit()
+			if !ok {
+				if !retry.Sleep(ctx, wait, stop) {
+					return nil
+				}
+				continue
 			}
-			continue
+			admitted = done
 		}
 		started := r.cfg.Now()
 		l, ok, err := r.store.TryAcquire(ctx, r.name, r.cfg.Holder, r.cfg.TTL)
+		if ok {
+			// Holding before the admission ends, so that the source is
+			// counted without a gap.
+			r.holding.Store(true)
+		}
+		admitted()
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("acquire lease failed; retrying", zap.Error(err))
 		}

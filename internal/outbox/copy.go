@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ingestd/ingestd/internal/pg"
 )
 
 // Outbox rows go in by COPY in PostgreSQL's binary format, encoded here
@@ -148,30 +150,55 @@ func appendStringField(buf []byte, v string) []byte {
 	return append(buf, v...)
 }
 
-// endStalledCopiesSQL ends the sessions of this database whose outbox COPY
-// has waited for its client's data for more than $2 seconds. A healthy
-// page's COPY takes milliseconds.
-const endStalledCopiesSQL = `
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND state = 'active' AND wait_event = 'ClientRead'
-  AND query = $1 AND query_start < now() - make_interval(secs => $2)`
+// endStalledSQL ends the sessions of this database that a frozen client
+// left holding locks, and with them every other session in a transaction of
+// the same ingestd instance (application_name, see pg.ApplicationName):
+//
+//   - an outbox COPY that has waited for its client's data for more than
+//     $2 seconds (a healthy page's COPY takes milliseconds);
+//   - a session idle in its transaction for more than $3 seconds that
+//     another session waits for (a healthy transaction's statements follow
+//     each other within milliseconds).
+//
+// The whole instance goes at once because a frozen instance with several
+// sources has several transactions queued for the outbox counter: ended
+// one at a time, each would take the counter in turn and hold it, frozen,
+// until ended too, and the stall would last as many rounds as it has
+// sources.
+const endStalledSQL = `
+WITH stalled AS (
+    SELECT a.pid, a.application_name FROM pg_stat_activity a
+    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+      AND ((a.state = 'active' AND a.wait_event = 'ClientRead' AND a.query = $1
+            AND a.query_start < now() - make_interval(secs => $2))
+        OR (a.state = 'idle in transaction' AND a.state_change < now() - make_interval(secs => $3)
+            AND EXISTS (SELECT 1 FROM pg_stat_activity w WHERE a.pid = ANY (pg_blocking_pids(w.pid)))))
+)
+SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+  AND (a.pid IN (SELECT pid FROM stalled)
+    OR (a.xact_start IS NOT NULL AND a.application_name LIKE $4
+        AND a.application_name IN (SELECT application_name FROM stalled)))`
 
-// EndStalledCopies ends, and returns how many, sessions of any instance
-// whose outbox COPY has waited longer than olderThan for data from its
-// client. A client frozen (SIGSTOP, a VM pause, a partition) in the middle
-// of the COPY holds the outbox counter, which every writer needs, and the
-// lease row its transaction fenced on, which its successor needs to take
-// over. PostgreSQL ends a client idle in a transaction by itself
-// (idle_in_transaction_session_timeout), but a client in the middle of a
-// COPY is "active" to it, and neither that timeout nor a statement timeout
-// applies while it waits for the client. Ending the session rolls its
-// transaction back: nothing half-done is kept, and the frozen writer, when
-// it thaws, finds its connection gone and its lease taken.
-func (s *Store) EndStalledCopies(ctx context.Context, olderThan time.Duration) (int64, error) {
+// EndStalledWriters ends, and returns how many, sessions that a frozen
+// client (SIGSTOP, a VM pause, a partition) left holding the outbox counter,
+// which every writer needs, or the lease row its transaction fenced on,
+// which its successor needs to take over; and every other session in a
+// transaction of the same instance. PostgreSQL ends a client idle in a
+// transaction by itself after pg.StallTimeout
+// (idle_in_transaction_session_timeout), but only one session at a time,
+// and a client in the middle of a COPY is "active" to it, so neither that
+// timeout nor a statement timeout applies while it waits for the client. A
+// COPY stalled longer than olderThan, or a session idle in its transaction
+// for half of it while another waits for it, counts as frozen. Ending the
+// sessions rolls their transactions back: nothing half-done is kept, and
+// the frozen writer, when it thaws, finds its connections gone and its
+// leases taken.
+func (s *Store) EndStalledWriters(ctx context.Context, olderThan time.Duration) (int64, error) {
 	var n int64
-	if err := s.db.QueryRow(ctx, endStalledCopiesSQL, copyOutboxSQL, olderThan.Seconds()).Scan(&n); err != nil {
-		return 0, fmt.Errorf("end stalled outbox copies: %w", err)
+	err := s.db.QueryRow(ctx, endStalledSQL, copyOutboxSQL, olderThan.Seconds(), (olderThan / 2).Seconds(), pg.ApplicationNamePrefix+"%").Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("end stalled outbox writers: %w", err)
 	}
 	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/outbox"
+	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/pgtest"
 	"github.com/ingestd/ingestd/internal/race"
 )
@@ -289,7 +291,7 @@ func (r blockedReader) Read([]byte) (int, error) {
 // idle_in_transaction_session_timeout never ends it, and it holds the
 // counter row every writer needs (and its lease row) until it thaws; the
 // chaos harness caught a paused instance blocking its successor's takeover
-// so. EndStalledCopies ends such a session, and the next writer goes
+// so. EndStalledWriters ends such a session, and the next writer goes
 // through; a COPY younger than the bound is left alone.
 func TestAStalledCopyIsEnded(t *testing.T) {
 	t.Parallel()
@@ -317,7 +319,7 @@ func TestAStalledCopyIsEnded(t *testing.T) {
 		return err == nil && n == 1
 	}, 10*time.Second, 10*time.Millisecond, "the COPY starts")
 
-	n, err := s.Outbox.EndStalledCopies(ctx, time.Hour)
+	n, err := s.Outbox.EndStalledWriters(ctx, time.Hour)
 	require.NoError(t, err)
 	require.Zero(t, n, "a COPY younger than the bound is left alone")
 
@@ -331,7 +333,7 @@ func TestAStalledCopyIsEnded(t *testing.T) {
 		written <- err
 	}()
 	require.Eventually(t, func() bool {
-		n, err := s.Outbox.EndStalledCopies(ctx, 100*time.Millisecond)
+		n, err := s.Outbox.EndStalledWriters(ctx, 100*time.Millisecond)
 		require.NoError(t, err)
 		return n == 1
 	}, 10*time.Second, 20*time.Millisecond, "the stalled COPY is ended")
@@ -346,4 +348,94 @@ func TestAStalledCopyIsEnded(t *testing.T) {
 	st, err := s.Outbox.Stats(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), st.Rows, "only the next writer's row is stored")
+}
+
+// TestAFrozenInstancesSessionsEndTogether: a frozen instance with several
+// sources has one transaction holding the outbox counter, idle, and others
+// queued behind it. Ended one at a time (as PostgreSQL's idle timeout
+// does), each queued one would take the counter in turn and hold it, frozen,
+// for another round: the chaos harness saw commits stall for 25 to 36 s so.
+// EndStalledWriters ends the holder and every other transaction of the same
+// instance in one go, and the healthy instance's writer goes through.
+func TestAFrozenInstancesSessionsEndTogether(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.Schema(t)
+	frozenApp := pg.ApplicationName(fmt.Sprintf("frozen-%d", time.Now().UnixNano()))
+	frozen := pgtest.OpenDSN(t, pgtest.WithParam(t, dsn, "application_name", frozenApp))
+	healthy := pgtest.OpenDSN(t, pgtest.WithParam(t, dsn, "application_name", pg.ApplicationName("healthy")))
+	unblock := make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
+
+	// The holder allocates from the counter, then its client freezes.
+	holder := make(chan error, 1)
+	go func() {
+		holder <- frozen.DB.InTx(ctx, func(tx pgx.Tx) error {
+			var base int64
+			if err := tx.QueryRow(ctx, outbox.AllocSQL, 1).Scan(&base); err != nil {
+				return err
+			}
+			<-unblock
+			return nil
+		})
+	}()
+	waitFor := func(query string, args ...any) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			var n int
+			err := healthy.DB.QueryRow(ctx, query, args...).Scan(&n)
+			return err == nil && n > 0
+		}, 10*time.Second, 10*time.Millisecond, "%s: %s", query, activity(t, healthy))
+	}
+	waitFor(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'`, frozenApp)
+	// Another of its sources queues behind it, and so does the healthy
+	// instance's writer.
+	queued := make(chan error, 1)
+	go func() {
+		_, err := appendRows(ctx, frozen, "yandex/b", []outbox.Row{pgtest.Row(2, 0)})
+		queued <- err
+	}()
+	waitFor(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, frozenApp)
+	written := make(chan error, 1)
+	var next outbox.Appended
+	go func() {
+		var err error
+		next, err = appendRows(ctx, healthy, "yandex/c", []outbox.Row{pgtest.Row(3, 0)})
+		written <- err
+	}()
+	waitFor(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, pg.ApplicationName("healthy"))
+
+	var ended int64
+	require.Eventually(t, func() bool {
+		n, err := healthy.Outbox.EndStalledWriters(ctx, 400*time.Millisecond)
+		require.NoError(t, err)
+		ended = n
+		return n > 0
+	}, 10*time.Second, 20*time.Millisecond, "the frozen holder is found")
+	require.EqualValues(t, 2, ended, "the holder and the transaction queued behind it end together")
+	select {
+	case err := <-written:
+		require.NoError(t, err, "the healthy writer gets the counter")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the healthy writer still waits for the counter")
+	}
+	require.Equal(t, int64(1), next.FirstSeq, "both frozen allocations rolled back: no gap")
+	require.Error(t, <-queued, "the queued transaction of the frozen instance was ended")
+	unblock <- struct{}{}
+	require.Error(t, <-holder, "the holder's transaction rolled back")
+}
+
+// activity lists the sessions of the test's database (application name,
+// state, wait), for failure messages.
+func activity(t *testing.T, s *pgtest.Stores) string {
+	t.Helper()
+	rows, err := s.DB.Query(context.Background(), `SELECT application_name, coalesce(state, ''), coalesce(wait_event_type, '') FROM pg_stat_activity WHERE datname = current_database()`)
+	require.NoError(t, err)
+	var b strings.Builder
+	for rows.Next() {
+		var a, st, w string
+		require.NoError(t, rows.Scan(&a, &st, &w))
+		fmt.Fprintf(&b, "[%s|%s|%s] ", a, st, w)
+	}
+	return b.String()
 }

@@ -32,6 +32,28 @@ type Config struct {
 	DatabaseURL secret.String
 	// MaxConns bounds the pool (INGESTD_DATABASE_MAX_CONNS, default 8).
 	MaxConns int
+	// ApplicationName names the pool's sessions in pg_stat_activity, unless
+	// the DSN names them itself; the daemon sets ApplicationName(instance),
+	// so that the sessions of a frozen instance can be told apart and ended
+	// together (see outbox.Store.EndStalledWriters).
+	ApplicationName string
+}
+
+// ApplicationNamePrefix starts the application_name of every ingestd
+// instance's sessions.
+const ApplicationNamePrefix = "ingestd:"
+
+// maxApplicationName is PostgreSQL's bound (NAMEDATALEN - 1); a longer
+// name is cut, so it is cut here alike.
+const maxApplicationName = 63
+
+// ApplicationName is the application_name of an instance's sessions.
+func ApplicationName(instance string) string {
+	name := ApplicationNamePrefix + instance
+	if len(name) > maxApplicationName {
+		name = name[:maxApplicationName]
+	}
+	return name
 }
 
 // DefaultConfig returns the defaults; DatabaseURL has none.
@@ -83,8 +105,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	// inside a transaction, releasing the locks (the transaction rolls back,
 	// so nothing half-done is kept). A client frozen in the middle of a
 	// COPY is not idle but "active" for PostgreSQL, which does not end it:
-	// see outbox.Store.EndStalledCopies.
+	// see outbox.Store.EndStalledWriters.
 	pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = StallTimeout.String()
+	if cfg.ApplicationName != "" && pc.ConnConfig.RuntimeParams["application_name"] == "" {
+		pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)

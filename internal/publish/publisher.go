@@ -356,6 +356,11 @@ type memQueue struct {
 	batches  []outbox.Appended // ordered by FirstSeq
 	rows     int
 	overflow bool
+	// active is true while this process runs the publisher (holds its
+	// lease). Otherwise nothing would take the queue: another instance
+	// publishes from the outbox, and queued rows would pin their pages'
+	// memory for nothing.
+	active bool
 }
 
 // memBatches bounds the queue to this many BatchSize worth of rows.
@@ -369,9 +374,11 @@ func (p *Publisher) Committed(c outbox.Appended) {
 	if len(c.Inserted) > 0 {
 		q := &p.mem
 		q.mu.Lock()
-		if q.overflow || q.rows+len(c.Inserted) > memBatches*p.cfg.BatchSize {
+		switch {
+		case !q.active:
+		case q.overflow || q.rows+len(c.Inserted) > memBatches*p.cfg.BatchSize:
 			q.overflow = true
-		} else {
+		default:
 			// Commits arrive almost always in seq order; two sources'
 			// notifications may cross.
 			i := len(q.batches)
@@ -431,10 +438,10 @@ func (q *memQueue) dropBelow(seq int64) {
 // memReset empties the queue and leaves overflow, before the publisher
 // reads the outbox up to a horizon: every commit after the horizon is then
 // queued.
-func (p *Publisher) memReset() {
+func (p *Publisher) memReset(active bool) {
 	q := &p.mem
 	q.mu.Lock()
-	q.overflow, q.batches, q.rows = false, nil, 0
+	q.overflow, q.batches, q.rows, q.active = false, nil, 0, active
 	q.mu.Unlock()
 }
 
@@ -532,7 +539,9 @@ func (p *Publisher) Run(ctx context.Context, h *lease.Held, stop <-chan struct{}
 		p.parts[i] = partState{readBack: true, backoff: p.cfg.Backoff.New()}
 	}
 	p.memFrom = 0
-	p.memReset()
+	p.memReset(true)
+	// Out of its term, this process queues nothing (see memQueue.active).
+	defer p.memReset(false)
 	var (
 		unsaved  = map[int]int64{}
 		draining bool
@@ -785,7 +794,7 @@ func (p *Publisher) next(ctx context.Context, wm []int64, all bool) (rows []outb
 		}
 		p.memFrom = 0
 	}
-	p.memReset()
+	p.memReset(true)
 	last, err := p.store.LastSeq(ctx)
 	if err != nil {
 		return nil, 0, 0, err

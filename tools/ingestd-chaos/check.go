@@ -17,7 +17,6 @@ import (
 
 	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/publish"
-	"github.com/ingestd/ingestd/internal/sim"
 )
 
 // maxExamples bounds the evidence printed for each kind of problem.
@@ -38,9 +37,12 @@ type record struct {
 	// missing or malformed.
 	seq   int64
 	epoch int64
-	// id, orderID and revision come from the payload; err is set when the
-	// payload does not parse.
+	// source is the ce_source header, "/ingestd/yandex/<account>".
+	source string
+	// id, account, orderID and revision come from the payload; err is set
+	// when the payload does not parse.
 	id       string
+	account  string
 	orderID  string
 	revision int64
 	err      error
@@ -61,39 +63,85 @@ func (r *record) String() string {
 	return fmt.Sprintf("p%d@%d (seq %d, epoch %d, issued %s, arrived %s)", r.partition, r.offset, r.seq, r.epoch, clock(r.ts), arrived)
 }
 
-// journal is what the topic must hold: every simulator entry once.
+// journal is what the topic must hold: every entry of every account's
+// simulated journal once. Entries are numbered account after account, so
+// that within one account (and so within one key, since claims belong to
+// one account) a larger index is a later journal entry.
 type journal struct {
 	ids   []string       // entry index -> event id
 	byID  map[string]int // event id -> entry index
 	claim []string
 	rev   []int64
+	// acct is the entry's account, an index into accounts; base is the
+	// index of each account's first entry.
+	acct     []int
+	accounts []string
+	base     []int
 }
 
-// expectedJournal computes the event id of every entry exactly as ingestd's
-// Yandex normalization documents it (docs/events.md): a UUIDv5 of provider,
-// account, claim, operation, change type and revision.
-func expectedJournal(y *sim.Yandex, n int) (*journal, error) {
-	j := &journal{ids: make([]string, n), byID: make(map[string]int, n), claim: make([]string, n), rev: make([]int64, n)}
-	for i := range n {
-		e := y.Entry(i)
-		id := event.ID(event.ProviderYandex, account, e.ClaimID, strconv.FormatInt(e.OperationID, 10), e.ChangeType, strconv.FormatInt(e.Revision, 10))
-		if prev, dup := j.byID[id]; dup {
-			return nil, fmt.Errorf("simulator entries %d and %d have the same event id %s; the checker needs unique ids", prev, i, id)
+// expectedJournal computes the event id of every entry of every account
+// exactly as ingestd's Yandex normalization documents it (docs/events.md): a
+// UUIDv5 of provider, account, claim, operation, change type and revision.
+func expectedJournal(accounts []*simAccount) (*journal, error) {
+	n := 0
+	for _, a := range accounts {
+		n += a.events
+	}
+	j := &journal{ids: make([]string, n), byID: make(map[string]int, n), claim: make([]string, n), rev: make([]int64, n), acct: make([]int, n)}
+	// claimOf keeps per-key order meaningful across accounts: Yandex claim
+	// ids are unique across its clients, and the Kafka key has no account.
+	claimOf := map[string]int{}
+	i := 0
+	for ai, a := range accounts {
+		j.accounts = append(j.accounts, a.name)
+		j.base = append(j.base, i)
+		for k := range a.events {
+			e := a.y.Entry(k)
+			id := event.ID(event.ProviderYandex, a.name, e.ClaimID, strconv.FormatInt(e.OperationID, 10), e.ChangeType, strconv.FormatInt(e.Revision, 10))
+			if prev, dup := j.byID[id]; dup {
+				return nil, fmt.Errorf("simulator entries %s and %s have the same event id %s; the checker needs unique ids", j.describeEntry(prev), j.entryName(ai, k), id)
+			}
+			if other, ok := claimOf[e.ClaimID]; ok && other != ai {
+				return nil, fmt.Errorf("accounts %s and %s share claim %s; the checker needs claim ids unique across accounts, as Yandex's are", j.accounts[other], a.name, e.ClaimID)
+			}
+			claimOf[e.ClaimID] = ai
+			j.ids[i], j.byID[id], j.claim[i], j.rev[i], j.acct[i] = id, i, e.ClaimID, e.Revision, ai
+			i++
 		}
-		j.ids[i], j.byID[id], j.claim[i], j.rev[i] = id, i, e.ClaimID, e.Revision
 	}
 	return j, nil
 }
 
+// entryName names entry k of account ai: its journal position, prefixed by
+// the account when there are several.
+func (j *journal) entryName(ai, k int) string {
+	if len(j.accounts) > 1 {
+		return fmt.Sprintf("%s entry %d", j.accounts[ai], k)
+	}
+	return fmt.Sprintf("entry %d", k)
+}
+
 // describeEntry names a journal entry for evidence lines.
 func (j *journal) describeEntry(i int) string {
-	return fmt.Sprintf("entry %d (claim %s rev %d, id %s)", i, j.claim[i], j.rev[i], j.ids[i])
+	ai := j.acct[i]
+	return fmt.Sprintf("%s (claim %s rev %d, id %s)", j.entryName(ai, i-j.base[ai]), j.claim[i], j.rev[i], j.ids[i])
+}
+
+// accountOf returns the index of the account a record claims, from its
+// payload; -1 for an account the run does not have.
+func (j *journal) accountOf(r *record) int {
+	for i, name := range j.accounts {
+		if name == r.account {
+			return i
+		}
+	}
+	return -1
 }
 
 // check consumes the whole topic and compares it with the journal and with
 // what PostgreSQL recorded.
 func (h *harness) check(ctx context.Context) (*summary, error) {
-	j, err := expectedJournal(h.env.y, h.o.events)
+	j, err := expectedJournal(h.env.accounts)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +177,14 @@ func (h *harness) check(ctx context.Context) (*summary, error) {
 	}
 	if err := h.checkCursorHistory(ctx, s); err != nil {
 		return nil, err
+	}
+	if h.env.multi != nil {
+		s.UnknownTokenRequests = h.env.multi.Unknown()
+	}
+	if e := h.manyEnd; e != nil {
+		for i := range s.Accounts {
+			s.Accounts[i].HeldBy = e.holders[s.Accounts[i].SourceID]
+		}
 	}
 	if err := h.partitionReport(ctx, s, recs, ends); err != nil {
 		return nil, err
@@ -319,6 +375,8 @@ func decode(r *kgo.Record) record {
 		switch hd.Key {
 		case event.HeaderID:
 			rec.ceID = string(hd.Value)
+		case event.HeaderSource:
+			rec.source = string(hd.Value)
 		case publish.HeaderSeq:
 			if v, err := strconv.ParseInt(string(hd.Value), 10, 64); err == nil {
 				rec.seq = v
@@ -334,7 +392,7 @@ func decode(r *kgo.Record) record {
 		rec.err = err
 		return rec
 	}
-	rec.id, rec.orderID, rec.revision = ev.ID, ev.OrderID, ev.Revision
+	rec.id, rec.account, rec.orderID, rec.revision = ev.ID, ev.Account, ev.OrderID, ev.Revision
 	return rec
 }
 
@@ -351,6 +409,13 @@ type analysis struct {
 func compare(recs []record, j *journal, s *summary) *analysis {
 	a := &analysis{occ: map[string][]int{}}
 	s.Received = len(recs)
+	s.Accounts = make([]accountResult, len(j.accounts))
+	for ai, name := range j.accounts {
+		s.Accounts[ai] = accountResult{Account: name, SourceID: event.ProviderYandex + "/" + name}
+	}
+	for i := range j.ids {
+		s.Accounts[j.acct[i]].EventsExpected++
+	}
 	for i := range recs {
 		r := &recs[i]
 		switch {
@@ -364,8 +429,25 @@ func compare(recs []record, j *journal, s *summary) *analysis {
 		case r.seq < 0 || r.epoch < 0:
 			s.bad("%s: no valid %s or %s header", r, publish.HeaderSeq, publish.HeaderEpoch)
 		}
-		if k, ok := j.byID[r.id]; ok && (j.claim[k] != r.orderID || j.rev[k] != r.revision) {
+		k, ok := j.byID[r.id]
+		if ok && (j.claim[k] != r.orderID || j.rev[k] != r.revision) {
 			s.bad("%s: event id of %s but payload says claim %s rev %d", r, j.describeEntry(k), r.orderID, r.revision)
+		}
+		// The record must name the account whose journal the entry came
+		// from, in the payload and in ce_source: the id is a hash of the
+		// account too, but a consumer routes by these.
+		ai := j.accountOf(r)
+		if ok {
+			if want := j.acct[k]; ai != want {
+				s.bad("%s: payload account %q but the event is %s", r, r.account, j.describeEntry(k))
+				ai = want
+			}
+		}
+		if ai >= 0 {
+			s.Accounts[ai].Received++
+			if want := event.SourceURI(event.ProviderYandex, j.accounts[ai]); r.source != want {
+				s.bad("%s: ce_source %q, want %q", r, r.source, want)
+			}
 		}
 		a.occ[r.id] = append(a.occ[r.id], i)
 	}
@@ -378,20 +460,27 @@ func compare(recs []record, j *journal, s *summary) *analysis {
 	slices.SortFunc(ids, func(x, y string) int { return cmp.Compare(a.occ[x][0], a.occ[y][0]) })
 	for _, id := range ids {
 		idxs := a.occ[id]
-		if _, ok := j.byID[id]; !ok {
+		k, ok := j.byID[id]
+		if !ok {
 			s.Unexpected++
 			s.Duplicated += len(idxs)
+			if ai := j.accountOf(&recs[idxs[0]]); ai >= 0 {
+				s.Accounts[ai].Duplicated += len(idxs)
+			}
 			s.example(&s.Evidence, "unexpected id %s (no journal entry has it) at %s", id, &recs[idxs[0]])
 			continue
 		}
+		s.Accounts[j.acct[k]].Distinct++
 		if len(idxs) > 1 {
 			s.Duplicated += len(idxs) - 1
+			s.Accounts[j.acct[k]].Duplicated += len(idxs) - 1
 			a.dups = append(a.dups, id)
 		}
 	}
 	for i, id := range j.ids {
 		if len(a.occ[id]) == 0 {
 			a.lost = append(a.lost, i)
+			s.Accounts[j.acct[i]].Lost++
 		}
 	}
 	s.Lost = len(a.lost)
@@ -451,6 +540,7 @@ func compare(recs []record, j *journal, s *summary) *analysis {
 			seen[r.id] = true
 			if ji < last {
 				s.OrderViolations++
+				s.Accounts[j.acct[ji]].OrderViolations++
 				outOfOrder = true
 				s.example(&s.Evidence, "key %s out of order: %s at %s arrived after %s at %s",
 					k, j.describeEntry(ji), r, j.describeEntry(last), &recs[lastRec])
@@ -649,15 +739,50 @@ func neighbours(recs []record, part int32, seq int64) string {
 	return describe(below) + " then " + describe(above)
 }
 
-// checkCursorHistory checks that the cursor moved as one linear chain (each
-// change starting where the previous one ended: no two writers ever advanced
-// from the same cursor) and ended after the last entry.
+// checkCursorHistory checks, for every account, that its cursor moved as
+// one linear chain (each change starting where the previous one ended: no
+// two writers ever advanced from the same cursor) and ended after the
+// account's last entry, and that no other source has a history.
 func (h *harness) checkCursorHistory(ctx context.Context, s *summary) error {
-	rows, err := h.env.pool.Query(ctx, `
-SELECT id, cursor, coalesce(prev_cursor, ''), event_count, recorded_at
-FROM cursor_history WHERE source_id = $1 ORDER BY id`, sourceID)
+	s.CursorAtEnd = true
+	for ai, a := range h.env.accounts {
+		r := &s.Accounts[ai]
+		if err := h.checkSourceHistory(ctx, s, a, r); err != nil {
+			return err
+		}
+		s.CursorCommits += r.CursorCommits
+		s.CursorEvents += r.CursorEvents
+		s.CursorForks += r.CursorForks
+		s.CursorAtEnd = s.CursorAtEnd && r.CursorAtEnd
+	}
+	rows, err := h.env.pool.Query(ctx, `SELECT DISTINCT source_id FROM cursor_history ORDER BY 1`)
 	if err != nil {
 		return fmt.Errorf("read cursor history: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read cursor history: %w", err)
+	}
+	for _, id := range ids {
+		if !slices.ContainsFunc(h.env.accounts, func(a *simAccount) bool { return a.sourceID == id }) {
+			s.UnknownSources = append(s.UnknownSources, id)
+		}
+	}
+	var outbox int64
+	if err := h.env.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox); err != nil {
+		return fmt.Errorf("count outbox rows: %w", err)
+	}
+	s.OutboxRows = outbox
+	return nil
+}
+
+// checkSourceHistory reads one account's cursor history into r.
+func (h *harness) checkSourceHistory(ctx context.Context, s *summary, a *simAccount, r *accountResult) error {
+	rows, err := h.env.pool.Query(ctx, `
+SELECT id, cursor, coalesce(prev_cursor, ''), event_count, recorded_at
+FROM cursor_history WHERE source_id = $1 ORDER BY id`, a.sourceID)
+	if err != nil {
+		return fmt.Errorf("read cursor history of %s: %w", a.sourceID, err)
 	}
 	defer rows.Close()
 	prev := ""
@@ -669,37 +794,22 @@ FROM cursor_history WHERE source_id = $1 ORDER BY id`, sourceID)
 			recordedAtTS time.Time
 		)
 		if err := rows.Scan(&id, &cur, &from, &count, &recordedAtTS); err != nil {
-			return fmt.Errorf("read cursor history: %w", err)
+			return fmt.Errorf("read cursor history of %s: %w", a.sourceID, err)
 		}
-		s.CursorCommits++
-		s.CursorEvents += count
+		r.CursorCommits++
+		r.CursorEvents += count
 		if from != prev {
-			s.CursorForks++
-			s.example(&s.Evidence, "cursor history id %d (%s) advanced from position %s to %s, but the cursor was at %s",
-				id, recordedAtTS.Format(time.RFC3339Nano), h.posOf(from), h.posOf(cur), h.posOf(prev))
+			r.CursorForks++
+			s.example(&s.Evidence, "cursor history id %d of %s (%s) advanced from position %s to %s, but the cursor was at %s",
+				id, a.sourceID, recordedAtTS.Format(time.RFC3339Nano), a.posOf(from), a.posOf(cur), a.posOf(prev))
 		}
 		prev = cur
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read cursor history: %w", err)
+		return fmt.Errorf("read cursor history of %s: %w", a.sourceID, err)
 	}
-	s.CursorAtEnd = prev == h.wantCursor
-	var outbox int64
-	if err := h.env.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&outbox); err != nil {
-		return fmt.Errorf("count outbox rows: %w", err)
-	}
-	s.OutboxRows = outbox
+	r.CursorAtEnd = prev == a.wantCursor
 	return nil
-}
-
-func (h *harness) posOf(c string) string {
-	if c == "" {
-		return "the start"
-	}
-	if n, ok := h.cursorPos[c]; ok {
-		return strconv.Itoa(n)
-	}
-	return "an unknown cursor"
 }
 
 // partitionReport sets, per partition, what Kafka holds next to the publish

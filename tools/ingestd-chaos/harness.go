@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ingestd/ingestd/internal/child"
+	"github.com/ingestd/ingestd/internal/cursor"
 	"github.com/ingestd/ingestd/internal/failpoint"
 	"github.com/ingestd/ingestd/internal/lease"
 	"github.com/ingestd/ingestd/internal/retry"
@@ -94,11 +95,8 @@ type harness struct {
 	// childEnv is every instance's configuration; child.Start adds the
 	// harness's environment without the developer's INGESTD_* variables.
 	childEnv []string
-	roles    []string
-	// cursorPos maps every cursor of the journal to the number of entries
-	// before it, so that a stored cursor can be read as a position.
-	cursorPos  map[string]int
-	wantCursor string
+	// roles are the leases: every account's source, then the publisher.
+	roles []string
 
 	// fatal is set when an instance rejects its configuration (exit status
 	// 2): no later round could do better, so the run stops.
@@ -108,6 +106,15 @@ type harness struct {
 	attempts   map[string]int
 	plainDuals int
 	stats      runStats
+
+	// replicas are the many-accounts mode's slots (many.go); disarmed
+	// stops arming their starts once the final drain began; manyEnd is
+	// what the final drain saw; pauseAt are the kill counts at which the
+	// pause kills come.
+	replicas []*replica
+	disarmed bool
+	manyEnd  *manyEnd
+	pauseAt  []int
 }
 
 func newHarness(o options, bin string, env *environment, out io.Writer) *harness {
@@ -119,22 +126,25 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 		// The harness's choices come from their own stream of the seed, so
 		// that they do not depend on the simulator's use of it.
 		rng:      rand.New(rand.NewPCG(uint64(o.seed), 0x6368616f73)),
-		roles:    []string{lease.Source(sourceID), lease.Publisher},
 		attempts: map[string]int{},
 		stats:    runStats{Kills: killCounts{Failpoints: map[string]int{}}},
 	}
 	for _, fp := range failpoints() {
 		h.stats.Kills.Failpoints[fp] = 0
 	}
+	// The first account is described by the INGESTD_YANDEX_* settings; in
+	// the many-accounts mode the others come from the sources file, whose
+	// entries default to the same settings.
+	first := env.accounts[0]
 	h.childEnv = []string{
 		"INGESTD_DATABASE_URL=" + env.dsn,
 		"INGESTD_KAFKA_TOPIC=" + topicName,
 		"INGESTD_KAFKA_PARTITIONS=" + strconv.Itoa(partitions),
-		"INGESTD_YANDEX_TOKEN=" + env.token,
+		"INGESTD_YANDEX_TOKEN=" + first.token,
 		"INGESTD_YANDEX_BASE_URL=" + env.simURL,
-		"INGESTD_YANDEX_ACCOUNT=" + account,
+		"INGESTD_YANDEX_ACCOUNT=" + first.name,
 		"INGESTD_YANDEX_PAGE_LIMIT=" + strconv.Itoa(o.pageLimit),
-		"INGESTD_YANDEX_POLL_INTERVAL=100ms",
+		"INGESTD_YANDEX_POLL_INTERVAL=" + pollInterval,
 		"INGESTD_LEASE_TTL=" + o.leaseTTL.String(),
 		// ingestd requires the lease to outlive a Kafka write, so that a
 		// successor takes over only after a dead publisher's last write
@@ -147,12 +157,30 @@ func newHarness(o options, bin string, env *environment, out io.Writer) *harness
 		"INGESTD_SHUTDOWN_TIMEOUT=" + childShutdownTimeout.String(),
 	}
 	h.childEnv = append(h.childEnv, env.kafkaEnv...)
-	h.cursorPos = make(map[string]int, o.events+1)
-	for n := 0; n <= o.events; n++ {
-		h.cursorPos[env.y.CursorAfter(n)] = n
+	h.childEnv = append(h.childEnv, env.sourcesEnv...)
+	for _, a := range env.accounts {
+		h.roles = append(h.roles, lease.Source(a.sourceID))
+		a.cursorPos = make(map[string]int, a.events+1)
+		for n := 0; n <= a.events; n++ {
+			a.cursorPos[a.y.CursorAfter(n)] = n
+		}
+		a.wantCursor = a.y.CursorAfter(a.events)
 	}
-	h.wantCursor = env.y.CursorAfter(o.events)
+	h.roles = append(h.roles, lease.Publisher)
 	return h
+}
+
+// pollInterval is INGESTD_YANDEX_POLL_INTERVAL of every source: short, so
+// that a source at the end of its growing journal asks again soon.
+const pollInterval = "100ms"
+
+// available is how many journal entries the accounts serve now, together.
+func (h *harness) available() int {
+	n := 0
+	for _, a := range h.env.accounts {
+		n += a.y.Available()
+	}
+	return n
 }
 
 func (h *harness) printf(format string, args ...any) {
@@ -169,8 +197,13 @@ func (h *harness) note(format string, args ...any) {
 // instance, and checks the topic. Only a cancelled context or a broken
 // environment is an error here; what the checker finds is in the summary.
 func (h *harness) run(ctx context.Context, started time.Time) (*summary, error) {
-	h.printf("ingestd chaos: %d events over %d claims (%d available at start, the rest appended during the rounds), seed %d, at least %d SIGKILLs, lease TTL %v, page limit %d, dual rate %.2f",
-		h.o.events, h.o.claims, h.o.backlog, h.o.seed, h.o.kills, h.o.leaseTTL, h.o.pageLimit, h.o.dualRate)
+	if h.o.many() {
+		h.printf("ingestd chaos, many accounts: %d Yandex accounts at one address (1 from INGESTD_YANDEX_*, %d from a sources file), %d events over %d claims split among them (%d available at start, the rest appended during the rounds), %d replicas at once, seed %d, at least %d SIGKILLs of random replicas (failpoint self-kills on top, %d of them after a pause past the leases), lease TTL %v, page limit %d",
+			len(h.env.accounts), len(h.env.accounts)-1, h.o.events, h.o.claims, h.o.backlog, h.o.replicas, h.o.seed, h.o.kills, h.o.pauses, h.o.leaseTTL, h.o.pageLimit)
+	} else {
+		h.printf("ingestd chaos: %d events over %d claims (%d available at start, the rest appended during the rounds), seed %d, at least %d SIGKILLs, lease TTL %v, page limit %d, dual rate %.2f",
+			h.o.events, h.o.claims, h.o.backlog, h.o.seed, h.o.kills, h.o.leaseTTL, h.o.pageLimit, h.o.dualRate)
+	}
 	if h.o.cluster {
 		h.printf("cluster mode: %d brokers (%s) over TLS with SASL %s; every partition's leader elected anew every %v on average, a broker removed (during a produce request to it, its connections dropped) every %v on average and added back on the same node id and port after %v..%v",
 			clusterBrokers, strings.Join(h.env.kafkaAddrs, ", "), saslMechanism, h.o.moveEvery, h.o.removeEvery, brokerDownMin, brokerDownMax)
@@ -182,11 +215,15 @@ func (h *harness) run(ctx context.Context, started time.Time) (*summary, error) 
 	// The rounds get 60% of the time at most, so that the final drain and
 	// the checker still run (and report) when the rounds are slow.
 	roundsUntil := started.Add(h.o.timeout * 6 / 10)
-	if err := h.rounds(ctx, roundsUntil); err != nil {
+	rounds, final := h.rounds, h.final
+	if h.o.many() {
+		rounds, final = h.manyRounds, h.manyFinal
+	}
+	if err := rounds(ctx, roundsUntil); err != nil {
 		return nil, err
 	}
 	var finalFailures []string
-	if err := h.final(ctx, &finalFailures); err != nil {
+	if err := final(ctx, &finalFailures); err != nil {
 		return nil, err
 	}
 	if h.env.churn != nil {
@@ -233,34 +270,55 @@ func (h *harness) pace(roundsStarted time.Time) {
 	if h.o.backlog >= h.o.events {
 		return
 	}
-	left := h.o.events - h.env.y.Available()
-	if left <= 0 {
-		return
-	}
 	// The measured seconds per kill, with the assumption weighing as much
 	// as a few kills: a single early self-kill after 80ms must not release
-	// the whole journal at once. A kill costs at least a lease TTL anyway
-	// (the successor waits for the dead holder's lease to expire).
+	// the whole journal at once. In the single-account mode a kill costs
+	// at least a lease TTL anyway (the successor waits for the dead
+	// holder's lease to expire); the many-accounts mode kills a replica
+	// while the others carry on, so only its least delay bounds a kill.
 	const priorKills = 3
-	k := float64(h.stats.Kills.Total)
+	k := float64(h.killsCounted())
 	perKill := (time.Since(roundsStarted).Seconds() + priorKills*assumedSecondsPerKill) / (k + priorKills)
-	perKill = max(perKill, h.o.leaseTTL.Seconds())
-	killsLeft := max(h.o.kills-h.stats.Kills.Total, 1)
-	// The floor keeps the journal moving when the kill target is reached
-	// but half the journal is not committed yet.
-	rate := max(float64(left)/(float64(killsLeft)*perKill), 20)
-	h.env.y.SetRate(min(rate, maxSimRate))
+	least := h.o.leaseTTL
+	if h.o.many() {
+		least = manyKillDelayMin
+	}
+	perKill = max(perKill, least.Seconds())
+	killsLeft := max(h.o.kills-h.killsCounted(), 1)
+	if h.o.many() {
+		// A failpoint that has not fired needs rows to commit and
+		// publish: the journals must outlast the kills that arm it.
+		for _, fp := range failpoints() {
+			if h.stats.Kills.Failpoints[fp] == 0 && h.attempts[fp] < maxManyArmings {
+				killsLeft += 2
+			}
+		}
+	}
+	for _, a := range h.env.accounts {
+		left := a.events - a.y.Available()
+		if left <= 0 {
+			continue
+		}
+		// The floor keeps the journal moving when the kill target is
+		// reached but half the journal is not committed yet; it is the
+		// account's share of 20 entries a second.
+		floor := 20 * float64(a.events) / float64(h.o.events)
+		rate := max(float64(left)/(float64(killsLeft)*perKill), floor)
+		a.y.SetRate(min(rate, maxSimRate))
+	}
 }
 
 // maxSimRate is the simulator's highest append rate: at it, every remaining
 // entry is available at once.
 const maxSimRate = 1e9
 
-// releaseJournal makes every remaining entry available, for the final
-// instance to drain.
+// releaseJournal makes every remaining entry of every account available, for
+// the final instances to drain.
 func (h *harness) releaseJournal() {
-	if h.env.y.Available() < h.o.events {
-		h.env.y.SetRate(maxSimRate)
+	for _, a := range h.env.accounts {
+		if a.y.Available() < a.events {
+			a.y.SetRate(maxSimRate)
+		}
 	}
 }
 
@@ -299,7 +357,7 @@ func (h *harness) rounds(ctx context.Context, until time.Time) error {
 			return err
 		}
 		h.printf("round %3d  instances=%d  committed=%d/%d  available=%d  backlog=%d  kills=%d%s  %s",
-			h.round, r.instances, p.committed, h.o.events, h.env.y.Available(), p.backlog, h.stats.Kills.Total, h.churnCounts(), r.action)
+			h.round, r.instances, p.committed, h.o.events, h.available(), p.backlog, h.stats.Kills.Total, h.churnCounts(), r.action)
 		h.printChurn()
 		if h.fatal != nil {
 			return h.fatal
@@ -472,6 +530,18 @@ func (h *harness) randDuration(lo, hi time.Duration) time.Duration {
 // idle_in_transaction_session_timeout), and a busy machine may take a while
 // to start a process.
 func (h *harness) activeWithin() time.Duration { return 3*h.o.leaseTTL + 30*time.Second }
+
+// killsCounted is the number of kills that count against -kills: every
+// SIGKILL in the single-account modes; in the many-accounts mode the ones the
+// harness sent to a random replica (after a pause or not), since the
+// failpoints there fire on top of them, as often as the replicas' starts are
+// armed.
+func (h *harness) killsCounted() int {
+	if h.o.many() {
+		return h.stats.Kills.Random + h.stats.Kills.Paused
+	}
+	return h.stats.Kills.Total
+}
 
 // countKill records a SIGKILL.
 func (h *harness) countKill(kind killKind, c *instance) {
@@ -1018,7 +1088,7 @@ func (h *harness) final(ctx context.Context, failures *[]string) error {
 			return false, err
 		}
 		last = p
-		return p.cursor == h.wantCursor && p.backlog == 0 && p.storeBacklog == 0, nil
+		return p.drained(), nil
 	})
 	if err != nil {
 		return err
@@ -1054,25 +1124,59 @@ func (h *harness) final(ctx context.Context, failures *[]string) error {
 
 // progress is the stored state of the pipeline.
 type progress struct {
-	// committed is events_total of the source: events inserted.
+	// committed is events_total of every source together: events
+	// inserted.
 	committed int64
-	cursor    string
+	// cursor is the first account's stored cursor (the single-account
+	// mode's only one); atEnd counts the accounts whose stored cursor is
+	// after their last entry, of accounts.
+	cursor   string
+	atEnd    int
+	accounts int
+	// halted lists the sources that halted, with their reasons: none
+	// should, since the simulator serves no bad cursor or token.
+	halted []string
 	// backlog counts outbox rows above their partition's watermark;
 	// storeBacklog is cursor.Store.Backlog's count of the same.
 	backlog      int64
 	storeBacklog int64
 }
 
+// drained reports whether every account's journal is committed and the
+// outbox published.
+func (p progress) drained() bool {
+	return p.atEnd == p.accounts && p.backlog == 0 && p.storeBacklog == 0
+}
+
 func (h *harness) progress(ctx context.Context) (progress, error) {
-	st, err := h.env.store.Cursors.Source(ctx, sourceID)
+	p := progress{accounts: len(h.env.accounts)}
+	// Every source's state in one query: the many-accounts mode has dozens.
+	sts, err := h.env.store.Cursors.Sources(ctx)
 	if err != nil {
 		return progress{}, err
+	}
+	byID := make(map[string]cursor.State, len(sts))
+	for _, st := range sts {
+		byID[st.SourceID] = st
+	}
+	for i, a := range h.env.accounts {
+		st := byID[a.sourceID]
+		p.committed += st.EventsTotal
+		if i == 0 {
+			p.cursor = st.Cursor
+		}
+		if st.Cursor == a.wantCursor {
+			p.atEnd++
+		}
+		if st.HaltedAt != nil {
+			p.halted = append(p.halted, a.sourceID+": "+st.HaltedReason)
+		}
 	}
 	b, err := h.env.store.Outbox.Backlog(ctx)
 	if err != nil {
 		return progress{}, err
 	}
-	p := progress{committed: st.EventsTotal, cursor: st.Cursor, storeBacklog: b.Rows}
+	p.storeBacklog = b.Rows
 	// Counted independently of the store's query, with partitions that
 	// have no progress row yet counting from zero.
 	err = h.env.pool.QueryRow(ctx, `
@@ -1084,15 +1188,16 @@ WHERE o.seq > coalesce(p.last_seq, 0)`).Scan(&p.backlog)
 	return p, nil
 }
 
-// describePos reads a stored cursor as a journal position.
+// describePos reads the stored cursors as journal positions: the one
+// account's position, or how many accounts are at their end.
 func (h *harness) describePos(p progress) string {
+	if len(h.env.accounts) > 1 {
+		return fmt.Sprintf("the end in %d of %d accounts", p.atEnd, p.accounts)
+	}
 	if p.cursor == "" {
 		return "the start (no cursor)"
 	}
-	if n, ok := h.cursorPos[p.cursor]; ok {
-		return strconv.Itoa(n)
-	}
-	return "an unknown cursor"
+	return h.env.accounts[0].posOf(p.cursor)
 }
 
 // poll calls cond every period until it reports true, returns an error, or

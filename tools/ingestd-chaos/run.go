@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
+	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/kafkatest"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
@@ -36,10 +39,11 @@ const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=
 // Fixed names of one chaos run. Every run gets its own PostgreSQL schema and
 // its own in-process broker, so fixed names cannot collide.
 const (
-	account    = "default"
-	sourceID   = "yandex/" + account
-	topicName  = "delivery.status-changes"
-	partitions = 4
+	// defaultAccount is the single-account mode's account, ingestd's
+	// default INGESTD_YANDEX_ACCOUNT.
+	defaultAccount = "default"
+	topicName      = "delivery.status-changes"
+	partitions     = 4
 )
 
 // options are the command-line settings.
@@ -64,7 +68,17 @@ type options struct {
 	cluster     bool
 	moveEvery   time.Duration
 	removeEvery time.Duration
+	// accounts selects the many-accounts mode (see many.go) when positive:
+	// that many simulated Yandex accounts at one address, run by replicas
+	// ingestd instances at once from a sources file. pauses is the number
+	// of its kills that first pause the victim past its leases.
+	accounts int
+	replicas int
+	pauses   int
 }
+
+// many reports whether the run is in the many-accounts mode.
+func (o options) many() bool { return o.accounts > 0 }
 
 // parseOptions reads args. A bad flag is a usage error.
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -74,7 +88,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.events, "events", 50000, "journal entries the simulator serves (all available at start)")
 	fs.IntVar(&o.backlog, "backlog", -1, "journal entries available at start (-1: a tenth of -events); the rest is appended while the rounds run, paced so that it ends about when the kills do, so that kills land while ingestd works. -backlog equal to -events serves the whole journal at once")
 	fs.IntVar(&o.claims, "claims", 5000, "claims in flight in the simulated journal")
-	fs.IntVar(&o.kills, "kills", 25, "minimum number of SIGKILLs to deliver before the final instance runs")
+	fs.IntVar(&o.kills, "kills", 25, "minimum number of SIGKILLs to deliver before the final instance runs (with -accounts: of random replicas, the failpoints' self-kills coming on top)")
 	fs.Int64Var(&o.seed, "seed", 0, "seed of the simulated journal and of the harness's choices (0: pick one from the clock; the seed used is printed)")
 	fs.Float64Var(&o.replayRate, "replay-rate", 0.05, "fraction of journal pages that re-serve entries already served")
 	fs.Float64Var(&o.unknownRate, "unknown-rate", 0.01, "fraction of status changes with an undocumented status")
@@ -88,6 +102,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.cluster, "cluster", false, "cluster mode: three brokers reached over TLS with SASL/SCRAM-SHA-512 (the harness makes the CA and passes its file to the children), partition leaders moving every -move-every, and a broker removed every -remove-every (during a produce request to it when one comes within 2s; its connections dropped) and added back on the same node id and port 0.5-3s later")
 	fs.DurationVar(&o.moveEvery, "move-every", 300*time.Millisecond, "with -cluster: mean interval between elections of every partition's leader (each interval jittered by ±50%)")
 	fs.DurationVar(&o.removeEvery, "remove-every", 8*time.Second, "with -cluster: mean interval between a removed broker's return and the next removal (jittered by ±50%; the first removal comes after a quarter of it)")
+	fs.IntVar(&o.accounts, "accounts", 0, "many-accounts mode when positive: this many simulated Yandex accounts served at one address (each journal with its own seed and token), -events and -claims split among them; one account is described by the INGESTD_YANDEX_* settings, the others by a sources file. -replicas instances run at once and a random one is SIGKILLed and restarted at a time (0: the single-account mode)")
+	fs.IntVar(&o.replicas, "replicas", 3, "with -accounts: ingestd instances running at once, sharing the sources by their leases")
+	fs.IntVar(&o.pauses, "pauses", 1, "with -accounts: kills that first SIGSTOP the victim until the other replicas took every lease it held over, then SIGCONT it and wait for its step-down (each can take half a minute: a replica frozen in the middle of its sources' commits holds up every commit of the deployment); -dual-rate does not apply, since the replicas always run at once")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
@@ -143,7 +160,41 @@ func (o options) validate() error {
 	if o.removeEvery < o.moveEvery {
 		errs = append(errs, fmt.Errorf("-remove-every must be at least -move-every (%v), got %v", o.moveEvery, o.removeEvery))
 	}
+	errs = append(errs, o.validateMany()...)
 	return errors.Join(errs...)
+}
+
+// maxAccounts bounds -accounts: the account names have two digits (shop-00
+// to shop-99).
+const maxAccounts = 100
+
+// validateMany checks the many-accounts mode's settings.
+func (o options) validateMany() []error {
+	var errs []error
+	if o.accounts < 0 || o.accounts > maxAccounts {
+		errs = append(errs, fmt.Errorf("-accounts must be between 0 and %d, got %d", maxAccounts, o.accounts))
+	}
+	if !o.many() {
+		return errs
+	}
+	if o.pauses < 0 || o.pauses > o.kills {
+		errs = append(errs, fmt.Errorf("-pauses must be between 0 and -kills (%d), got %d", o.kills, o.pauses))
+	}
+	if o.cluster {
+		// Each mode attacks one thing; their combination is not a tested
+		// claim of the harness, so it is refused rather than half-run.
+		errs = append(errs, errors.New("-accounts and -cluster are separate modes; run them one after the other"))
+	}
+	if o.replicas < 2 || o.replicas > 10 {
+		errs = append(errs, fmt.Errorf("-replicas must be between 2 and 10, got %d", o.replicas))
+	}
+	if o.events < o.accounts {
+		errs = append(errs, fmt.Errorf("-events (%d) must be at least -accounts (%d): every account serves at least one entry", o.events, o.accounts))
+	}
+	if o.claims < o.accounts {
+		errs = append(errs, fmt.Errorf("-claims (%d) must be at least -accounts (%d): every account has claims of its own", o.claims, o.accounts))
+	}
+	return errs
 }
 
 func envOr(key, def string) string {
@@ -249,12 +300,67 @@ type environment struct {
 	churn    *churner
 	produces *produceLog
 
-	y        *sim.Yandex
+	// accounts are the simulated Yandex accounts: one in the
+	// single-account mode, -accounts in the many-accounts mode, where
+	// multi routes each request by its token and sourcesDir holds the
+	// sources file and its token files.
+	accounts   []*simAccount
+	multi      *sim.YandexAccounts
+	sourcesDir string
+	// sourcesEnv are the children's settings that name the sources file
+	// and the token variables it refers to.
+	sourcesEnv []string
+	simURL     string
+	stopSim    context.CancelFunc
+	waitSim    func() error
+	simAlive   bool
+}
+
+// simAccount is one simulated Yandex account: its journal and token, and its
+// name in ingestd's source ids and events.
+type simAccount struct {
+	name     string
+	sourceID string
 	token    string
-	simURL   string
-	stopSim  context.CancelFunc
-	waitSim  func() error
-	simAlive bool
+	y        *sim.Yandex
+	// events and claims are this account's share of -events and -claims.
+	events int
+	claims int
+	// cursorPos maps every cursor of the journal to the number of entries
+	// before it, so that a stored cursor can be read as a position;
+	// wantCursor is the cursor after the last entry.
+	cursorPos  map[string]int
+	wantCursor string
+}
+
+// posOf reads a stored cursor as a journal position.
+func (a *simAccount) posOf(c string) string {
+	if c == "" {
+		return "the start"
+	}
+	if n, ok := a.cursorPos[c]; ok {
+		return strconv.Itoa(n)
+	}
+	return "an unknown cursor"
+}
+
+// share is the i-th of n near-equal parts of total, the first total%n parts
+// one larger, so that the parts add up to total.
+func share(total, n, i int) int {
+	s := total / n
+	if i < total%n {
+		s++
+	}
+	return s
+}
+
+// accountName is the i-th account's name: the single-account mode keeps
+// ingestd's default, the many-accounts mode numbers its shops.
+func accountName(o options, i int) string {
+	if !o.many() {
+		return defaultAccount
+	}
+	return fmt.Sprintf("shop-%02d", i)
 }
 
 // setUp creates everything the children need. On error the partial
@@ -298,41 +404,126 @@ func setUp(ctx context.Context, o options) (*environment, error) {
 		return env, err
 	}
 
-	var tok [12]byte
-	if _, err := rand.Read(tok[:]); err != nil {
-		return env, fmt.Errorf("random token: %w", err)
+	if err := env.startSim(ctx, o); err != nil {
+		return env, err
 	}
-	env.token = "chaos-" + hex.EncodeToString(tok[:])
-	env.y, err = sim.NewYandex(sim.YandexConfig{
-		Seed:              o.seed,
-		Token:             env.token,
-		Backlog:           o.backlog,
-		Rate:              initialRate(o),
-		MaxEntries:        o.events,
-		Claims:            o.claims,
-		ReplayRate:        o.replayRate,
-		UnknownStatusRate: o.unknownRate,
-		BackwardsTimeRate: 0.01,
-		Faults: sim.FaultRates{
-			TooManyRequests: 0.01,
-			ServerError:     0.01,
-			RetryAfter:      "1",
-		},
-	})
-	if err != nil {
-		return env, fmt.Errorf("simulator: %w", err)
+	if o.many() {
+		if err := env.writeSourcesFile(o); err != nil {
+			return env, err
+		}
+	}
+	return env, nil
+}
+
+// startSim creates the simulated accounts, each journal with its own seed
+// and token and the same fault mix, and serves them at one address: in the
+// many-accounts mode routed by token, as the real API tells its corporate
+// clients apart.
+func (env *environment) startSim(ctx context.Context, o options) error {
+	n := max(o.accounts, 1)
+	var handler http.Handler
+	for i := range n {
+		var tok [12]byte
+		if _, err := rand.Read(tok[:]); err != nil {
+			return fmt.Errorf("random token: %w", err)
+		}
+		a := &simAccount{
+			name:   accountName(o, i),
+			token:  "chaos-" + hex.EncodeToString(tok[:]),
+			events: share(o.events, n, i),
+			claims: share(o.claims, n, i),
+		}
+		a.sourceID = event.ProviderYandex + "/" + a.name
+		var err error
+		a.y, err = sim.NewYandex(sim.YandexConfig{
+			// Consecutive seeds give unrelated journals: the simulator
+			// hashes its seed. Account 0 keeps the run's seed, so that the
+			// single-account mode serves the journal it always did.
+			Seed:              o.seed + int64(i),
+			Token:             a.token,
+			Backlog:           share(o.backlog, n, i),
+			Rate:              initialRate(o) * float64(a.events) / float64(o.events),
+			MaxEntries:        a.events,
+			Claims:            a.claims,
+			ReplayRate:        o.replayRate,
+			UnknownStatusRate: o.unknownRate,
+			BackwardsTimeRate: 0.01,
+			Faults: sim.FaultRates{
+				TooManyRequests: 0.01,
+				ServerError:     0.01,
+				RetryAfter:      "1",
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("simulator of account %s: %w", a.name, err)
+		}
+		env.accounts = append(env.accounts, a)
+		handler = a.y
+	}
+	if o.many() {
+		ys := make([]*sim.Yandex, 0, n)
+		for _, a := range env.accounts {
+			ys = append(ys, a.y)
+		}
+		var err error
+		if env.multi, err = sim.NewYandexAccounts(ys...); err != nil {
+			return fmt.Errorf("simulator: %w", err)
+		}
+		handler = env.multi
 	}
 	// The simulator outlives ctx's cancellation only as long as close takes;
 	// its own context lets close stop it at the right moment.
 	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
-	addr, wait, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", env.y)
+	addr, wait, err := sim.ListenAndServe(simCtx, "127.0.0.1:0", handler)
 	if err != nil {
 		stopSim()
-		return env, fmt.Errorf("serve the simulator: %w", err)
+		return fmt.Errorf("serve the simulator: %w", err)
 	}
 	env.stopSim, env.waitSim, env.simAlive = stopSim, wait, true
 	env.simURL = "http://" + addr
-	return env, nil
+	return nil
+}
+
+// tokenEnvName is the variable a sources-file entry names for the i-th
+// account's token.
+func tokenEnvName(i int) string { return fmt.Sprintf("CHAOS_YANDEX_TOKEN_%02d", i) }
+
+// writeSourcesFile writes the sources file of the many-accounts mode: every
+// account but the first, which the INGESTD_YANDEX_* settings describe (as in
+// the example deployment, so that the harness runs the merge of the two).
+// Its entries alternate between the two ways a token is given (a variable, a
+// file with a trailing newline as kubectl writes it) and between settings
+// stated in the file and settings left to the INGESTD_YANDEX_* defaults,
+// with the same values either way.
+func (env *environment) writeSourcesFile(o options) error {
+	dir, err := os.MkdirTemp("", "ingestd-chaos-sources-")
+	if err != nil {
+		return fmt.Errorf("a directory for the sources file: %w", err)
+	}
+	env.sourcesDir = dir
+	var b strings.Builder
+	b.WriteString("# Written by ingestd-chaos: the accounts beyond the one INGESTD_YANDEX_* describes.\nsources:\n")
+	for i := 1; i < len(env.accounts); i++ {
+		a := env.accounts[i]
+		fmt.Fprintf(&b, "  - provider: yandex\n    account: %s\n", a.name)
+		if i%2 == 1 {
+			fmt.Fprintf(&b, "    token_env: %s\n", tokenEnvName(i))
+			env.sourcesEnv = append(env.sourcesEnv, tokenEnvName(i)+"="+a.token)
+			continue
+		}
+		tokenFile := filepath.Join(dir, "token-"+a.name)
+		if err := os.WriteFile(tokenFile, []byte(a.token+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write the token file of %s: %w", a.name, err)
+		}
+		fmt.Fprintf(&b, "    token_file: %s\n    base_url: %s\n    page_limit: %d\n    poll_interval: %s\n",
+			tokenFile, env.simURL, o.pageLimit, pollInterval)
+	}
+	path := filepath.Join(dir, "sources.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write the sources file: %w", err)
+	}
+	env.sourcesEnv = append(env.sourcesEnv, "INGESTD_SOURCES_FILE="+path)
+	return nil
 }
 
 // startKafka starts the in-process broker, or in cluster mode three behind
@@ -427,6 +618,11 @@ func (env *environment) close(w io.Writer) {
 	if env.certDir != "" {
 		if err := os.RemoveAll(env.certDir); err != nil {
 			_, _ = fmt.Fprintln(w, "ingestd-chaos: remove the certificates:", err)
+		}
+	}
+	if env.sourcesDir != "" {
+		if err := os.RemoveAll(env.sourcesDir); err != nil {
+			_, _ = fmt.Fprintln(w, "ingestd-chaos: remove the sources file:", err)
 		}
 	}
 	if env.pool != nil {

@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ingestd/ingestd/internal/child"
 	"github.com/ingestd/ingestd/internal/cli"
+	"github.com/ingestd/ingestd/internal/event"
 	"github.com/ingestd/ingestd/internal/sim"
 )
 
@@ -151,6 +155,14 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 		{"-backlog", "60000"},
 		{"-cluster", "-move-every", "1ms"},
 		{"-cluster", "-remove-every", "100ms"},
+		{"-accounts", "-1"},
+		{"-accounts", "101"},
+		{"-accounts", "4", "-cluster"},
+		{"-accounts", "4", "-replicas", "1"},
+		{"-accounts", "10", "-events", "5"},
+		{"-accounts", "10", "-claims", "5"},
+		{"-accounts", "4", "-pauses", "-1"},
+		{"-accounts", "4", "-kills", "3", "-pauses", "4"},
 		{"extra"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
@@ -164,6 +176,8 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 	require.Equal(t, 5000, o.backlog, "a tenth of the journal at start by default")
 	require.Equal(t, 25, o.kills)
 	require.False(t, o.cluster, "the single-broker mode by default")
+	require.Zero(t, o.accounts, "the single-account mode by default")
+	require.Equal(t, 3, o.replicas)
 	require.NotZero(t, o.seed, "a seed is picked and printed")
 }
 
@@ -174,24 +188,16 @@ func TestParseOptionsRejectsNonsense(t *testing.T) {
 func TestCompareFindsEveryKindOfProblem(t *testing.T) {
 	t.Parallel()
 	const n = 200
-	y, err := sim.NewYandex(sim.YandexConfig{Seed: 3, Backlog: n, Claims: 20})
-	require.NoError(t, err)
-	j, err := expectedJournal(y, n)
+	j, err := expectedJournal(testAccounts(t, 3, n, defaultAccount))
 	require.NoError(t, err)
 
-	clean := func() []record {
-		recs := make([]record, n)
-		for i := range recs {
-			recs[i] = record{
-				partition: 0, offset: int64(i), key: "yandex:" + j.claim[i], ceID: j.ids[i], id: j.ids[i],
-				orderID: j.claim[i], revision: j.rev[i], seq: int64(i + 1), epoch: 1,
-			}
-		}
-		return recs
-	}
+	clean := func() []record { return cleanTopic(j) }
 	s := &summary{shown: map[string]int{}}
 	compare(clean(), j, s)
-	require.Equal(t, summary{Received: n, Distinct: n, shown: s.shown}, *s, "a clean topic is clean")
+	require.Equal(t, summary{
+		Received: n, Distinct: n, shown: s.shown,
+		Accounts: []accountResult{{Account: defaultAccount, SourceID: "yandex/" + defaultAccount, EventsExpected: n, Received: n, Distinct: n}},
+	}, *s, "a clean topic is clean")
 
 	// Two entries of one claim, to swap.
 	first, second := -1, -1
@@ -276,4 +282,320 @@ func humanize(n int) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// testAccounts makes simulated accounts as setUp does, each journal of n
+// entries available at once, the i-th seeded with seed+i.
+func testAccounts(t *testing.T, seed int64, n int, names ...string) []*simAccount {
+	t.Helper()
+	var out []*simAccount
+	for i, name := range names {
+		y, err := sim.NewYandex(sim.YandexConfig{Seed: seed + int64(i), Backlog: n, Claims: 20})
+		require.NoError(t, err)
+		out = append(out, &simAccount{name: name, sourceID: "yandex/" + name, y: y, events: n})
+	}
+	return out
+}
+
+// cleanTopic is the topic a correct run leaves of journal j, all in one
+// partition: every entry once, in journal order, named by its account.
+func cleanTopic(j *journal) []record {
+	recs := make([]record, len(j.ids))
+	for i := range recs {
+		account := j.accounts[j.acct[i]]
+		recs[i] = record{
+			partition: 0, offset: int64(i), key: "yandex:" + j.claim[i], ceID: j.ids[i], id: j.ids[i],
+			source: event.SourceURI(event.ProviderYandex, account), account: account,
+			orderID: j.claim[i], revision: j.rev[i], seq: int64(i + 1), epoch: 1,
+		}
+	}
+	return recs
+}
+
+// TestCompareAttributesEveryAccount feeds the checker a fabricated topic of
+// four accounts with one event of shop-01 lost, one of shop-02 duplicated,
+// two of one shop-03 shipment swapped and one record of shop-00 naming
+// another account: each problem must be counted against its own account,
+// and the run must fail naming them.
+func TestCompareAttributesEveryAccount(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	names := []string{"shop-00", "shop-01", "shop-02", "shop-03"}
+	j, err := expectedJournal(testAccounts(t, 10, n, names...))
+	require.NoError(t, err)
+	require.Len(t, j.ids, 4*n)
+
+	s := &summary{shown: map[string]int{}}
+	compare(cleanTopic(j), j, s)
+	require.Zero(t, s.Lost+s.Duplicated+s.OrderViolations+s.BadRecords, "a clean topic is clean: %v", s.Evidence)
+	for i, a := range s.Accounts {
+		require.Equal(t, accountResult{Account: names[i], SourceID: "yandex/" + names[i], EventsExpected: n, Received: n, Distinct: n}, a)
+	}
+
+	// Two entries of one shop-03 claim, to swap.
+	first, second := -1, -1
+	for i := j.base[3] + 1; i < len(j.ids) && second < 0; i++ {
+		for k := j.base[3]; k < i; k++ {
+			if j.claim[k] == j.claim[i] {
+				first, second = k, i
+				break
+			}
+		}
+	}
+	require.GreaterOrEqual(t, second, 0)
+	recs := cleanTopic(j)
+	recs[first], recs[second] = recs[second], recs[first]
+	wrong := &recs[j.base[0]+7]
+	wrong.account, wrong.source = "shop-01", event.SourceURI(event.ProviderYandex, "shop-01")
+	dup := recs[j.base[2]+40]
+	lost := recs[j.base[1]+30].id
+	recs = append(append(recs[:j.base[1]+30:j.base[1]+30], recs[j.base[1]+31:]...), dup)
+	for i := range recs {
+		recs[i].offset, recs[i].seq = int64(i), int64(i+1)
+	}
+
+	s = &summary{shown: map[string]int{}}
+	a := compare(recs, j, s)
+	require.Equal(t, 1, s.Lost)
+	require.Equal(t, []int{j.byID[lost]}, a.lost)
+	require.Equal(t, 1, s.Duplicated)
+	require.Equal(t, 1, s.OrderViolations)
+	require.Equal(t, 2, s.BadRecords, "the payload account and ce_source of the misnamed record")
+	want := map[string]accountResult{
+		"shop-00": {EventsExpected: n, Received: n, Distinct: n},
+		"shop-01": {EventsExpected: n, Received: n - 1, Distinct: n - 1, Lost: 1},
+		"shop-02": {EventsExpected: n, Received: n + 1, Distinct: n, Duplicated: 1},
+		"shop-03": {EventsExpected: n, Received: n, Distinct: n, OrderViolations: 1},
+	}
+	for _, got := range s.Accounts {
+		w := want[got.Account]
+		w.Account, w.SourceID = got.Account, got.SourceID
+		require.Equal(t, w, got, got.Account)
+	}
+
+	// Every cursor at its end, so that only the topic's problems are named.
+	for i := range s.Accounts {
+		s.Accounts[i].CursorAtEnd = true
+	}
+	s.CursorAtEnd = true
+	h := &harness{o: options{accounts: 4, replicas: 3}}
+	h.judge(s)
+	require.False(t, s.Pass)
+	require.Contains(t, s.Failures, "accounts with problems: shop-01: 1 lost; shop-02: 1 duplicated; shop-03: 1 order violations")
+}
+
+// TestChaosManyAccountsSmall runs the many-accounts mode on a small scale:
+// four accounts at one simulator address (one from the INGESTD_YANDEX_*
+// settings, three from a sources file) on three replicas, random replicas
+// SIGKILLed and started again, failpoints armed on the restarts, a pause past
+// the leases. Every account's journal must reach Kafka once, in order, its
+// cursor one chain to its end. Then defects are planted in the real topic
+// and database (the first record of a partition deleted, a copy of another
+// account's record written, a forked cursor step of a third account
+// recorded), and the checker, run again, must fail and name each account.
+func TestChaosManyAccountsSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs ingestd many times")
+	}
+	bin, remove, err := child.Build(t.Context(), child.IngestdPackage)
+	require.NoError(t, err)
+	t.Cleanup(remove)
+
+	o, err := parseOptions([]string{
+		"-binary", bin,
+		"-accounts", "4", "-replicas", "3",
+		"-events", "2000", "-claims", "200", "-kills", "5",
+		"-page-limit", "20",
+		"-seed", "6",
+		"-timeout", "70s",
+	}, io.Discard)
+	require.NoError(t, err)
+
+	// run's steps, so that the environment outlives the run for the
+	// planted defects. The deadline leaves the second check its time.
+	ctx, cancel := context.WithTimeout(context.Background(), 85*time.Second)
+	defer cancel()
+	started := time.Now()
+	env, err := setUp(ctx, o)
+	t.Cleanup(func() {
+		var teardown bytes.Buffer
+		env.close(&teardown)
+		if teardown.Len() > 0 {
+			t.Log(teardown.String())
+		}
+	})
+	require.NoError(t, err)
+	var rounds bytes.Buffer
+	h := newHarness(o, bin, env, &rounds)
+	// Cleanups run last-in first-out: no instance outlives the environment.
+	t.Cleanup(h.fleet.killAll)
+	runCtx, runCancel := context.WithTimeout(ctx, o.timeout)
+	defer runCancel()
+	s, err := h.run(runCtx, started)
+	t.Logf("round log:\n%s", rounds.String())
+	require.NoError(t, err)
+	var text bytes.Buffer
+	s.writeText(&text)
+	require.True(t, s.Pass, text.String())
+	require.Contains(t, text.String(), "RESULT: PASS (many accounts: 4 accounts on 3 replicas, seed 6: ")
+
+	require.Equal(t, "many accounts", s.Mode)
+	require.Equal(t, 2000, s.Received, "records")
+	require.Equal(t, 2000, s.Distinct)
+	require.Zero(t, s.Lost)
+	require.Zero(t, s.Duplicated)
+	require.Zero(t, s.OrderViolations)
+	require.Zero(t, s.SeqRegressions)
+	require.Zero(t, s.StaleEpochWrites)
+	require.Zero(t, s.BadRecords)
+	require.Zero(t, s.UnknownTokenRequests)
+	require.Empty(t, s.UnknownSources)
+	require.Empty(t, s.UnexpectedExits)
+	require.Len(t, s.Accounts, 4)
+	for _, a := range s.Accounts {
+		require.Equal(t, 500, a.EventsExpected, a.Account)
+		require.Equal(t, 500, a.Received, a.Account)
+		require.Equal(t, 500, a.Distinct, a.Account)
+		require.Empty(t, a.problems(), a.Account)
+		require.Positive(t, a.CursorCommits, a.Account)
+		require.NotEmpty(t, a.HeldBy, "%s is held once drained", a.Account)
+	}
+
+	require.GreaterOrEqual(t, s.SIGKILLs.Random+s.SIGKILLs.Paused, 5, "SIGKILLs of random replicas")
+	for _, fp := range failpoints() {
+		require.Positive(t, s.SIGKILLs.Failpoints[fp], "failpoint %s fired", fp)
+	}
+	require.Positive(t, s.PauseRounds)
+	require.Equal(t, s.Takeovers, s.FencedStepDowns, "every paused-and-resumed replica stepped down")
+
+	m := s.Many
+	require.NotNil(t, m)
+	require.Equal(t, 4, m.Accounts)
+	require.Equal(t, 3, m.FromSourcesFile)
+	require.Len(t, m.Replicas, 3)
+	held, publishers, kills, starts := 0, 0, 0, 0
+	for _, r := range m.Replicas {
+		held += r.SourcesHeldAtEnd
+		kills += r.Kills
+		starts += r.Starts
+		if r.PublisherAtEnd {
+			publishers++
+		}
+	}
+	require.Equal(t, 4, held, "every source held once drained")
+	require.Equal(t, 1, publishers)
+	require.True(t, m.SpreadSettled)
+	require.Positive(t, m.SourceLeaseAcquisitions, "sources moved between replicas")
+	require.Equal(t, s.SIGKILLs.Total, kills, "every SIGKILL ended an instance of a replica")
+	require.Equal(t, s.InstanceStarts, starts)
+
+	// The defects. The record lost is the first of partition 0; the copy is
+	// of a record of another account; the fork is in a third account's
+	// history.
+	recs := readTopic(t, ctx, env, o.events)
+	var gone, copied *kgo.Record
+	for _, r := range recs {
+		if r.Partition == 0 && r.Offset == 0 {
+			gone = r
+		}
+	}
+	require.NotNil(t, gone)
+	goneAccount := decode(gone).account
+	for _, r := range recs {
+		if decode(r).account != goneAccount {
+			copied = r
+			break
+		}
+	}
+	require.NotNil(t, copied)
+	copiedAccount := decode(copied).account
+	var forked *simAccount
+	for _, a := range env.accounts {
+		if a.name != goneAccount && a.name != copiedAccount {
+			forked = a
+			break
+		}
+	}
+	plantDefects(t, ctx, env, gone, copied, forked)
+
+	s, err = h.check(ctx)
+	require.NoError(t, err)
+	h.judge(s)
+	text.Reset()
+	s.writeText(&text)
+	t.Logf("summary after the planted defects:\n%s", text.String())
+	require.False(t, s.Pass, text.String())
+	require.Equal(t, 1, s.Lost, text.String())
+	require.Equal(t, 1, s.Duplicated, text.String())
+	require.Equal(t, 1, s.CursorForks, text.String())
+	for _, a := range s.Accounts {
+		var want string
+		switch a.Account {
+		case goneAccount:
+			want = "1 lost"
+		case copiedAccount:
+			want = "1 duplicated"
+		case forked.name:
+			want = "cursor history forked 1 times"
+		}
+		require.Equal(t, want, a.problems(), a.Account)
+	}
+	require.Contains(t, text.String(), "RESULT: FAIL (many accounts: 4 accounts on 3 replicas, seed 6: ")
+	for _, p := range []string{goneAccount + ": 1 lost", copiedAccount + ": 1 duplicated", forked.name + ": cursor history forked 1 times"} {
+		require.Contains(t, text.String(), p)
+	}
+}
+
+// readTopic reads the whole topic, want records, with a client of its own.
+func readTopic(t *testing.T, ctx context.Context, env *environment, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(env.kafkaAddrs...),
+		kgo.ConsumeTopics(topicName),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	}, env.kafkaOpts...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+	var recs []*kgo.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for len(recs) < want {
+		require.True(t, time.Now().Before(deadline), "read %d of %d records", len(recs), want)
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		fetches.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+// plantDefects deletes gone (the first record of its partition) from the
+// topic, writes copied to it again, and records a cursor step of forked that
+// starts from its first cursor although the history is at its end, as a
+// second writer would.
+func plantDefects(t *testing.T, ctx context.Context, env *environment, gone, copied *kgo.Record, forked *simAccount) {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(env.kafkaAddrs...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	}, env.kafkaOpts...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topicName
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = gone.Partition, gone.Offset+1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	require.NoError(t, err)
+	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode))
+
+	again := &kgo.Record{Topic: topicName, Partition: copied.Partition, Key: copied.Key, Value: copied.Value, Headers: copied.Headers}
+	require.NoError(t, cl.ProduceSync(ctx, again).FirstErr())
+
+	_, err = env.pool.Exec(ctx, `INSERT INTO cursor_history (source_id, cursor, prev_cursor, event_count) VALUES ($1, $2, $3, 1)`,
+		forked.sourceID, forked.wantCursor, forked.y.CursorAfter(1))
+	require.NoError(t, err)
 }
