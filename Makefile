@@ -41,23 +41,29 @@ demo:
 # The benchmark (docs/performance.md): a 1,000,000-event catch-up through the
 # real ingestd binary against the simulator, the in-process broker and the
 # local PostgreSQL, the raw kafka-go and PostgreSQL limits in the same run,
-# freshness at 200 events/s and ingestd's footprint. A few minutes.
-# BENCH_FLAGS passes options, e.g. BENCH_FLAGS='--sizes 100k,1M --page-limit 250'.
+# freshness at 200 events/s, ingestd's footprint, and many accounts: 200 quiet
+# accounts beside one with a 200,000-event backlog on one and on three
+# instances, and their idle cost. About seven minutes.
+# BENCH_FLAGS passes options, e.g. BENCH_FLAGS='--sizes 100k,1M --page-limit 250'
+# or BENCH_FLAGS='--accounts 0' to skip the many-accounts scenario.
 bench:
 	$(GO) run ./tools/ingestd-bench $(BENCH_FLAGS)
 
 # The chaos harness (docs/guarantees.md): 50,000 events, at least 25 SIGKILLs
 # of real ingestd processes (some at exact points of the data path), two
 # instances at once, a paused instance; then every event is checked in Kafka.
-# It runs twice: against one broker, then in cluster mode (-cluster): three
+# It runs three times: against one broker; in cluster mode (-cluster): three
 # brokers over TLS with SASL/SCRAM-SHA-512, partition leaders moving every few
 # hundred ms, and now and then a broker removed during a produce request (its
-# connections dropped) and added back. Each run prints its RESULT line; the
-# second runs only if the first passed.
-# CHAOS_FLAGS passes options to both, e.g. CHAOS_FLAGS='-events 100000 -kills 40'.
+# connections dropped) and added back; and in many-accounts mode
+# (-accounts 24): 24 Yandex accounts from a sources file on three replicas,
+# killed at random. Each run prints its RESULT line; each runs only if the
+# one before passed.
+# CHAOS_FLAGS passes options to each, e.g. CHAOS_FLAGS='-events 100000 -kills 40'.
 chaos:
 	$(GO) run ./tools/ingestd-chaos $(CHAOS_FLAGS)
 	$(GO) run ./tools/ingestd-chaos -cluster $(CHAOS_FLAGS)
+	$(GO) run ./tools/ingestd-chaos -accounts 24 $(CHAOS_FLAGS)
 
 lint:
 	$(GO) vet ./...

@@ -93,6 +93,22 @@ func scrapeStages(ctx context.Context, addr string) (*stageTimes, error) {
 // scrapeMetrics reads every sample of ingestd's /metrics, adding up the
 // values of a name over all its label sets.
 func scrapeMetrics(ctx context.Context, addr string) (map[string]float64, error) {
+	all, err := scrapeSeries(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	vals := map[string]float64{}
+	for s, v := range all {
+		name, _, _ := strings.Cut(s, "{")
+		vals[name] += v
+	}
+	return vals, nil
+}
+
+// scrapeSeries reads every sample of ingestd's /metrics, by series: the
+// name with its labels exactly as exported, e.g.
+// ingestd_lease_holder{lease="publisher"}.
+func scrapeSeries(ctx context.Context, addr string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -116,14 +132,13 @@ func scrapeMetrics(ctx context.Context, addr string) (map[string]float64, error)
 			continue
 		}
 		name, rest, ok := strings.Cut(line, " ")
-		if i := strings.IndexByte(name, '{'); i >= 0 {
+		if strings.IndexByte(name, '{') >= 0 {
 			// Labels may contain spaces; the value follows the closing brace.
-			name = line[:i]
 			j := strings.LastIndexByte(line, '}')
 			if j < 0 {
 				continue
 			}
-			rest, ok = strings.TrimSpace(line[j+1:]), true
+			name, rest, ok = line[:j+1], strings.TrimSpace(line[j+1:]), true
 		}
 		fields := strings.Fields(rest)
 		if !ok || len(fields) == 0 {

@@ -56,11 +56,13 @@ func configOf(o options) config {
 type target struct {
 	Name string `json:"name"`
 	// Events is the catch-up size the measurement belongs to; zero for the
-	// freshness run.
-	Events   int     `json:"events,omitempty"`
-	Measured float64 `json:"measured"`
-	Target   string  `json:"target"`
-	Pass     bool    `json:"pass"`
+	// freshness run and the many-accounts scenario.
+	Events int `json:"events,omitempty"`
+	// Instances is the number of ingestd instances of a many-accounts run.
+	Instances int     `json:"instances,omitempty"`
+	Measured  float64 `json:"measured"`
+	Target    string  `json:"target"`
+	Pass      bool    `json:"pass"`
 }
 
 // report is everything one benchmark run measured.
@@ -72,8 +74,10 @@ type report struct {
 	// run.
 	Compression []codecSummary `json:"compression,omitempty"`
 	Freshness   *freshResult   `json:"freshness,omitempty"`
-	Targets     []target       `json:"targets"`
-	Notes       []string       `json:"notes"`
+	// Accounts is the many-accounts scenario (issue 12).
+	Accounts *accountsResult `json:"many_accounts,omitempty"`
+	Targets  []target        `json:"targets"`
+	Notes    []string        `json:"notes"`
 }
 
 // evaluate checks every target and writes the notes that say how to read
@@ -82,15 +86,18 @@ func (r *report) evaluate() {
 	r.Targets = nil
 	for _, c := range r.CatchUp {
 		r.Targets = append(r.Targets,
-			target{"catch-up events/s", c.Events, c.EventsPerSec, "≥ " + fmtInt(targetEventsPerSec), c.EventsPerSec >= targetEventsPerSec},
-			target{"ratio to lower raw limit", c.Events, c.Ratio, "≥ " + strconv.FormatFloat(targetRatio, 'f', -1, 64), c.Ratio >= targetRatio},
-			target{"ingestd CPU µs/event", c.Events, c.IngestdCPUUsPerEvent, "≤ " + strconv.Itoa(targetCPUUs), c.IngestdCPUUsPerEvent <= targetCPUUs},
-			target{"ingestd peak RSS MiB", c.Events, c.PeakRSSMiB, "≤ " + strconv.Itoa(targetRSSMiB), c.PeakRSSMiB <= targetRSSMiB},
+			target{Name: "catch-up events/s", Events: c.Events, Measured: c.EventsPerSec, Target: "≥ " + fmtInt(targetEventsPerSec), Pass: c.EventsPerSec >= targetEventsPerSec},
+			target{Name: "ratio to lower raw limit", Events: c.Events, Measured: c.Ratio, Target: "≥ " + strconv.FormatFloat(targetRatio, 'f', -1, 64), Pass: c.Ratio >= targetRatio},
+			target{Name: "ingestd CPU µs/event", Events: c.Events, Measured: c.IngestdCPUUsPerEvent, Target: "≤ " + strconv.Itoa(targetCPUUs), Pass: c.IngestdCPUUsPerEvent <= targetCPUUs},
+			target{Name: "ingestd peak RSS MiB", Events: c.Events, Measured: c.PeakRSSMiB, Target: "≤ " + strconv.Itoa(targetRSSMiB), Pass: c.PeakRSSMiB <= targetRSSMiB},
 		)
 	}
 	if f := r.Freshness; f != nil {
 		limit := f.PollIntervalMs + targetFreshSlackMs
 		r.Targets = append(r.Targets, target{Name: "freshness p99 ms", Measured: f.P99Ms, Target: "≤ " + fmtInt(limit), Pass: f.Events > 0 && f.P99Ms <= limit})
+	}
+	if a := r.Accounts; a != nil {
+		r.Targets = append(r.Targets, a.targets()...)
 	}
 
 	r.Notes = []string{
@@ -103,6 +110,9 @@ func (r *report) evaluate() {
 		"Freshness delay is receipt by a franz-go consumer in this process minus the entry's appearance upstream. Receipt comes after Kafka's acknowledgement, so it overstates appearance-to-acknowledgement slightly.",
 		"Bytes sent to Kafka are the growth of ingestd's ingestd_kafka_bytes_sent_total from its first upstream request to the end of the catch-up, over the events: compressed record batches plus the produce requests' framing and metadata requests. Stored bytes are the topic's size as the broker reports it (DescribeLogDirs): kfake keeps record batches as they were sent, so they are ingestd's compressed batches. The raw produce run uses the codec of those batches.",
 		fmt.Sprintf("Everything shares this machine's %d CPUs with whatever else runs on it: a load average above the CPU count (start %s, end %s) means the figures are noisy.", r.Machine.CPUs, r.Machine.LoadAvgStart, r.Machine.LoadAvgEnd),
+	}
+	if r.Accounts != nil {
+		r.Notes = append(r.Notes, r.Accounts.notes()...)
 	}
 	if len(r.Compression) > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("Compression runs: %d per codec, interleaved; odd rounds run the codecs in reverse order, so that a steady drift of the machine's speed favours none. Cells are the mean and, in brackets, the lowest and highest run.", r.Config.Rounds))
@@ -122,6 +132,13 @@ func (r *report) checkErr() error {
 	for _, c := range r.CatchUp {
 		if c.TopicRecords != int64(c.Events) || c.OutboxRows != int64(c.Events) {
 			errs = append(errs, fmt.Errorf("catch-up of %d events: %d records in the topic and %d outbox rows, want %d of each", c.Events, c.TopicRecords, c.OutboxRows, c.Events))
+		}
+	}
+	if a := r.Accounts; a != nil {
+		for _, run := range append([]accountsRun{a.Baseline}, a.Runs...) {
+			if run.Missing > 0 || run.Duplicates > 0 || run.Unmatched > 0 {
+				errs = append(errs, fmt.Errorf("many accounts, %d instance(s), %d sources: %d events missing, %d duplicates, %d records of no journal entry", run.Instances, run.Sources, run.Missing, run.Duplicates, run.Unmatched))
+			}
 		}
 	}
 	if f := r.Freshness; f != nil && (f.Missing > 0 || f.Duplicates > 0 || f.Unmatched > 0) {
@@ -281,7 +298,22 @@ func (r *report) writeTable(w io.Writer) error {
 	if len(r.CatchUp) == 0 {
 		headers[0] = "value"
 	}
-	rows := r.rows()
+	renderTable(&b, headers, r.rows())
+	if r.Accounts != nil {
+		b.WriteString("\n")
+		renderTable(&b, r.Accounts.headers(), r.accountsRows())
+	}
+	b.WriteString("\nNotes:\n")
+	for _, n := range r.Notes {
+		b.WriteString("- " + n + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// renderTable lays rows out under headers: a label column, a column per
+// header, the target and the verdict.
+func renderTable(b *strings.Builder, headers []string, rows []tableRow) {
 	labelW, targetW := len("metric"), len("target")
 	cellW := make([]int, len(headers))
 	for i, h := range headers {
@@ -326,12 +358,6 @@ func (r *report) writeTable(w io.Writer) error {
 		}
 		line(row.label, row.cells, row.target, row.verdict)
 	}
-	b.WriteString("\nNotes:\n")
-	for _, n := range r.Notes {
-		b.WriteString("- " + n + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // stat is the mean, lowest and highest of one figure over repeated runs.

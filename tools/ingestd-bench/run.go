@@ -51,6 +51,25 @@ type options struct {
 	// each run rounds times (see compareOrder).
 	compare []string
 	rounds  int
+	// accounts is the many-accounts scenario (accounts.go); its quiet
+	// count 0 skips it.
+	accounts accountsOptions
+}
+
+// accountsOptions size the many-accounts scenario.
+type accountsOptions struct {
+	// quiet is the number of quiet accounts, each appending rate entries a
+	// second; 0 skips the scenario.
+	quiet int
+	rate  float64
+	// backlog is the burst of entries the one big account receives.
+	backlog int
+	// instances lists the numbers of ingestd processes, one run each.
+	instances []int
+	// steady is how long the quiet accounts are measured before the burst;
+	// idle is the length of each of the two idle windows (0 skips them).
+	steady time.Duration
+	idle   time.Duration
 }
 
 // codecs are INGESTD_KAFKA_COMPRESSION's values, in the order a comparison
@@ -81,7 +100,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.compression, "compression", "", "INGESTD_KAFKA_COMPRESSION of every ingestd run: "+strings.Join(codecs, ", ")+" (default: unset, the binary's own default)")
 	compare := fs.String("compare-compression", "", "compare codecs: comma-separated codecs, or all ("+strings.Join(codecs, ",")+"); runs the catch-up once per codec and round, interleaved, and skips the freshness run")
 	fs.IntVar(&o.rounds, "rounds", 2, "rounds of --compare-compression; every other round runs the codecs in reverse order")
-	if err := fs.Parse(args); err != nil {
+	fs.IntVar(&o.accounts.quiet, "accounts", 200, "quiet Yandex accounts of the many-accounts scenario, run beside one account with a backlog (0 skips the scenario)")
+	fs.Float64Var(&o.accounts.rate, "accounts-rate", 1, "entries a second each quiet account appends")
+	accBacklog := fs.String("accounts-backlog", "200k", "backlog of the many-accounts scenario's big account (k and M suffixes allowed); also the size of its single-account baseline")
+	accInstances := fs.String("accounts-instances", "1,3", "comma-separated numbers of ingestd instances, one many-accounts run each")
+	fs.DurationVar(&o.accounts.steady, "accounts-steady", 10*time.Second, "how long the quiet accounts' freshness is measured before the big account's backlog arrives")
+	fs.DurationVar(&o.accounts.idle, "accounts-idle", 15*time.Second, "length of each idle window (cursors unchanged, then cursors changing on every empty page) of the many-accounts scenario (0 skips them)")
+	var err error
+	if err = fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
@@ -105,11 +131,27 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.sizes = append(o.sizes, n)
 	}
 	var errs []error
+	if n, err := parseCount(*accBacklog); err != nil || n <= 0 {
+		errs = append(errs, fmt.Errorf("--accounts-backlog: want a positive count such as 200000 or 200k, got %q", *accBacklog))
+	} else {
+		o.accounts.backlog = n
+	}
+	if o.accounts.instances, err = parseInstances(*accInstances); err != nil {
+		errs = append(errs, fmt.Errorf("--accounts-instances: %w", err))
+	}
+	if o.accounts.quiet < 0 || o.accounts.quiet > maxQuietAccounts {
+		errs = append(errs, fmt.Errorf("--accounts: must be between 0 and %d, got %d", maxQuietAccounts, o.accounts.quiet))
+	}
+	if !(o.accounts.rate > 0 && o.accounts.rate <= 1000) {
+		errs = append(errs, fmt.Errorf("--accounts-rate: must be in (0, 1000], got %v", o.accounts.rate))
+	}
+	if o.accounts.steady < 0 || o.accounts.idle < 0 {
+		errs = append(errs, fmt.Errorf("--accounts-steady and --accounts-idle must not be negative, got %v and %v", o.accounts.steady, o.accounts.idle))
+	}
 	if o.compression != "" && !slices.Contains(codecs, o.compression) {
 		errs = append(errs, fmt.Errorf("--compression: %q is not one of %s", o.compression, strings.Join(codecs, ", ")))
 	}
 	if *compare != "" {
-		var err error
 		if o.compare, err = parseCodecs(*compare); err != nil {
 			errs = append(errs, fmt.Errorf("--compare-compression: %w", err))
 		}
@@ -173,6 +215,23 @@ func parseCount(s string) (int, error) {
 		return 0, fmt.Errorf("%s is more than the 50M this harness supports", orig)
 	}
 	return n * mult, nil
+}
+
+// parseInstances reads --accounts-instances: distinct counts of ingestd
+// processes, in the order given.
+func parseInstances(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		switch {
+		case err != nil || n < 1 || n > maxInstances:
+			return nil, fmt.Errorf("%q is not a number of instances between 1 and %d", f, maxInstances)
+		case slices.Contains(out, n):
+			return nil, fmt.Errorf("%d is listed twice", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // parseCodecs reads the codec list of --compare-compression: codecs
@@ -286,6 +345,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("freshness run: %w", err)
 		}
 		rep.Freshness = f
+	}
+	if o.accounts.quiet > 0 && len(o.compare) == 0 {
+		a, err := b.manyAccounts(ctx)
+		if err != nil {
+			return fmt.Errorf("many-accounts scenario: %w", err)
+		}
+		rep.Accounts = a
 	}
 	rep.Machine.LoadAvgEnd = loadAvg()
 	rep.evaluate()

@@ -37,7 +37,8 @@ func TestRunSmoke(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	err = run(ctx, []string{"--ingestd-bin", bin, "--events", "3000", "--fresh-duration", "3s", "--fresh-rate", "200", "--fresh-backlog", "50"}, &stdout, &stderr)
+	// The many-accounts scenario has a test of its own (TestRunAccounts).
+	err = run(ctx, []string{"--ingestd-bin", bin, "--events", "3000", "--fresh-duration", "3s", "--fresh-rate", "200", "--fresh-backlog", "50", "--accounts", "0"}, &stdout, &stderr)
 	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
 	t.Logf("took %v\n%s", time.Since(start).Round(time.Millisecond), stdout.String())
 	table := stdout.String()
@@ -83,6 +84,7 @@ func TestRunSmoke(t *testing.T) {
 	require.Equal(t, "0 / 0", rowCells(t, table, "check: missing / duplicate events")[0])
 	require.Regexp(t, `^\w+ \(default\)$`, rowCells(t, table, "Kafka compression (as stored in the topic)")[0])
 	require.NotContains(t, table, "FAIL")
+	require.NotContains(t, table, "many accounts")
 
 	// A compression comparison: every codec asked for is the one stored,
 	// and compresses these JSON payloads to well under the uncompressed
@@ -145,6 +147,8 @@ func TestParseOptionsRejectsBadValues(t *testing.T) {
 		{"--compression", "brotli"}, {"--compare-compression", "lz4,brotli"}, {"--compare-compression", "lz4,lz4"},
 		{"--compare-compression", "all", "--compression", "lz4"}, {"--compare-compression", "all", "--sizes", "100k,1M"},
 		{"--compare-compression", "all", "--rounds", "0"},
+		{"--accounts", "-1"}, {"--accounts-backlog", "0"}, {"--accounts-instances", "0"}, {"--accounts-instances", "1,1"},
+		{"--accounts-instances", "1,x"}, {"--accounts-rate", "0"}, {"--accounts-idle", "-1s"},
 	} {
 		_, err := parseOptions(args, &bytes.Buffer{})
 		var ue *cli.UsageError
@@ -156,6 +160,13 @@ func TestParseOptionsRejectsBadValues(t *testing.T) {
 	require.Equal(t, 250, o.pageLimit)
 	require.Empty(t, o.compression)
 	require.Empty(t, o.compare)
+
+	require.Equal(t, accountsOptions{quiet: 200, rate: 1, backlog: 200_000, instances: []int{1, 3}, steady: 10 * time.Second, idle: 15 * time.Second}, o.accounts)
+	o, err = parseOptions([]string{"--accounts", "0", "--accounts-instances", " 3, 1", "--accounts-backlog", "1M"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 0, o.accounts.quiet)
+	require.Equal(t, []int{3, 1}, o.accounts.instances)
+	require.Equal(t, 1_000_000, o.accounts.backlog)
 
 	o, err = parseOptions([]string{"--compression", "zstd"}, &bytes.Buffer{})
 	require.NoError(t, err)
