@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,25 +19,42 @@ import (
 	"github.com/ingestd/ingestd/internal/admin"
 	"github.com/ingestd/ingestd/internal/bts"
 	"github.com/ingestd/ingestd/internal/cli"
+	"github.com/ingestd/ingestd/internal/daemon"
 	"github.com/ingestd/ingestd/internal/pg"
 	"github.com/ingestd/ingestd/internal/secret"
+	"github.com/ingestd/ingestd/internal/sources"
 	"github.com/ingestd/ingestd/internal/storage"
 	"github.com/ingestd/ingestd/internal/upstream"
 	"github.com/ingestd/ingestd/internal/watchlist"
 )
 
-const btsUsage = `ingestd bts manages the BTS Express watch-list: the orders ingestd polls.
+const btsUsage = `ingestd bts manages BTS Express: the watch-list of orders ingestd polls, and the
+webhook BTS calls on every status change of an account's orders.
 
 Usage:
   ingestd bts track ORDER_ID...     add orders (an order BTS did not know is retried)
   ingestd bts untrack ORDER_ID...   remove orders
   ingestd bts list [--state active|terminal|not_found]
+  ingestd bts webhook register --url URL [--environment production|test]
+                                    have BTS call URL, with the account's webhook token
+  ingestd bts webhook show          the account's webhook setting at BTS (secrets redacted)
 
 Flags (each also an environment variable, --database-url is INGESTD_DATABASE_URL):
-  --database-url   PostgreSQL DSN (required)
-  --bts-account    BTS account whose watch-list to manage (default "default")
+  --database-url   PostgreSQL DSN (required by track, untrack and list)
+  --bts-account    BTS account whose watch-list to manage (default "default"), or whose
+                   webhook to set or show (default: the only BTS account, else the one
+                   INGESTD_BTS_ACCOUNT names, "default" unless set)
   --json           print JSON instead of text
   --state          list only orders in this state
+  --url            where BTS sends the webhook calls: an absolute https (or http) URL,
+                   ingestd's public address and its INGESTD_BTS_WEBHOOK_PATH
+  --environment    BTS's webhook environment: production (default) or test
+
+The webhook commands read the BTS accounts as ` + "`ingestd run`" + ` does (the INGESTD_BTS_*
+settings and INGESTD_SOURCES_FILE), log in with the account's credentials and need no
+database. register sends the account's webhook token (INGESTD_BTS_WEBHOOK_TOKEN, or
+webhook_token_file / webhook_token_env in the sources file) as the key BTS sends back
+with every call; show never prints that key, only whether it matches.
 
 Orders can also be added with plain SQL:
   INSERT INTO bts_orders (source_id, order_id) VALUES ('bts/default', '12345') ON CONFLICT DO NOTHING;
@@ -61,16 +81,21 @@ func (f *btsFlags) bind(fs *flag.FlagSet, list bool) {
 	}
 }
 
-// runBTS implements `ingestd bts track|untrack|list`.
+// runBTS implements `ingestd bts track|untrack|list|webhook`.
 func runBTS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		_, err := fmt.Fprint(stdout, btsUsage)
 		if len(args) == 0 {
-			return &cli.UsageError{Err: errors.New("bts: missing subcommand (track, untrack or list)")}
+			return &cli.UsageError{Err: errors.New("bts: missing subcommand (track, untrack, list or webhook)")}
 		}
 		return err
 	}
 	sub, args := args[0], args[1:]
+	if sub == "webhook" {
+		// The webhook commands talk to BTS rather than to PostgreSQL, and
+		// read the accounts as the daemon does: another configuration.
+		return runBTSWebhook(ctx, args, stdout, stderr)
+	}
 	f := btsFlags{db: pg.DefaultConfig(), account: bts.DefaultAccount}
 	fs := flag.NewFlagSet("ingestd bts "+sub, flag.ContinueOnError)
 	fs.Usage = func() { _, _ = fmt.Fprint(fs.Output(), btsUsage) }
@@ -324,4 +349,257 @@ func oneLine(s string) string {
 		b = append(b[:117], '.', '.', '.')
 	}
 	return string(b)
+}
+
+// btsWebhookOpts are the flags of `ingestd bts webhook`, besides the
+// daemon's.
+type btsWebhookOpts struct {
+	url, environment string
+	json             bool
+}
+
+func (o *btsWebhookOpts) bind(fs *flag.FlagSet, register bool) {
+	if register {
+		fs.StringVar(&o.url, "url", "", "where BTS sends the webhook calls (required)")
+		fs.StringVar(&o.environment, "environment", bts.WebhookProduction, "BTS's webhook environment: production or test")
+	}
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of text")
+}
+
+// runBTSWebhook implements `ingestd bts webhook register|show`.
+func runBTSWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		_, _ = fmt.Fprint(stderr, btsUsage)
+		return &cli.UsageError{Err: errors.New("bts webhook: missing subcommand (register or show)")}
+	}
+	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		_, err := fmt.Fprint(stdout, btsUsage)
+		return err
+	}
+	sub, args := args[0], args[1:]
+	if sub != "register" && sub != "show" {
+		_, _ = fmt.Fprint(stderr, btsUsage)
+		return &cli.UsageError{Err: fmt.Errorf("bts webhook: unknown subcommand %q (register or show)", sub)}
+	}
+	register := sub == "register"
+	account, accountGiven := commandLineAccount(args)
+	var o btsWebhookOpts
+	cfg, _, err := parseDaemonConfig("ingestd bts webhook "+sub, args, stderr, func(fs *flag.FlagSet) {
+		o.bind(fs, register)
+		fs.Usage = func() { _, _ = fmt.Fprint(fs.Output(), btsUsage) }
+	})
+	if err != nil {
+		return err
+	}
+	if accountGiven {
+		// --bts-account is also the daemon's flag naming the account of
+		// the INGESTD_BTS_* settings. Here it picks an account instead, so
+		// that account keeps the name INGESTD_BTS_ACCOUNT gives it; else
+		// picking a sources-file account would rename the settings' one
+		// after it, and the two would clash.
+		cfg.BTS.Account = bts.DefaultAccount
+		if v := os.Getenv(bts.EnvAccount); v != "" {
+			cfg.BTS.Account = v
+		}
+	}
+	srcs, err := cfg.Sources()
+	if err != nil {
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration:\n%w", err)}
+	}
+	src, err := pickBTSSource(srcs, account, accountGiven, cfg.BTS.Account)
+	if err != nil {
+		return err
+	}
+	if err := src.BTS.Validate(); err != nil {
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration of %s:\n%w", src.ID(), err)}
+	}
+
+	var want bts.Webhook
+	if register {
+		if o.url == "" {
+			return &cli.UsageError{Err: errors.New("bts webhook register: --url is required")}
+		}
+		if !src.BTS.WebhookToken.IsSet() {
+			return &cli.UsageError{Err: fmt.Errorf("bts webhook register: %s has no webhook token, which BTS must send with every call: %s", src.ID(), webhookTokenHint(src))}
+		}
+		want = bts.Webhook{URL: o.url, Environment: o.environment, HasToken: true, APIKey: src.BTS.WebhookToken}
+		if err := want.Validate(); err != nil {
+			return &cli.UsageError{Err: fmt.Errorf("bts webhook register: %w", err)}
+		}
+	}
+
+	// The daemon's own upstream client: a register that works from a pod
+	// proves the daemon's path to BTS too.
+	hc, err := cfg.Upstream.HTTPClient(0)
+	if err != nil {
+		return &cli.UsageError{Err: err}
+	}
+	client, err := bts.NewClient(src.BTS, hc)
+	if err != nil {
+		return &cli.UsageError{Err: fmt.Errorf("invalid configuration of %s:\n%w", src.ID(), err)}
+	}
+	var (
+		got bts.Webhook
+		ok  = true
+	)
+	if register {
+		if u, err := url.Parse(o.url); err == nil && u.Scheme == "http" {
+			_, _ = fmt.Fprintln(stderr, "warning: --url is plain http: BTS's calls, and the webhook token in them, travel unencrypted")
+		}
+		got, err = client.SetWebhook(ctx, want)
+	} else {
+		got, ok, err = client.Webhook(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.ID(), err)
+	}
+	view := webhookViewOf(src, got, ok)
+	if o.json {
+		return printJSON(stdout, view)
+	}
+	if register {
+		_, _ = fmt.Fprintf(stdout, "webhook of %s set at BTS:\n", view.Source)
+	}
+	return view.print(stdout)
+}
+
+// commandLineAccount returns the --bts-account given on the command line,
+// if any, by parsing args with the same flags but without the environment:
+// whether an operator chose the account, or INGESTD_BTS_ACCOUNT merely names
+// the settings' account, decides how it is picked. A command line that does
+// not parse yields nothing; the real parse reports it.
+func commandLineAccount(args []string) (string, bool) {
+	cfg := daemon.DefaultConfig()
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	bindDaemonFlags(fs, &cfg)
+	var o btsWebhookOpts
+	o.bind(fs, true)
+	if fs.Parse(args) != nil {
+		return "", false
+	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "bts-account" })
+	return cfg.BTS.Account, given
+}
+
+// pickBTSSource returns the BTS source whose account is account when given,
+// else the only BTS source, else the one named settingsAccount (the name of
+// the INGESTD_BTS_* settings' account, "default" unless set). Anything else
+// is a usage error that lists the accounts to choose from.
+func pickBTSSource(srcs []sources.Source, account string, given bool, settingsAccount string) (sources.Source, error) {
+	var (
+		btsSrcs []sources.Source
+		names   []string
+	)
+	for _, s := range srcs {
+		if s.Provider == sources.ProviderBTS {
+			btsSrcs = append(btsSrcs, s)
+			names = append(names, s.BTS.Account)
+		}
+	}
+	find := func(name string) (sources.Source, bool) {
+		for _, s := range btsSrcs {
+			if s.BTS.Account == name {
+				return s, true
+			}
+		}
+		return sources.Source{}, false
+	}
+	switch {
+	case len(btsSrcs) == 0:
+		return sources.Source{}, &cli.UsageError{Err: fmt.Errorf("no BTS account is configured: set %s and %s, or list one in %s", bts.EnvLogin, bts.EnvPassword, sources.EnvFile)}
+	case given:
+		if s, ok := find(account); ok {
+			return s, nil
+		}
+		return sources.Source{}, &cli.UsageError{Err: fmt.Errorf("--bts-account %q: no such BTS account is configured; the BTS accounts are: %s", account, strings.Join(names, ", "))}
+	case len(btsSrcs) == 1:
+		return btsSrcs[0], nil
+	}
+	if s, ok := find(settingsAccount); ok {
+		return s, nil
+	}
+	return sources.Source{}, &cli.UsageError{Err: fmt.Errorf("%d BTS accounts are configured (%s): choose one with --bts-account", len(btsSrcs), strings.Join(names, ", "))}
+}
+
+// webhookTokenHint says where the webhook token of src is configured.
+func webhookTokenHint(src sources.Source) string {
+	if src.Login == (sources.Secret{}) {
+		// A source without a Login reference is the INGESTD_BTS_* settings'
+		// (see sourceOf).
+		return fmt.Sprintf("set %s (at least %d characters, e.g. `openssl rand -hex 24`)", bts.EnvWebhookToken, bts.MinWebhookTokenLen)
+	}
+	return fmt.Sprintf("give it webhook_token_file (or webhook_token_env) in %s (at least %d characters, e.g. `openssl rand -hex 24`)", sources.EnvFile, bts.MinWebhookTokenLen)
+}
+
+// What show says of the key BTS holds, never the key itself: a state for
+// JSON, and its text.
+const (
+	webhookKeyNone      = "none"
+	webhookKeyHidden    = "hidden"
+	webhookKeyMatches   = "matches"
+	webhookKeyDiffers   = "differs"
+	webhookKeyUnchecked = "unchecked"
+)
+
+var webhookKeyText = map[string]string{
+	webhookKeyNone:      "none",
+	webhookKeyHidden:    "set (BTS does not show it)",
+	webhookKeyMatches:   "set (matches this account's webhook token)",
+	webhookKeyDiffers:   "set (does NOT match this account's webhook token: run `ingestd bts webhook register` again)",
+	webhookKeyUnchecked: "set (this account has no webhook token to compare it with)",
+}
+
+// btsWebhookView is the output of the webhook commands: the setting BTS
+// holds for the account, its key reduced to how it compares with the
+// account's webhook token.
+type btsWebhookView struct {
+	Source string `json:"source"`
+	// Configured is false when BTS holds no setting; the fields below are
+	// then empty.
+	Configured  bool   `json:"configured"`
+	URL         string `json:"webhook_url"`
+	Environment string `json:"environment"`
+	HasToken    bool   `json:"has_token"`
+	// APIKey is none, hidden (BTS has one but does not show it), matches,
+	// differs, or unchecked (the account has no webhook token).
+	APIKey string `json:"api_key"`
+}
+
+// webhookViewOf describes w, the setting BTS holds for src (ok false: none),
+// comparing its key with src's webhook token.
+func webhookViewOf(src sources.Source, w bts.Webhook, ok bool) btsWebhookView {
+	v := btsWebhookView{Source: src.ID(), Configured: ok, APIKey: webhookKeyNone}
+	if !ok {
+		return v
+	}
+	v.URL, v.Environment, v.HasToken = w.URL, w.Environment, w.HasToken
+	switch {
+	case !w.APIKey.IsSet() && w.HasToken:
+		v.APIKey = webhookKeyHidden
+	case !w.APIKey.IsSet():
+		v.APIKey = webhookKeyNone
+	case !src.BTS.WebhookToken.IsSet():
+		v.APIKey = webhookKeyUnchecked
+	case w.KeyMatches(src.BTS.WebhookToken):
+		v.APIKey = webhookKeyMatches
+	default:
+		v.APIKey = webhookKeyDiffers
+	}
+	return v
+}
+
+func (v btsWebhookView) print(w io.Writer) error {
+	if !v.Configured {
+		_, err := fmt.Fprintf(w, "%s: BTS holds no webhook setting (set one with `ingestd bts webhook register --url URL`)\n", v.Source)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintf(tw, "source\t%s\n", v.Source)
+	_, _ = fmt.Fprintf(tw, "webhook_url\t%s\n", v.URL)
+	_, _ = fmt.Fprintf(tw, "environment\t%s\n", dash(v.Environment))
+	_, _ = fmt.Fprintf(tw, "has_token\t%t\n", v.HasToken)
+	_, _ = fmt.Fprintf(tw, "itx-apiKey\t%s\n", webhookKeyText[v.APIKey])
+	return tw.Flush()
 }

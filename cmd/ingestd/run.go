@@ -40,6 +40,8 @@ Usage:
   ingestd bts track ID…    add BTS orders to the watch-list
   ingestd bts untrack ID…  remove BTS orders from the watch-list
   ingestd bts list         the BTS watch-list: status, changes, state, next poll
+  ingestd bts webhook register  --url URL: have BTS call ingestd on every status change
+  ingestd bts webhook show      the BTS account's webhook setting (secrets redacted)
   ingestd version          print the version
 
 Every flag has an environment variable: --kafka-brokers is INGESTD_KAFKA_BROKERS.

@@ -287,23 +287,30 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 	t.Setenv("INGESTD_DATABASE_URL", dsn)
 	t.Setenv("INGESTD_KAFKA_BROKERS", "127.0.0.1:9")
 	t.Setenv("INGESTD_YANDEX_TOKEN", "tok")
+	// The webhook commands talk to BTS: a simulated account.
+	t.Setenv("INGESTD_BTS_BASE_URL", btsSim(t, "shop"))
+	t.Setenv("INGESTD_BTS_LOGIN", "shop")
+	t.Setenv("INGESTD_BTS_PASSWORD", secretPassword)
+	t.Setenv("INGESTD_BTS_WEBHOOK_TOKEN", hookToken)
 	args := map[string][]string{
-		"migrate":        {"migrate"},
-		"check-config":   {"check-config", "--offline"},
-		"cursor show":    {"cursor", "show"},
-		"cursor history": {"cursor", "history", "--source", "yandex/default"},
-		"cursor set":     {"cursor", "set", "--source", "yandex/default", "--value", "c1", "--reason", "test"},
-		"cursor rewind":  {"cursor", "rewind", "--source", "yandex/default", "--to", "2999-01-01T00:00:00Z", "--reason", "test"},
-		"outbox stats":   {"outbox", "stats"},
-		"sources list":   {"sources", "list"},
-		"bts track":      {"bts", "track", "4293644"},
-		"bts untrack":    {"bts", "untrack", "4293644"},
-		"bts list":       {"bts", "list"},
-		"version":        {"version"},
+		"migrate":              {"migrate"},
+		"check-config":         {"check-config", "--offline"},
+		"cursor show":          {"cursor", "show"},
+		"cursor history":       {"cursor", "history", "--source", "yandex/default"},
+		"cursor set":           {"cursor", "set", "--source", "yandex/default", "--value", "c1", "--reason", "test"},
+		"cursor rewind":        {"cursor", "rewind", "--source", "yandex/default", "--to", "2999-01-01T00:00:00Z", "--reason", "test"},
+		"outbox stats":         {"outbox", "stats"},
+		"sources list":         {"sources", "list"},
+		"bts track":            {"bts", "track", "4293644"},
+		"bts untrack":          {"bts", "untrack", "4293644"},
+		"bts list":             {"bts", "list"},
+		"bts webhook register": {"bts", "webhook", "register", "--url", hookURL},
+		"bts webhook show":     {"bts", "webhook", "show"},
+		"version":              {"version"},
 	}
 	// The usage's commands, in its order; the daemon itself logs JSON
-	// lines and has no --json.
-	line := regexp.MustCompile(`(?m)^  ingestd ((?:[a-z-]+)(?: (?:[a-z]+))?)`)
+	// lines and has no --json. A command is up to three words.
+	line := regexp.MustCompile(`(?m)^  ingestd ((?:[a-z-]+)(?: (?:[a-z]+)){0,2})`)
 	var commands []string
 	for _, m := range line.FindAllStringSubmatch(usage, -1) {
 		if cmd := m[1]; !strings.HasPrefix(cmd, "[run]") && cmd != "run" {

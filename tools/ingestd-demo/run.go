@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -35,6 +37,7 @@ const (
 	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	demoToken          = "demo-token"
 	demoPollingDelay   = 100 * time.Millisecond
+	demoWebhookToken   = "demo-webhook-token-0123456789"
 )
 
 type options struct {
@@ -177,12 +180,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
     account: tashkent
     login_env: DEMO_BTS_LOGIN
     password_env: DEMO_BTS_PASSWORD
+    webhook_token_env: DEMO_BTS_WEBHOOK_TOKEN
     base_url: http://%s
 `, simAddr, simAddr, btsAddr)
 	if err := os.WriteFile(sourcesFile, []byte(doc), 0o600); err != nil {
 		return err
 	}
-	demoEnv := map[string]string{"DEMO_SHOP_A_TOKEN": demoToken + "-shop-a", "DEMO_SHOP_B_TOKEN": demoToken + "-shop-b", "DEMO_BTS_LOGIN": "demo", "DEMO_BTS_PASSWORD": demoToken}
+	demoEnv := map[string]string{"DEMO_SHOP_A_TOKEN": demoToken + "-shop-a", "DEMO_SHOP_B_TOKEN": demoToken + "-shop-b", "DEMO_BTS_LOGIN": "demo", "DEMO_BTS_PASSWORD": demoToken, "DEMO_BTS_WEBHOOK_TOKEN": demoWebhookToken}
 
 	cfg := daemon.DefaultConfig()
 	cfg.Database = dbCfg
@@ -195,6 +199,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg.Kafka.Partitions = 3
 	cfg.HTTP.Addr = o.httpAddr
 	cfg.Log = daemon.LogConfig{Level: "warn", Format: "console"}
+	cfg.AdminToken = secret.New(demoToken)
 	cfg.ShutdownTimeout = 10 * time.Second
 
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.AddSync(stderr), zapcore.WarnLevel))
@@ -202,6 +207,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+
+	// BTS calls ingestd on every status change once told where, as an
+	// operator tells it with `ingestd bts webhook register`.
+	webhookURL, err := registerWebhook(ctx, "http://"+btsAddr, d.HTTPAddr(), cfg.Webhook.Path)
+	if err != nil {
+		return err
+	}
+	apiBase := "http://" + loopback(d.HTTPAddr())
 
 	fmt.Fprintf(stdout, `ingestd demo
   PostgreSQL   %s (schema %s, recreated for this run)
@@ -211,17 +224,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
                asking for %s between journal requests (X-Polling-Delay-Ms):
                  yandex/shop-a: %d waiting, +%.0f/s, faults: %s
                  yandex/shop-b: %d waiting, +%.0f/s
-               simulated BTS Express at http://%s (bts/tashkent: %d orders on the watch-list, lifecycles sped up %dx)
+               simulated BTS Express at http://%s (bts/tashkent: %d orders on the watch-list, lifecycles sped up %dx),
+               calling the webhook %s on every status change
   sources      %s
-  ingestd      http://%s/metrics  /readyz  /healthz
+  ingestd      metrics (Prometheus): %s/metrics   probes: %s/readyz  %s/healthz
+  admin API    (schemas/admin-api.yaml; token %q)
+               curl -H 'Authorization: Bearer %s' %s/v1/sources
+               curl -H 'Authorization: Bearer %s' '%s/v1/bts/orders?account=tashkent&state=active&limit=5'
+               curl -H 'Authorization: Bearer %s' -d '{"order_ids":["4293644"]}' '%s/v1/bts/orders?account=tashkent'
+               curl -X DELETE -H 'Authorization: Bearer %s' '%s/v1/bts/orders/4293644?account=tashkent'
 Ctrl-C stops the demo.
 
 `, cli.Redact(baseURL), o.schema, broker, cfg.Kafka.Topic, broker, cfg.Kafka.Topic, simAddr, demoPollingDelay, o.backlog, o.rate, onOff(o.faults),
-		o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, sourcesFile, d.HTTPAddr())
+		o.backlog/10, o.rate/4, btsAddr, o.btsOrders, btsSpeed, webhookURL, sourcesFile, apiBase, apiBase, apiBase,
+		demoToken, demoToken, apiBase, demoToken, apiBase, demoToken, apiBase, demoToken, apiBase)
 
 	var wg sync.WaitGroup
 	daemonErr := make(chan error, 1)
 	wg.Go(func() { daemonErr <- d.Run(ctx) })
+	wg.Go(func() {
+		if err := b.RunWebhooks(ctx); err != nil && ctx.Err() == nil {
+			fmt.Fprintf(stderr, "simulated BTS webhooks stopped: %v\n", err)
+		}
+	})
 	var received atomic.Int64
 	wg.Go(func() { consume(ctx, broker, cfg.Kafka.Topic, o.sampleEach, &received, stdout) })
 	wg.Go(func() { report(ctx, store, y, y2, &received, stdout) })
@@ -229,6 +254,32 @@ Ctrl-C stops the demo.
 
 	fmt.Fprintf(stdout, "\ndemo stopped: %d events read from Kafka, %d journal entries upstream\n", received.Load(), y.Available()+y2.Available())
 	return <-daemonErr
+}
+
+// registerWebhook tells the simulated BTS to call the daemon's webhook
+// endpoint, with the BTS client `ingestd bts webhook register` uses, and
+// returns the URL.
+func registerWebhook(ctx context.Context, btsURL, httpAddr, path string) (string, error) {
+	bc := bts.DefaultConfig()
+	bc.BaseURL, bc.Login, bc.Password, bc.Account = btsURL, "demo", secret.New(demoToken), "tashkent"
+	client, err := bts.NewClient(bc, &http.Client{})
+	if err != nil {
+		return "", err
+	}
+	target := "http://" + loopback(httpAddr) + path
+	if _, err := client.SetWebhook(ctx, bts.Webhook{URL: target, Environment: bts.WebhookTest, HasToken: true, APIKey: secret.New(demoWebhookToken)}); err != nil {
+		return "", fmt.Errorf("register the demo's BTS webhook: %w", err)
+	}
+	return target, nil
+}
+
+// loopback is addr with a wildcard host replaced by 127.0.0.1, for URLs.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host != "" && host != "0.0.0.0" && host != "::") {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // prepareSchema checks PostgreSQL answers and recreates the demo schema,

@@ -111,6 +111,25 @@ func TestDemoShowsEventsToAnIndependentConsumer(t *testing.T) {
 		require.Contains(t, string(body), name)
 	}
 
+	// BTS calls the webhook the demo registered.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + m[1] + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, err := io.ReadAll(resp.Body)
+		return err == nil && strings.Contains(string(b), `ingestd_bts_webhook_calls_total{outcome="accepted"}`)
+	}, 20*time.Second, 50*time.Millisecond, "the simulated BTS calls ingestd's webhook")
+
+	// Every curl line the demo prints works, one per admin route.
+	curls := regexp.MustCompile(`(?m)^\s+curl (.*)$`).FindAllStringSubmatch(out.String(), -1)
+	require.Len(t, curls, 4, "one curl line per admin route")
+	for _, c := range curls {
+		status := runCurl(t, c[1])
+		require.True(t, status >= 200 && status < 300, "curl %s: HTTP %d", c[1], status)
+	}
+
 	select {
 	case err := <-done:
 		require.NoError(t, err, errOut.String())
@@ -130,4 +149,40 @@ func TestDemoRejectsBadSchemaName(t *testing.T) {
 	err := run(context.Background(), []string{"-schema", "x; DROP TABLE y"}, &bytes.Buffer{}, &bytes.Buffer{})
 	var ue *cli.UsageError
 	require.ErrorAs(t, err, &ue)
+}
+
+// runCurl performs the request of a printed curl command line (its -X, -H
+// and -d options and URL) and returns the HTTP status.
+func runCurl(t *testing.T, line string) int {
+	t.Helper()
+	args := regexp.MustCompile(`'[^']*'|\S+`).FindAllString(line, -1)
+	method, body, target := http.MethodGet, "", ""
+	header := http.Header{}
+	for i := 0; i < len(args); i++ {
+		a := strings.Trim(args[i], "'")
+		switch a {
+		case "-X":
+			i++
+			method = args[i]
+		case "-H":
+			i++
+			k, v, _ := strings.Cut(strings.Trim(args[i], "'"), ": ")
+			header.Set(k, v)
+		case "-d":
+			i++
+			body, method = strings.Trim(args[i], "'"), http.MethodPost
+		default:
+			target = a
+		}
+	}
+	req, err := http.NewRequest(method, target, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header = header
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
