@@ -49,7 +49,11 @@ import (
 //
 //   - Part 1, full lifecycles: both schedules poll their orders from
 //     creation to a terminal status, side by side; API calls per lifecycle
-//     are exact. Delays run to the event's observation.
+//     are exact. Delays run to the event's observation. Beside them run
+//     the adaptive schedule with webhooks (issue 13): the simulator calls
+//     a real doorbell on every status change, cleanly and with the issue's
+//     faulty delivery; see webhook_bench_test.go for what is measured and
+//     in which unit.
 //   - Part 2, scale: 100,000 active orders for each schedule, backdated so
 //     that they are spread over every status, polled for a steady-state
 //     window and published through the real publisher to an in-process
@@ -62,7 +66,7 @@ import (
 //
 // Run it once (it takes about 30 minutes):
 //
-//	go test -run XXX -bench BenchmarkBTSSchedule -benchtime 1x -timeout 60m ./internal/poller/
+//	go test -run XXX -bench BenchmarkBTSSchedule -benchtime 1x -timeout 60m ./internal/poller/watch/
 //
 // Environment: INGESTD_BTS_BENCH_ORDERS (adaptive orders of part 1, default
 // 2000; 0 skips part 1), INGESTD_BTS_BENCH_FIXED_ORDERS (fixed-schedule
@@ -72,7 +76,17 @@ import (
 // INGESTD_BTS_BENCH_SCALE_SPEED and INGESTD_BTS_BENCH_SCALE_WINDOW (the
 // adaptive run of part 2, default 50 and 60s of real time),
 // INGESTD_BTS_BENCH_FIXED_SCALE_SPEED and INGESTD_BTS_BENCH_FIXED_SCALE_WINDOW
-// (the fixed run of part 2, default 1 and 10m).
+// (the fixed run of part 2, default 1 and 10m),
+// INGESTD_BTS_BENCH_WEBHOOK_ORDERS (orders of each webhook scenario of part
+// 1, default INGESTD_BTS_BENCH_ORDERS; 0 skips them),
+// INGESTD_BTS_BENCH_WEBHOOK_STRETCH (comma-separated WebhookStretch factors,
+// one clean webhook scenario each, default 4) and
+// INGESTD_BTS_BENCH_WEBHOOK_FAULTY (1, the default, adds the faulty
+// delivery at the default stretch; 0 leaves it out). Every scenario of part
+// 1 runs at once, and compression multiplies the claim lag by the speed: on
+// a two-CPU machine shared with other work, INGESTD_BTS_BENCH_ORDERS=500
+// and INGESTD_BTS_BENCH_FIXED_ORDERS=25 keep it in check
+// (docs/performance.md, "BTS webhooks").
 func BenchmarkBTSSchedule(b *testing.B) {
 	for range b.N {
 		reportBTSSchedule(b)
@@ -105,14 +119,18 @@ func reportBTSSchedule(tb testing.TB) {
 			{name: "adaptive", orders: n, speed: speed, intervals: adaptive},
 			{name: "fixed 1m", orders: envInt(tb, "INGESTD_BTS_BENCH_FIXED_ORDERS", 100), speed: speed, intervals: fixed},
 		}
+		scenarios = append(scenarios, webhookScenarios(tb, envInt(tb, "INGESTD_BTS_BENCH_WEBHOOK_ORDERS", n), speed, adaptive)...)
 		var (
 			wg      sync.WaitGroup
 			results = make([]scheduleResult, len(scenarios))
 			errs    = make([]error, len(scenarios))
 			// pgtest.Schema must run on the test's goroutine.
-			dsns = []string{pgtest.Schema(tb), pgtest.Schema(tb)}
+			dsns = make([]string, len(scenarios))
 		)
-		// Side by side, so that both see the same machine load.
+		for i := range dsns {
+			dsns[i] = pgtest.Schema(tb)
+		}
+		// Side by side, so that all see the same machine load.
 		for i, sc := range scenarios {
 			wg.Go(func() { results[i], errs[i] = runSchedule(dsns[i], sc) })
 		}
@@ -130,6 +148,10 @@ func reportBTSSchedule(tb testing.TB) {
 			b.ReportMetric(f.callsPerLifecycle(), "fixed-calls/lifecycle")
 			b.ReportMetric(pct(a.outOf1100, 95).Seconds(), "adaptive-p95-1100-s")
 			b.ReportMetric(pct(f.outOf1100, 95).Seconds(), "fixed-p95-1100-s")
+		}
+		if len(results) > 2 {
+			printWebhookReport(&out, a, results[2:])
+			reportWebhookMetrics(tb, results[2:])
 		}
 		full = &a
 	}
@@ -189,6 +211,9 @@ type scheduleScenario struct {
 	kafka string
 	topic string
 	read  func(topic string, want int) []kafkatest.Record
+	// webhooks, when set, has the simulator call a real doorbell on every
+	// status change, which rings the poller (webhook_bench_test.go).
+	webhooks *webhookSetup
 }
 
 // scheduleResult is what a run measured. Delays are in upstream time.
@@ -224,6 +249,8 @@ type scheduleResult struct {
 	commits    uint64
 	commitSecs float64
 	recorded   int64
+	// hooks is what a webhook scenario measured besides.
+	hooks *webhookResult
 }
 
 // histogram returns the count and sum of a histogram on reg.
@@ -276,9 +303,13 @@ type lagStore struct {
 	record atomic.Bool
 	mu     sync.Mutex
 	lags   []time.Duration
+	// trace, when set, records when each order was claimed (webhook
+	// scenarios).
+	trace *webhookTrace
 }
 
 func (s *lagStore) ClaimDue(ctx context.Context, sourceID, holder string, limit int, claimFor time.Duration) ([]watchlist.Claim, error) {
+	started := time.Now()
 	claims, err := s.Store.ClaimDue(ctx, sourceID, holder, limit, claimFor)
 	if s.record.Load() {
 		s.mu.Lock()
@@ -286,6 +317,9 @@ func (s *lagStore) ClaimDue(ctx context.Context, sourceID, holder string, limit 
 			s.lags = append(s.lags, c.Lag)
 		}
 		s.mu.Unlock()
+	}
+	if s.trace != nil {
+		s.trace.claimed(claims, started)
 	}
 	return claims, err
 }
@@ -326,7 +360,14 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	}
 	defer func() { _ = conn.Close(ctx) }()
 
-	s, err := sim.NewBTS(sim.BTSConfig{Seed: 11, Login: btsLogin, Password: btsPassword, Orders: sc.orders, Speed: sc.speed, Backdate: sc.backdate})
+	simCfg := sim.BTSConfig{Seed: 11, Login: btsLogin, Password: btsPassword, Orders: sc.orders, Speed: sc.speed, Backdate: sc.backdate}
+	var hooks *webhookRun
+	if sc.webhooks != nil {
+		hooks = newWebhookRun(sc)
+		store.trace = hooks.trace
+		simCfg.Webhooks = hooks.simConfig()
+	}
+	s, err := sim.NewBTS(simCfg)
 	if err != nil {
 		return scheduleResult{}, err
 	}
@@ -351,6 +392,9 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 	cfg.Schedule.IdlePoll = 10 * time.Millisecond
 	cfg.Schedule.ClaimTimeout = time.Minute
 	cfg.Backoff = retry.Config{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond}
+	if sc.webhooks != nil {
+		sc.webhooks.schedule(&cfg.Schedule, sc.speed)
+	}
 	reg := prometheus.NewRegistry()
 	var outbox poller.Outbox = &btsOutbox{}
 	if sc.kafka != "" {
@@ -370,12 +414,23 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		return scheduleResult{}, err
 	}
 
+	if hooks != nil {
+		if err := hooks.start(ctx, base.Watchlist, p); err != nil {
+			return scheduleResult{}, err
+		}
+		// On every early return; the measured path stops it first.
+		defer hooks.stop()
+	}
+
 	started := time.Now()
 	if err := p.Start(ctx); err != nil {
 		return scheduleResult{}, err
 	}
 	defer p.Stop()
 	finished := p.Done()
+	if hooks != nil {
+		hooks.send(ctx, s)
+	}
 
 	count := func(q string) (int64, error) {
 		var n int64
@@ -452,6 +507,10 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 		}
 	}
 	r := scheduleResult{sc: sc, calls: calls, wall: time.Since(started), firstPass: firstPass}
+	if hooks != nil {
+		// Calls still pending are abandoned: every order is terminal.
+		hooks.stop()
+	}
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -480,7 +539,12 @@ func runSchedule(dsn string, sc scheduleScenario) (scheduleResult, error) {
 			return scheduleResult{}, err
 		}
 	}
-	return r, r.measure(conn, s, ids, t0, t1, kafkaAt)
+	var trace *webhookTrace
+	if hooks != nil {
+		trace = hooks.trace
+		r.hooks = hooks.result(s)
+	}
+	return r, r.measure(conn, s, ids, t0, t1, kafkaAt, trace)
 }
 
 // startPublisher runs the real publisher on sc.topic, holding the publisher
@@ -541,8 +605,11 @@ func readKafkaTimes(conn *pgx.Conn, sc scheduleScenario) (map[string]time.Time, 
 
 // measure reads the outbox and relates every event to the upstream change
 // it reports. With kafkaAt (event id to Kafka record timestamp), delays run
-// to Kafka; without, to the event's observation.
-func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t1 time.Time, kafkaAt map[string]time.Time) error {
+// to Kafka; without, to the event's observation. With trace (a webhook
+// scenario), delays run to the observation in the units of
+// webhookResult.add, and the changes out of 1100 are measured to Kafka too,
+// split by how they were seen.
+func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t1 time.Time, kafkaAt map[string]time.Time, trace *webhookTrace) error {
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT payload, created_at FROM outbox ORDER BY seq`)
 	if err != nil {
@@ -605,10 +672,16 @@ func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t
 			r.observedChanges++
 			seen := o.ev.ObservedAt
 			if kafkaAt != nil {
-				seen = kafkaAt[o.ev.ID]
-				r.publish = append(r.publish, seen.Sub(o.ev.ObservedAt))
+				at := kafkaAt[o.ev.ID]
+				r.publish = append(r.publish, at.Sub(o.ev.ObservedAt))
+				if trace == nil {
+					seen = at
+				}
 			}
 			d := up(seen.Sub(hist[h].At))
+			if trace != nil {
+				d = r.hooks.add(trace, id, hist[h-1], hist[h], o.ev.ObservedAt, kafkaAt[o.ev.ID], r.sc.speed)
+			}
 			r.all = append(r.all, d)
 			if code == 1100 {
 				r.into1100 = append(r.into1100, d)
@@ -623,15 +696,18 @@ func (r *scheduleResult) measure(conn *pgx.Conn, s *sim.BTS, ids []string, t0, t
 	for _, d := range [][]time.Duration{r.all, r.into1100, r.outOf1100, r.commit, r.publish, r.claimLags} {
 		slices.Sort(d)
 	}
+	if r.hooks != nil {
+		r.hooks.sort()
+	}
 	return nil
 }
 
 func printLifecycleTable(out *strings.Builder, rs []scheduleResult) {
-	fmt.Fprintf(out, "%-9s %7s %10s %10s %9s %9s %9s %11s %11s %11s %11s %9s\n",
+	fmt.Fprintf(out, "%-19s %7s %10s %10s %9s %9s %9s %11s %11s %11s %11s %9s\n",
 		"schedule", "orders", "calls/life", "changes", "seen", "p50 all", "p95 all",
 		"p50 1100->", "p95 1100->", "p50 ->1100", "p95 ->1100", "wall")
 	for _, r := range rs {
-		fmt.Fprintf(out, "%-9s %7d %10.1f %10d %8.0f%% %9s %9s %11s %11s %11s %11s %9s\n",
+		fmt.Fprintf(out, "%-19s %7d %10.1f %10d %8.0f%% %9s %9s %11s %11s %11s %11s %9s\n",
 			r.sc.name, r.sc.orders, r.callsPerLifecycle(), r.upstreamChanges, 100*float64(r.observedChanges)/float64(r.upstreamChanges),
 			fmtDur(pct(r.all, 50)), fmtDur(pct(r.all, 95)), fmtDur(pct(r.outOf1100, 50)), fmtDur(pct(r.outOf1100, 95)),
 			fmtDur(pct(r.into1100, 50)), fmtDur(pct(r.into1100, 95)), r.wall.Round(time.Second))
