@@ -36,6 +36,11 @@ const pgSampleEvery = 10
 type catchUpResult struct {
 	Events    int `json:"events"`
 	PageLimit int `json:"page_limit"`
+	// PollingDelayMs is the X-Polling-Delay-Ms the simulator asked for
+	// (0: none, today's catch-up); TooEarly counts requests it refused as
+	// sooner than asked, which must stay 0.
+	PollingDelayMs float64 `json:"polling_delay_ms"`
+	TooEarly       int64   `json:"too_early_requests"`
 	// Seconds runs from ingestd's first upstream request to the moment
 	// every event was committed, acknowledged by Kafka and marked
 	// published; IngestSeconds ends when the last page was committed.
@@ -112,10 +117,10 @@ type catchUpResult struct {
 // then measures the raw limits of kafka-go and PostgreSQL with the same
 // messages and rows.
 // codec is the run's INGESTD_KAFKA_COMPRESSION ("" leaves it unset).
-func (b *bench) catchUp(ctx context.Context, n int, codec string) (r catchUpResult, err error) {
+func (b *bench) catchUp(ctx context.Context, n int, codec string, pollingDelay time.Duration) (r catchUpResult, err error) {
 	ctx, cancel := context.WithTimeout(ctx, b.o.timeout)
 	defer cancel()
-	r = catchUpResult{Events: n, PageLimit: b.o.pageLimit, Compression: codec}
+	r = catchUpResult{Events: n, PageLimit: b.o.pageLimit, Compression: codec, PollingDelayMs: float64(pollingDelay.Milliseconds())}
 
 	sch, err := createSchema(ctx, b.o.databaseURL, "bench_catchup")
 	if err != nil {
@@ -146,7 +151,10 @@ func (b *bench) catchUp(ctx context.Context, n int, codec string) (r catchUpResu
 	defer cluster.Close()
 	broker := cluster.ListenAddrs()[0]
 
-	y, err := sim.NewYandex(sim.YandexConfig{Seed: b.o.seed, Token: benchToken, Backlog: n, Claims: b.o.claims})
+	// With pollingDelay, every journal answer asks for it
+	// (X-Polling-Delay-Ms) and a request that comes sooner is refused, as
+	// Yandex may.
+	y, err := sim.NewYandex(sim.YandexConfig{Seed: b.o.seed, Token: benchToken, Backlog: n, Claims: b.o.claims, PollingDelay: pollingDelay})
 	if err != nil {
 		return r, fmt.Errorf("configure the simulator: %w", err)
 	}
@@ -264,6 +272,7 @@ func (b *bench) catchUp(ctx context.Context, n int, codec string) (r catchUpResu
 		return r, err
 	}
 	r.Requests = y.Requests()
+	r.TooEarly = y.TooEarly()
 
 	// Correctness: every event exactly once in the outbox and in the topic.
 	if err := mon.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&r.OutboxRows); err != nil {

@@ -40,10 +40,13 @@ type options struct {
 	freshDur     time.Duration
 	freshBacklog int
 	pollInterval time.Duration
-	jsonOut      bool
-	bin          string
-	databaseURL  string
-	timeout      time.Duration
+	// pacedDelay, when positive, adds a catch-up of the first size whose
+	// journal asks for that delay between requests (X-Polling-Delay-Ms).
+	pacedDelay  time.Duration
+	jsonOut     bool
+	bin         string
+	databaseURL string
+	timeout     time.Duration
 	// compression is INGESTD_KAFKA_COMPRESSION of every ingestd run; empty
 	// leaves it unset, so the binary's default applies.
 	compression string
@@ -88,6 +91,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.claims, "claims", 1000, "claims in flight in the simulated journal; fixed so that journals of different sizes share their prefix")
 	fs.Int64Var(&o.seed, "seed", 2026, "simulator seed")
 	fs.Float64Var(&o.freshRate, "fresh-rate", 200, "upstream events per second in the freshness run")
+	fs.DurationVar(&o.pacedDelay, "paced-delay", 100*time.Millisecond, "X-Polling-Delay-Ms of one more catch-up of the first size, beside today's unpaced one (0 skips it)")
 	fs.DurationVar(&o.freshDur, "fresh-duration", 30*time.Second, "length of the steady part of the freshness run (0 skips it)")
 	fs.IntVar(&o.freshBacklog, "fresh-backlog", 100, "entries waiting upstream when the freshness run starts; drained before the steady part and not counted")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 2*time.Second, "INGESTD_YANDEX_POLL_INTERVAL (ingestd's default); it matters for the freshness run, whose target is this + 100ms")
@@ -182,6 +186,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.freshBacklog < 0 {
 		errs = append(errs, fmt.Errorf("--fresh-backlog: must not be negative, got %d", o.freshBacklog))
+	}
+	if o.pacedDelay < 0 {
+		errs = append(errs, fmt.Errorf("--paced-delay: must not be negative, got %v", o.pacedDelay))
 	}
 	if o.pollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--poll-interval: must be positive, got %v", o.pollInterval))
@@ -317,7 +324,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		order := compareOrder(o.compare, o.rounds)
 		for i, codec := range order {
 			b.logf("compression %s (run %d of %d): draining a backlog of %d events (page limit %d)", codec, i+1, len(order), n, o.pageLimit)
-			r, err := b.catchUp(ctx, n, codec)
+			r, err := b.catchUp(ctx, n, codec, 0)
 			if err != nil {
 				return fmt.Errorf("catch-up of %d events with %s: %w", n, codec, err)
 			}
@@ -329,12 +336,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	} else {
 		for _, n := range o.sizes {
 			b.logf("catch-up: draining a backlog of %d events (page limit %d)", n, o.pageLimit)
-			r, err := b.catchUp(ctx, n, o.compression)
+			r, err := b.catchUp(ctx, n, o.compression, 0)
 			if err != nil {
 				return fmt.Errorf("catch-up of %d events: %w", n, err)
 			}
 			b.logf("catch-up: %d events in %.2fs = %.0f events/s; raw kafka-go %.0f/s, raw PostgreSQL %.0f rows/s",
 				n, r.Seconds, r.EventsPerSec, r.RawKafkaPerSec, r.RawPGPerSec)
+			rep.CatchUp = append(rep.CatchUp, r)
+		}
+		if o.pacedDelay > 0 {
+			n := o.sizes[0]
+			b.logf("paced catch-up: draining a backlog of %d events from a journal asking for %v between requests", n, o.pacedDelay)
+			r, err := b.catchUp(ctx, n, o.compression, o.pacedDelay)
+			if err != nil {
+				return fmt.Errorf("paced catch-up of %d events: %w", n, err)
+			}
+			b.logf("paced catch-up: %d events in %.2fs = %.0f events/s, %d requests refused as too early", n, r.Seconds, r.EventsPerSec, r.TooEarly)
 			rep.CatchUp = append(rep.CatchUp, r)
 		}
 	}

@@ -38,10 +38,12 @@ func TestRunSmoke(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
 	// The many-accounts scenario has a test of its own (TestRunAccounts).
-	err = run(ctx, []string{"--ingestd-bin", bin, "--events", "3000", "--fresh-duration", "3s", "--fresh-rate", "200", "--fresh-backlog", "50", "--accounts", "0"}, &stdout, &stderr)
+	err = run(ctx, []string{"--ingestd-bin", bin, "--events", "3000", "--fresh-duration", "3s", "--fresh-rate", "200", "--fresh-backlog", "50", "--accounts", "0", "--paced-delay", "50ms"}, &stdout, &stderr)
 	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
 	t.Logf("took %v\n%s", time.Since(start).Round(time.Millisecond), stdout.String())
 	table := stdout.String()
+	require.Contains(t, table, "3,000 events, paced 50ms", "the paced catch-up runs beside today's")
+	require.Regexp(t, `refused as too early \(X-Polling-Delay-Ms\)\s+[0-9,]+; 0\s+[0-9,]+; 0\s+0 refused\s+PASS`, table)
 
 	numeric := []string{
 		"catch-up, end to end (events/s)",
