@@ -370,10 +370,12 @@ func (y *Yandex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	raw, bodyErr := readBody(w, r)
 	if y.cfg.PollingDelay > 0 {
 		// Every answer, refusals included, asks for the delay, and the
-		// next request is timed from when this answer was written.
+		// next request is timed from when this answer started: a client
+		// can act on an answer before the handler that wrote it returns,
+		// so a later stamp would count its next request as early.
 		arrived := time.Now()
 		w.Header().Set(HeaderPollingDelay, y.delayHeader)
-		defer func() { y.answeredAt.Store(time.Now().UnixNano()) }()
+		w = &stampWriter{ResponseWriter: w, at: &y.answeredAt}
 		if arrived.Before(time.Unix(0, y.answeredAt.Load()).Add(y.cfg.PollingDelay)) {
 			y.tooEarly.Add(1)
 			writeError(w, http.StatusTooManyRequests, "too_many_requests", "Too often: wait "+y.delayHeader+" ms between journal requests")
@@ -473,6 +475,33 @@ func (y *Yandex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		y.lastCursor.Store(&next)
 	}
 }
+
+// stampWriter records when its answer's status line is written.
+type stampWriter struct {
+	http.ResponseWriter
+	at      *atomic.Int64
+	stamped bool
+}
+
+func (s *stampWriter) WriteHeader(code int) {
+	if !s.stamped {
+		s.stamped = true
+		s.at.Store(time.Now().UnixNano())
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *stampWriter) Write(b []byte) (int, error) {
+	if !s.stamped {
+		s.WriteHeader(http.StatusOK)
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the writer beneath. A dropped
+// connection (dropConnection) cannot hijack through the stamp and aborts
+// the handler instead, which closes the connection alike.
+func (s *stampWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // getBuf returns a page buffer from the pool.
 func (y *Yandex) getBuf() *[]byte {
