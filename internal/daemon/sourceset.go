@@ -165,9 +165,9 @@ func (s *sourceSet) held() int {
 }
 
 // admit is the admission check of source id's runner: below this
-// instance's share, holding no more than the least loaded other instance
-// (so that a free source goes to the one with the fewest), and not a
-// source it just gave up. An admitted source counts as held until its
+// instance's share, and, within one of it, holding no more than the least
+// loaded other instance (so that the last free sources go to the ones
+// with the fewest), and not a source it just gave up. An admitted source counts as held until its
 // attempt is over (done).
 func (s *sourceSet) admit(id string) func() (func(), bool) {
 	done := func() {
@@ -180,7 +180,13 @@ func (s *sourceSet) admit(id string) func() (func(), bool) {
 		defer s.mu.Unlock()
 		held := s.held()
 		other := s.minOther.Load()
-		if !s.cfg.Now().After(s.notBefore[id]) || held >= s.share() || (other >= 0 && int64(held) > other) {
+		// Well below its share an instance takes a free source whatever
+		// the others hold, so that sources never wait unheld for the
+		// heartbeats that refresh those counts; near its share it leaves
+		// a free source to a less loaded instance.
+		share := s.share()
+		nearShare := held+1 >= share
+		if !s.cfg.Now().After(s.notBefore[id]) || held >= share || (nearShare && other >= 0 && int64(held) > other) {
 			return nil, false
 		}
 		s.trying[id] = true
