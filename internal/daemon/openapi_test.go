@@ -85,8 +85,11 @@ func (tok apiTokens) authenticate(_ context.Context, in *config.AuthenticationIn
 		}
 		return nil
 	case "webhookBearer":
-		// The document says this scheme name must be written "Bearer".
-		given, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// The scheme name is case-insensitive (RFC 9110), as the endpoint
+		// takes it.
+		if scheme, v, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+			given = strings.TrimSpace(v)
+		}
 	case "webhookTokenHeader":
 		given = r.Header.Get("token")
 	case "webhookTokenQuery":
@@ -572,7 +575,7 @@ func TestAdminAPIMatchesOpenAPI(t *testing.T) {
 		{"hook without a token", "POST", hook, apiWithJSON(nil), `{"orderId":1}`, 401, false},
 		{"hook with a wrong token", "POST", hook, map[string]string{"token": "forged-forged-forged", "Content-Type": "application/json"}, `{"orderId":1}`, 401, false},
 		{"hook with the admin token", "POST", hook, apiWithJSON(apiBearer(apiAdminToken)), `{"orderId":1}`, 401, false},
-		{"hook with a lower-case scheme", "POST", hook, apiWithJSON(map[string]string{"Authorization": "bearer " + apiHookDefault}), `{"orderId":1}`, 401, false},
+		{"hook with a lower-case scheme", "POST", hook, apiWithJSON(map[string]string{"Authorization": "bearer " + apiHookDefault}), `{"orderId":1}`, 200, true},
 		{"hook order id an object", "POST", hook, apiWithJSON(apiBearer(apiHookDefault)), `{"orderId":{}}`, 400, false},
 		{"hook order id negative", "POST", hook, apiWithJSON(apiBearer(apiHookDefault)), `{"orderId":-1}`, 400, false},
 		{"hook order id with a space", "POST", hook, apiWithJSON(apiBearer(apiHookDefault)), `{"orderId":"12 34"}`, 400, false},

@@ -213,6 +213,8 @@ func (d *Doorbell) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src, ok := authenticate(r, accounts)
 	if !ok {
 		d.m.calls.WithLabelValues(outcomeUnauthorized).Inc()
+		// HTTP requires a 401 to say how to authenticate.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ingestd-webhook"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong webhook token")
 		return
 	}
@@ -243,8 +245,9 @@ func (d *Doorbell) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // constant time, so the answer's timing tells nothing about any of them.
 func authenticate(r *http.Request, accounts []Account) (string, bool) {
 	var given []string
-	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		given = append(given, v)
+	// The scheme name is case-insensitive (RFC 9110).
+	if scheme, v, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		given = append(given, strings.TrimSpace(v))
 	}
 	if v := r.Header.Get("token"); v != "" {
 		given = append(given, v)
