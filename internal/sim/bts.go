@@ -328,6 +328,34 @@ func (b *BTS) index(orderID string) (int, bool) {
 	return int(i), true
 }
 
+// CheckObserved reports whether codes, the statuses a client published for
+// an order in order, are later and later steps of its history (a poller may
+// skip steps, never go back or invent one) ending at its final status; nil
+// when they are.
+func (b *BTS) CheckObserved(orderID string, codes []int) error {
+	history := b.History(orderID)
+	if history == nil {
+		return fmt.Errorf("order %s: unknown to the simulator", orderID)
+	}
+	if len(codes) == 0 {
+		return fmt.Errorf("order %s: no status observed", orderID)
+	}
+	pos := 0
+	for i, code := range codes {
+		for pos < len(history) && history[pos].Code != code {
+			pos++
+		}
+		if pos == len(history) {
+			return fmt.Errorf("order %s: status %d (change %d of %d) is not in its history after the previous one", orderID, code, i+1, len(codes))
+		}
+		pos++
+	}
+	if last := history[len(history)-1].Code; codes[len(codes)-1] != last {
+		return fmt.Errorf("order %s: ends at %d, not at its final status %d", orderID, codes[len(codes)-1], last)
+	}
+	return nil
+}
+
 // History returns the whole lifecycle of an order, the changes still to
 // come included, or nil for an unknown order.
 func (b *BTS) History(orderID string) []Change {

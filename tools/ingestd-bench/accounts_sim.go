@@ -127,27 +127,7 @@ func (c *accountsConsumer) complete() bool {
 }
 
 func (c *accountsConsumer) run(ctx context.Context, broker string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topicName),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
-	if err != nil {
-		return fmt.Errorf("create the accounts consumer: %w", err)
-	}
-	defer cl.Close()
-	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		now := time.Now()
-		var ferr error
-		fetches.EachError(func(t string, p int32, err error) {
-			ferr = errors.Join(ferr, fmt.Errorf("fetch %s/%d: %w", t, p, err))
-		})
-		if ferr != nil {
-			return ferr
-		}
-		fetches.EachRecord(func(r *kgo.Record) { c.record(r, now) })
-	}
+	return consumeTopic(ctx, broker, "accounts", c.record)
 }
 
 // record matches r to its journal entry by its ce_id header. An id not yet

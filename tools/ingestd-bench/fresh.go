@@ -207,10 +207,17 @@ func (f *freshConsumer) failed() error {
 }
 
 func (f *freshConsumer) run(ctx context.Context, broker string) error {
+	return consumeTopic(ctx, broker, "freshness", f.record)
+}
+
+// consumeTopic reads the bench topic from its start until ctx ends, handing
+// every record to onRecord with the time its fetch arrived: the receipt
+// time the freshness figures are measured to.
+func consumeTopic(ctx context.Context, broker, what string, onRecord func(*kgo.Record, time.Time)) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topicName),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
-		return fmt.Errorf("create the freshness consumer: %w", err)
+		return fmt.Errorf("create the %s consumer: %w", what, err)
 	}
 	defer cl.Close()
 	for {
@@ -226,7 +233,7 @@ func (f *freshConsumer) run(ctx context.Context, broker string) error {
 		if ferr != nil {
 			return ferr
 		}
-		fetches.EachRecord(func(r *kgo.Record) { f.record(r, now) })
+		fetches.EachRecord(func(r *kgo.Record) { onRecord(r, now) })
 	}
 }
 
