@@ -232,7 +232,8 @@ func (s *sourceSet) balance(ctx context.Context) {
 			}
 		}
 		slices.Sort(ids)
-		surplus = ids[len(ids)-give:]
+		// held counts the sources being taken too; only held ones can go.
+		surplus = ids[len(ids)-min(give, len(ids)):]
 		for _, id := range surplus {
 			s.notBefore[id] = s.cfg.Now().Add(2 * s.cfg.Lease.TTL)
 		}
