@@ -345,26 +345,8 @@ func checkDashboardExpr(expr string) ([]dashboardSelector, error) {
 				}
 			}
 			sels = append(sels, sel)
-		case *parser.AggregateExpr:
-			if !n.Without {
-				have := dashboardSeriesLabels(n.Expr)
-				for _, g := range n.Grouping {
-					if !have[g] {
-						errs = append(errs, fmt.Errorf("%s by (%s): no series below has label %q", n.Op, strings.Join(n.Grouping, ", "), g))
-					}
-				}
-			}
-		case *parser.BinaryExpr:
-			if vm := n.VectorMatching; vm != nil && vm.On {
-				for _, side := range []parser.Node{n.LHS, n.RHS} {
-					have := dashboardSeriesLabels(side)
-					for _, l := range vm.MatchingLabels {
-						if !have[l] {
-							errs = append(errs, fmt.Errorf("on (%s): a side has no label %q", strings.Join(vm.MatchingLabels, ", "), l))
-						}
-					}
-				}
-			}
+		case *parser.AggregateExpr, *parser.BinaryExpr:
+			errs = append(errs, groupingErrors(n, dashboardSeriesLabels)...)
 		case *parser.Call:
 			if n.Func.Name == "histogram_quantile" && len(n.Args) == 2 {
 				if agg, ok := unwrapParens(n.Args[1]).(*parser.AggregateExpr); ok && !agg.Without && !slices.Contains(agg.Grouping, "le") {

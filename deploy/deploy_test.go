@@ -1070,26 +1070,8 @@ func checkExpr(expr string) (map[string]bool, error) {
 					errs = append(errs, fmt.Errorf("%s{%s=%q} can never match", n.Name, lm.Name, lm.Value))
 				}
 			}
-		case *parser.AggregateExpr:
-			if !n.Without {
-				have := selectorLabels(n.Expr)
-				for _, g := range n.Grouping {
-					if !have[g] {
-						errs = append(errs, fmt.Errorf("%s by (%s): no series below has label %q", n.Op, strings.Join(n.Grouping, ", "), g))
-					}
-				}
-			}
-		case *parser.BinaryExpr:
-			if vm := n.VectorMatching; vm != nil && vm.On {
-				for _, side := range []parser.Node{n.LHS, n.RHS} {
-					have := selectorLabels(side)
-					for _, l := range vm.MatchingLabels {
-						if !have[l] {
-							errs = append(errs, fmt.Errorf("on (%s): a side has no label %q", strings.Join(vm.MatchingLabels, ", "), l))
-						}
-					}
-				}
-			}
+		case *parser.AggregateExpr, *parser.BinaryExpr:
+			errs = append(errs, groupingErrors(n, selectorLabels)...)
 		}
 		return nil
 	})
@@ -1263,4 +1245,35 @@ func TestExportedMetricsMatchTheCode(t *testing.T) {
 		_, ok := inCode[name]
 		require.True(t, ok, "%s is in exportedMetrics but no code registers it", name)
 	}
+}
+
+// groupingErrors checks that the labels an aggregation groups by, or a
+// binary operation matches on, are labels of the series below it, as
+// labelsOf finds them: Prometheus accepts any label there, and a wrong one
+// silently yields nothing. The alert and dashboard checks share it.
+func groupingErrors(n parser.Node, labelsOf func(parser.Node) map[string]bool) []error {
+	var errs []error
+	switch n := n.(type) {
+	case *parser.AggregateExpr:
+		if !n.Without {
+			have := labelsOf(n.Expr)
+			for _, g := range n.Grouping {
+				if !have[g] {
+					errs = append(errs, fmt.Errorf("%s by (%s): no series below has label %q", n.Op, strings.Join(n.Grouping, ", "), g))
+				}
+			}
+		}
+	case *parser.BinaryExpr:
+		if vm := n.VectorMatching; vm != nil && vm.On {
+			for _, side := range []parser.Node{n.LHS, n.RHS} {
+				have := labelsOf(side)
+				for _, l := range vm.MatchingLabels {
+					if !have[l] {
+						errs = append(errs, fmt.Errorf("on (%s): a side has no label %q", strings.Join(vm.MatchingLabels, ", "), l))
+					}
+				}
+			}
+		}
+	}
+	return errs
 }

@@ -151,30 +151,9 @@ func (b *bench) freshness(ctx context.Context) (res *freshResult, err error) {
 }
 
 // waitFor polls cond every 10ms until it holds, failing when cond reports
-// an error, ingestd exits, ctx ends or limit passes.
+// an error, ingestd exits, ctx ends or limit passes (see waitProcs).
 func (b *bench) waitFor(ctx context.Context, c *child.Process, limit time.Duration, what string, cond func() (bool, error)) error {
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, context.Cause(ctx))
-		case <-c.Done():
-			return exitErr(c)
-		case <-deadline.C:
-			return fmt.Errorf("waiting for %s: not done after %v", what, limit)
-		case <-tick.C:
-		}
-	}
+	return waitProcs(ctx, []*child.Process{c}, limit, what, cond)
 }
 
 // freshConsumer reads the topic from the start and records when each
